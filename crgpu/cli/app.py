@@ -1,0 +1,51 @@
+"""The Typer application: global flags and the command table."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from crgpu import __version__
+from crgpu.cli import checkpoint as checkpoint_cmd
+from crgpu.cli import restore as restore_cmd
+from crgpu.errors import EXIT_CODE_MEANINGS
+
+EXIT_CODES_TEXT = "Exit codes:\n\n" + "\n\n".join(
+    f"  {int(code):>3}  {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items()
+)
+
+app = typer.Typer(
+    name="crgpu",
+    help="Checkpoint and restore (GPU) containers on runc + CRIU and gVisor runsc.",
+    epilog=EXIT_CODES_TEXT,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"crgpu {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Checkpoint and restore (GPU) containers on runc + CRIU and gVisor runsc."""
+
+
+app.command("checkpoint", epilog=checkpoint_cmd.EXAMPLES + "\n" + EXIT_CODES_TEXT)(checkpoint_cmd.checkpoint)
+app.command("restore", epilog=restore_cmd.EXAMPLES + "\n" + EXIT_CODES_TEXT)(restore_cmd.restore)
+
+
+def main() -> None:
+    app()

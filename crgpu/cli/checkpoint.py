@@ -1,0 +1,137 @@
+"""`crgpu checkpoint`: parse, build CheckpointOptions, call the core, render."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from crgpu.cli.common import DebugOpt, DryRunOpt, JsonOpt, QuietOpt, run_guarded, validated
+from crgpu.cli.render import Renderer
+
+EXAMPLES = """
+Examples:
+
+  crgpu checkpoint --image-path /var/lib/ckpt/web1 web1
+
+  crgpu checkpoint --leave-running --tcp-established -i /ckpt/train train-7
+
+  crgpu checkpoint --dry-run --link-remap -i /ckpt/x x      # show argv, env and CRIU config
+
+  crgpu checkpoint --root /tmp/runsc --image-path /ckpt/g g1   # a runsc sandbox
+"""
+
+
+def checkpoint(
+    container_id: Annotated[str, typer.Argument(help="The container to checkpoint.", show_default=False)],
+    image_path: Annotated[
+        Optional[Path],
+        typer.Option("--image-path", "-i", help="Directory for the checkpoint; must be new or empty."),
+    ] = None,
+    work_path: Annotated[
+        Optional[Path],
+        typer.Option("--work-path", help="Directory for CRIU's logs and stats (default: the image path)."),
+    ] = None,
+    leave_running: Annotated[
+        bool, typer.Option("--leave-running", help="Keep the container running after the checkpoint.")
+    ] = False,
+    tcp_established: Annotated[
+        bool, typer.Option("--tcp-established", help="Checkpoint established TCP connections.")
+    ] = False,
+    skip_in_flight: Annotated[
+        bool,
+        typer.Option(
+            "--skip-in-flight", "--tcp-skip-in-flight", help="Skip half-open (in-flight) TCP connections."
+        ),
+    ] = False,
+    link_remap: Annotated[
+        bool, typer.Option("--link-remap", help="Link deleted-but-open files back so they can be dumped.")
+    ] = False,
+    tcp_close: Annotated[
+        bool,
+        typer.Option("--tcp-close", help="Drop established TCP connections (restore with --tcp-close too)."),
+    ] = False,
+    file_locks: Annotated[bool, typer.Option("--file-locks", help="Checkpoint file locks.")] = False,
+    ext_unix_sk: Annotated[bool, typer.Option("--ext-unix-sk", help="Allow external unix sockets.")] = False,
+    shell_job: Annotated[
+        bool, typer.Option("--shell-job", help="Allow shell jobs (a controlling terminal).")
+    ] = False,
+    manage_cgroups_mode: Annotated[
+        Optional[str],
+        typer.Option("--manage-cgroups-mode", help="soft|full|strict|ignore (ignore: runc 1.2+)."),
+    ] = None,
+    compression: Annotated[
+        Optional[str], typer.Option("--compression", help="runsc only: none|flate-best-speed.")
+    ] = None,
+    direct: Annotated[bool, typer.Option("--direct", help="runsc only: write pages with O_DIRECT.")] = False,
+    exclude_committed_zero_pages: Annotated[
+        bool, typer.Option("--exclude-committed-zero-pages", help="runsc only: leave zero pages out.")
+    ] = False,
+    cuda_checkpoint_path: Annotated[
+        Optional[str],
+        typer.Option(
+            "--cuda-checkpoint-path",
+            envvar="CRGPU_CUDA_CHECKPOINT_PATH",
+            help="runsc GPU containers: cuda-checkpoint's path inside the container.",
+        ),
+    ] = None,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            "--runtime", envvar="CRGPU_RUNTIME", help="runc, runsc or auto (detect from the state roots)."
+        ),
+    ] = "auto",
+    root: Annotated[
+        Optional[Path],
+        typer.Option("--root", help="The runtime's state root (default: search the known roots)."),
+    ] = None,
+    as_json: JsonOpt = False,
+    dry_run: DryRunOpt = False,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Checkpoint a running container into a new image directory."""
+    renderer = Renderer(as_json=as_json, quiet=quiet)
+
+    def body() -> int:
+        from crgpu import operations
+        from crgpu.options import CheckpointOptions
+
+        opts = validated(
+            lambda: CheckpointOptions.model_validate(
+                {
+                    "container_id": container_id,
+                    "image_path": image_path,
+                    "work_path": work_path,
+                    "leave_running": leave_running,
+                    "tcp_established": tcp_established,
+                    "skip_in_flight": skip_in_flight,
+                    "link_remap": link_remap,
+                    "tcp_close": tcp_close,
+                    "file_locks": file_locks,
+                    "ext_unix_sk": ext_unix_sk,
+                    "shell_job": shell_job,
+                    "manage_cgroups_mode": manage_cgroups_mode,
+                    "compression": compression,
+                    "direct": direct,
+                    "exclude_committed_zero_pages": exclude_committed_zero_pages,
+                    "cuda_checkpoint_path": cuda_checkpoint_path,
+                    "runtime": runtime,
+                    "root": root,
+                }
+            )
+        )
+        plan = operations.plan_checkpoint(opts)
+        if dry_run:
+            renderer.result(operations.checkpoint_dry_run(plan))
+            return 0
+        for note in plan.invocation.notes:
+            renderer.status(f"[dim]note:[/dim] {note}")
+        title = f"{plan.adapter.label} checkpoint {plan.container.id}"
+        with renderer.stream(title) as sink:
+            result = operations.execute_checkpoint(plan, sink)
+        renderer.result(result)
+        return int(result.ok is False)
+
+    run_guarded(renderer, debug, body)

@@ -1,0 +1,67 @@
+"""What every command shares: error handling, exit codes, the common flags."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from crgpu.cli.render import Renderer
+from crgpu.errors import CrgpuError, ExitCode, UsageError
+from crgpu.options import validation_messages
+
+T = TypeVar("T")
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Print the exact argv, environment and CRIU config; run nothing.")
+]
+DebugOpt = Annotated[
+    bool, typer.Option("--debug", help="Show tracebacks of internal errors.", envvar="CRGPU_DEBUG")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and data.")]
+
+
+def validated(build: Callable[[], T]) -> T:
+    """Build an options model; invalid input becomes a usage error with one line per field."""
+    try:
+        return build()
+    except ValidationError as exc:
+        lines = validation_messages(exc)
+        raise UsageError(
+            "invalid options: " + "; ".join(lines) if len(lines) == 1 else "invalid options",
+            hint="see --help",
+            detail=lines if len(lines) > 1 else [],
+        ) from exc
+
+
+def run_guarded(renderer: Renderer, debug: bool, body: Callable[[], int]) -> None:
+    """Run a command body; map every failure to its exit code, a traceback only with --debug."""
+    try:
+        code = body()
+    except CrgpuError as exc:
+        renderer.error(exc)
+        raise typer.Exit(int(exc.exit_code)) from None
+    except KeyboardInterrupt:
+        renderer.error(CrgpuError("interrupted", exit_code=ExitCode.INTERRUPTED))
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except (typer.Exit, SystemExit):
+        raise
+    except Exception as exc:
+        if debug or os.environ.get("CRGPU_DEBUG"):
+            traceback.print_exc(file=sys.stderr)
+        renderer.error(
+            CrgpuError(
+                f"internal error: {type(exc).__name__}: {exc}",
+                hint="run again with --debug for the traceback, and report it",
+            )
+        )
+        raise typer.Exit(int(ExitCode.RUNTIME_FAILED)) from None
+    raise typer.Exit(code)

@@ -1,0 +1,155 @@
+"""Rendering: Rich panels on a terminal, plain lines when piped, one JSON document with --json.
+
+Status and panels go to stderr; data (IDs, dry-run plans, JSON) to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from crgpu.errors import CrgpuError
+    from crgpu.operations import OperationResult
+
+PANEL_LINES = 18
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def _console() -> Console:
+    from rich.console import Console  # Rich only when drawing: keeps start-up fast
+
+    return Console(stderr=True, highlight=False)
+
+
+class Renderer:
+    def __init__(self, *, as_json: bool, quiet: bool) -> None:
+        self.as_json = as_json
+        self.quiet = quiet
+        self.rich = stderr_is_terminal()
+
+    # --- status lines (stderr) ---
+    def status(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.rich:
+            _console().print(text)
+        else:
+            print(_strip_markup(text), file=sys.stderr, flush=True)
+
+    # --- live runtime output (stderr) ---
+    @contextmanager
+    def stream(self, title: str) -> Iterator[Any]:
+        if self.quiet:
+            yield lambda _line: None
+            return
+        if not self.rich:
+
+            def plain(line: str) -> None:
+                print(line, file=sys.stderr, flush=True)
+
+            yield plain
+            return
+        from rich.live import Live
+        from rich.panel import Panel
+        from rich.text import Text
+
+        shown: deque[str] = deque(maxlen=PANEL_LINES)
+
+        def panel() -> Panel:
+            return Panel(Text("\n".join(shown) or "…", overflow="fold"), title=title, border_style="blue")
+
+        with Live(panel(), console=_console(), refresh_per_second=12, transient=False) as live:
+
+            def to_panel(line: str) -> None:
+                shown.append(line)
+                live.update(panel())
+
+            yield to_panel
+
+    # --- results ---
+    def result(self, result: OperationResult) -> None:
+        if self.as_json:
+            print(json.dumps(result.to_json(), indent=2))
+            return
+        if result.dry_run:
+            print(format_plan(result))
+            return
+        if result.ok:
+            verb = "Checkpointed" if result.verb == "checkpoint" else "Restored"
+            self.status(
+                f"[green]{verb}[/green] {result.container_id} with {result.runtime} "
+                f"{result.runtime_version} in {result.duration_s:.2f} s; image {result.image_path}, "
+                f"work {result.work_path}"
+            )
+            print(result.container_id)
+            return
+        self.failure(result.error or f"{result.verb} failed", result.hint, _failure_detail(result))
+
+    def failure(self, message: str, hint: str | None, detail: list[str]) -> None:
+        if self.rich:
+            from rich.panel import Panel
+            from rich.text import Text
+
+            console = _console()
+            console.print(Text("Error: ", style="bold red") + Text(message))
+            if hint:
+                console.print(Text("Hint: ", style="bold yellow") + Text(hint))
+            if detail:
+                console.print(Panel(Text("\n".join(detail)), title="details", border_style="red"))
+            return
+        print(f"crgpu: error: {message}", file=sys.stderr)
+        if hint:
+            print(f"crgpu: hint: {hint}", file=sys.stderr)
+        for line in detail:
+            print(f"  {line}", file=sys.stderr)
+
+    def error(self, exc: CrgpuError, extra: dict[str, Any] | None = None) -> None:
+        if self.as_json:
+            doc = {"ok": False, "error": exc.message, "hint": exc.hint, "exit_code": int(exc.exit_code)}
+            doc.update(extra or {})
+            print(json.dumps(doc, indent=2))
+        self.failure(exc.message, exc.hint, exc.detail)
+
+
+def _failure_detail(result: OperationResult) -> list[str]:
+    lines = [f"criu: {line}" for line in result.criu_errors]
+    if result.log_path:
+        lines.append(f"log: {result.log_path}")
+    if result.container_status:
+        lines.append(f"container now: {result.container_status}")
+    return lines
+
+
+def format_plan(result: OperationResult) -> str:
+    lines = [
+        f"runtime: {result.runtime} {result.runtime_version}",
+        f"container: {result.container_id}",
+        f"image path: {result.image_path}",
+        f"work path: {result.work_path}",
+        f"argv: {shlex.join(result.argv)}",
+    ]
+    for key, value in result.env.items():
+        lines.append(f"env: {key}={value}")
+    if result.criu_config:
+        lines.append("criu config:")
+        lines += [f"  {line}" for line in result.criu_config.splitlines()]
+    lines += [f"note: {note}" for note in result.notes]
+    return "\n".join(lines)
+
+
+def _strip_markup(text: str) -> str:
+    import re
+
+    return re.sub(r"\[/?[a-z ]+\]", "", text)

@@ -1,0 +1,303 @@
+"""Checkpoint and restore, runtime-agnostic: plan (validate, detect, map) then execute (run, record)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from crgpu.criu import criu_log_errors, headline, hint_for
+from crgpu.errors import CrgpuError, ImagePathError, Interrupted, NotFoundError, PreconditionError
+from crgpu.image import (
+    ContainerRecord,
+    Manifest,
+    RuntimeRecord,
+    prepare_image_dir,
+    prepare_work_dir,
+    read_manifest,
+    write_manifest,
+)
+from crgpu.options import CheckpointOptions, RestoreOptions
+from crgpu.process import LineSink, run_streaming
+from crgpu.runtimes.base import ContainerInfo, Invocation
+from crgpu.runtimes.detect import choose_runtime, find_container, locate
+from crgpu.runtimes.runc import RuncAdapter, discover_runc
+
+Adapter = RuncAdapter
+DEFAULT_WORK_ROOT = Path("/var/lib/crgpu/work")
+CHECKPOINTABLE = ("running", "paused")
+
+
+def adapter_for(runtime: str) -> Adapter:
+    if runtime == "runc":
+        return RuncAdapter(discover_runc())
+    raise PreconditionError(f"runtime {runtime!r} is not supported yet", hint="use a runc container")
+
+
+@dataclass
+class OperationResult:
+    """What one checkpoint or restore did; the CLI renders it, `--json` prints it."""
+
+    verb: str
+    ok: bool
+    runtime: str
+    runtime_version: str
+    container_id: str
+    image_path: str
+    work_path: str
+    argv: list[str]
+    env: dict[str, str]
+    criu_config: str | None
+    notes: list[str]
+    dry_run: bool = False
+    exit_code: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+    hint: str | None = None
+    criu_errors: list[str] = field(default_factory=list)
+    log_path: str | None = None
+    container_status: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    options: CheckpointOptions
+    adapter: Adapter
+    container: ContainerInfo
+    work_dir: Path
+    invocation: Invocation
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    options: RestoreOptions
+    adapter: Adapter
+    container_id: str
+    root: Path
+    bundle: Path
+    work_dir: Path
+    invocation: Invocation
+    manifest: Manifest | None
+
+
+def _check_image_path_free(path: Path) -> None:
+    if path.is_symlink():
+        raise ImagePathError(f"image path {path} is a symlink; crgpu does not follow symlinks")
+    if path.exists():
+        if not path.is_dir():
+            raise ImagePathError(f"image path {path} exists and is not a directory", hint="choose a new path")
+        if any(path.iterdir()):
+            raise ImagePathError(
+                f"image path {path} exists and is not empty; crgpu never overwrites a checkpoint",
+                hint="choose a new --image-path, or remove the old checkpoint yourself",
+            )
+
+
+def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
+    _check_image_path_free(opts.image_path)
+    container = find_container(opts.container_id, opts.runtime, opts.root)
+    adapter = adapter_for(container.runtime)
+    work_dir = opts.work_path or opts.image_path
+    invocation = adapter.checkpoint_invocation(opts, container, work_dir)
+    status = adapter.status(container.id, container.root)
+    if status not in CHECKPOINTABLE:
+        raise PreconditionError(
+            f"container {container.id!r} is {status or 'in an unknown state'}, not running",
+            hint=f"start it first; `{adapter.name} --root {container.root} state {container.id}` shows it",
+        )
+    return CheckpointPlan(opts, adapter, container, work_dir, invocation)
+
+
+def _default_restore_work_dir(container_id: str) -> Path:
+    base = Path(os.environ.get("CRGPU_WORK_ROOT") or DEFAULT_WORK_ROOT)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
+    return base / container_id / f"restore-{stamp}"
+
+
+def plan_restore(opts: RestoreOptions) -> RestorePlan:
+    manifest: Manifest | None
+    try:
+        manifest = read_manifest(opts.image_path)
+    except PreconditionError:
+        if not opts.force:
+            raise
+        manifest = None
+    runtime_choice = choose_runtime(opts.runtime)
+    if manifest is not None:
+        runtime = manifest.runtime.name
+        if runtime_choice not in ("auto", runtime) and not opts.force:
+            raise PreconditionError(
+                f"the image was made by {runtime}; it cannot be restored with {runtime_choice}",
+                hint=f"restore it with --runtime {runtime} (or --force to try anyway)",
+            )
+        if runtime_choice != "auto":
+            runtime = runtime_choice
+    elif runtime_choice == "auto":
+        raise PreconditionError("without crgpu.json the runtime is unknown", hint="give --runtime runc|runsc")
+    else:
+        runtime = runtime_choice
+    container_id = opts.container_id or (manifest.container.id if manifest else None)
+    if not container_id:
+        raise PreconditionError(
+            "without crgpu.json the container ID is unknown", hint="give the container ID"
+        )
+    bundle = opts.bundle or (
+        Path(manifest.container.bundle) if manifest and manifest.container.bundle else None
+    )
+    if bundle is None:
+        raise PreconditionError("the bundle directory is unknown", hint="give --bundle DIR")
+    config = bundle / "config.json"
+    if not config.is_file():
+        raise NotFoundError(
+            f"bundle {bundle} has no config.json",
+            hint="give the container's bundle with --bundle (the directory holding config.json)",
+        )
+    if not os.access(config, os.R_OK):
+        raise PreconditionError(f"cannot read {config}", hint="run crgpu as root")
+    root = (
+        opts.root
+        or (Path(manifest.runtime.root) if manifest else None)
+        or Path("/run/runc" if runtime == "runc" else "/var/run/runsc")
+    )
+    existing = locate(container_id, runtime, root)  # type: ignore[arg-type]
+    if existing:
+        raise PreconditionError(
+            f"a container {container_id!r} already exists under {root}",
+            hint=f"delete it (`{runtime} --root {root} delete {container_id}`) or restore under another ID",
+        )
+    adapter = adapter_for(runtime)
+    work_dir = opts.work_path or _default_restore_work_dir(container_id)
+    invocation = adapter.restore_invocation(opts, container_id, root, bundle, work_dir)
+    return RestorePlan(opts, adapter, container_id, root, bundle, work_dir, invocation, manifest)
+
+
+def _result(
+    verb: str, adapter: Adapter, container_id: str, image: Path, work: Path, inv: Invocation
+) -> OperationResult:
+    return OperationResult(
+        verb=verb,
+        ok=True,
+        runtime=adapter.name,
+        runtime_version=adapter.binary.version,
+        container_id=container_id,
+        image_path=str(image),
+        work_path=str(work),
+        argv=inv.argv,
+        env=inv.env,
+        criu_config=inv.criu_config,
+        notes=inv.notes,
+    )
+
+
+def checkpoint_dry_run(plan: CheckpointPlan) -> OperationResult:
+    opts = plan.options
+    result = _result(
+        "checkpoint", plan.adapter, plan.container.id, opts.image_path, plan.work_dir, plan.invocation
+    )
+    result.dry_run = True
+    return result
+
+
+def restore_dry_run(plan: RestorePlan) -> OperationResult:
+    result = _result(
+        "restore", plan.adapter, plan.container_id, plan.options.image_path, plan.work_dir, plan.invocation
+    )
+    result.dry_run = True
+    return result
+
+
+def _write_config(inv: Invocation) -> None:
+    if inv.criu_config is None or inv.criu_config_path is None:
+        return
+    try:
+        inv.criu_config_path.write_text(inv.criu_config)
+    except OSError as exc:
+        raise ImagePathError(f"cannot write {inv.criu_config_path}: {exc.strerror}") from exc
+
+
+def _run(
+    result: OperationResult,
+    adapter: Adapter,
+    inv: Invocation,
+    sink: LineSink,
+    work_dir: Path,
+    verb: str,
+    root: Path,
+) -> None:
+    run = run_streaming(inv.argv, sink, inv.env)
+    result.exit_code = run.exit_code
+    result.duration_s = round(run.duration_s, 4)
+    if run.interrupted_by is not None:
+        raise Interrupted(
+            f"{verb} interrupted by signal {run.interrupted_by}; {adapter.name} was stopped",
+            hint=f"check the container with `{adapter.name} --root {root} state {result.container_id}`",
+        )
+    if run.exit_code == 0:
+        return
+    log = next((work_dir / name for name in adapter.log_names(verb) if (work_dir / name).exists()), None)
+    errors = criu_log_errors(log) if log else []
+    runtime_errors = [line for line in run.tail if "error" in line.lower() or "ERRO" in line]
+    result.ok = False
+    result.criu_errors = errors
+    result.log_path = str(log) if log else None
+    result.hint = hint_for(errors + runtime_errors)
+    first = headline(errors) or headline(runtime_errors) or (run.tail[-1] if run.tail else "")
+    result.error = f"{adapter.label} {verb} failed (exit {run.exit_code})" + (f": {first}" if first else "")
+
+
+def execute_checkpoint(plan: CheckpointPlan, sink: LineSink) -> OperationResult:
+    opts = plan.options
+    info = plan.container
+    result = _result("checkpoint", plan.adapter, info.id, opts.image_path, plan.work_dir, plan.invocation)
+    prepare_image_dir(opts.image_path)
+    prepare_work_dir(plan.work_dir)
+    _write_config(plan.invocation)
+    started = time.monotonic()
+    _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "checkpoint", info.root)
+    result.container_status = _safe_status(plan.adapter, info.id, info.root)
+    if not result.ok:
+        return result
+    manifest = Manifest(
+        runtime=RuntimeRecord(
+            name=plan.adapter.name,
+            version=plan.adapter.binary.version,
+            path=str(plan.adapter.binary.path),
+            root=str(info.root),
+            global_flags=info.global_flags,
+        ),
+        container=ContainerRecord(
+            id=info.id,
+            bundle=str(info.bundle) if info.bundle else None,
+            pid=info.pid,
+            gpu=info.gpu,
+        ),
+        options=opts.model_dump(mode="json"),
+    )
+    write_manifest(opts.image_path, manifest)
+    result.duration_s = round(time.monotonic() - started, 4)
+    return result
+
+
+def execute_restore(plan: RestorePlan, sink: LineSink) -> OperationResult:
+    opts = plan.options
+    result = _result(
+        "restore", plan.adapter, plan.container_id, opts.image_path, plan.work_dir, plan.invocation
+    )
+    prepare_work_dir(plan.work_dir)
+    _write_config(plan.invocation)
+    _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "restore", plan.root)
+    result.container_status = _safe_status(plan.adapter, plan.container_id, plan.root)
+    return result
+
+
+def _safe_status(adapter: Adapter, container_id: str, root: Path) -> str | None:
+    try:
+        return adapter.status(container_id, root)
+    except CrgpuError:
+        return None

@@ -1,0 +1,125 @@
+"""The unified options model: validated once, then mapped onto whichever runtime owns the container."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+# runc's own rule for container IDs (libcontainer: `^[\w+-\.]+$`); "." and ".." would escape a root.
+CONTAINER_ID_PATTERN = re.compile(r"^[\w+\-.]+$", re.ASCII)
+
+RuntimeName = Literal["runc", "runsc"]
+RuntimeChoice = Literal["auto", "runc", "runsc"]
+CgroupsMode = Literal["soft", "full", "strict", "ignore"]
+Compression = Literal["none", "flate-best-speed"]
+
+
+def check_container_id(value: str) -> str:
+    """Return the ID when runc would accept it and no path can be escaped with it."""
+    if not value or len(value) > 1024 or value in (".", "..") or not CONTAINER_ID_PATTERN.match(value):
+        raise ValueError(
+            f"invalid container ID {value!r}: use letters, digits and + - . _ only (runc's rule)"
+        )
+    return value
+
+
+def _absolute(value: Path | None) -> Path | None:
+    if value is None:
+        return None
+    if "\x00" in str(value):
+        raise ValueError("path contains a NUL byte")
+    if str(value) == "":
+        raise ValueError("path is empty")
+    return Path(value).expanduser().absolute()
+
+
+class _CommonOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    runtime: RuntimeChoice = "auto"
+    root: Path | None = None
+    work_path: Path | None = None
+    tcp_established: bool = False
+    tcp_close: bool = False
+    file_locks: bool = False
+    ext_unix_sk: bool = False
+    shell_job: bool = False
+    manage_cgroups_mode: CgroupsMode | None = None
+
+    @field_validator("root", "work_path", mode="after")
+    @classmethod
+    def _paths_absolute(cls, value: Path | None) -> Path | None:
+        return _absolute(value)
+
+    @model_validator(mode="after")
+    def _tcp_modes_exclusive(self) -> _CommonOptions:
+        # CRIU either dumps established connections in repair mode or drops them: not both.
+        if self.tcp_established and self.tcp_close:
+            raise ValueError("tcp_established and tcp_close contradict each other: choose one")
+        return self
+
+
+class CheckpointOptions(_CommonOptions):
+    container_id: str
+    image_path: Path
+    leave_running: bool = False
+    skip_in_flight: bool = False
+    link_remap: bool = False
+    # runsc only: refused on runc with a message naming the runtime.
+    compression: Compression | None = None
+    direct: bool = False
+    exclude_committed_zero_pages: bool = False
+    cuda_checkpoint_path: str | None = None
+
+    @field_validator("container_id", mode="after")
+    @classmethod
+    def _id_ok(cls, value: str) -> str:
+        return check_container_id(value)
+
+    @field_validator("image_path", mode="after")
+    @classmethod
+    def _image_absolute(cls, value: Path) -> Path:
+        result = _absolute(value)
+        assert result is not None
+        return result
+
+
+class RestoreOptions(_CommonOptions):
+    image_path: Path
+    container_id: str | None = None
+    bundle: Path | None = None
+    detach: bool = True
+    pid_file: Path | None = None
+    direct: bool = False
+    force: bool = False
+
+    @field_validator("container_id", mode="after")
+    @classmethod
+    def _id_ok(cls, value: str | None) -> str | None:
+        return None if value is None else check_container_id(value)
+
+    @field_validator("image_path", mode="after")
+    @classmethod
+    def _image_absolute(cls, value: Path) -> Path:
+        result = _absolute(value)
+        assert result is not None
+        return result
+
+    @field_validator("bundle", "pid_file", mode="after")
+    @classmethod
+    def _more_paths_absolute(cls, value: Path | None) -> Path | None:
+        return _absolute(value)
+
+
+def validation_messages(error: ValidationError) -> list[str]:
+    """One line per bad field, named as the operator typed it (`--image-path`), not pydantic's loc."""
+    lines: list[str] = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"])
+        message = str(item["msg"]).removeprefix("Value error, ")
+        name = f"--{field.replace('_', '-')}" if field else "options"
+        lines.append(f"{name}: {message}")
+    return lines

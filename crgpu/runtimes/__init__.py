@@ -1,0 +1,1 @@
+"""Runtime adapters: detection, capability discovery and the option mapping per runtime."""

@@ -1,0 +1,188 @@
+"""Find which runtime and state root hold a container ID, and what its state says."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crgpu.errors import NotFoundError, PreconditionError, UsageError
+from crgpu.options import RuntimeChoice, check_container_id
+from crgpu.runtimes.base import ContainerInfo
+
+# Overridable so tests (and odd nodes) can point detection elsewhere; ':'-separated, globs allowed.
+DEFAULT_RUNC_ROOTS = ("/run/runc", "/run/containerd/runc/*", "/run/docker/runtime-runc/moby")
+DEFAULT_RUNSC_ROOTS = ("/var/run/runsc", "/run/containerd/runsc/*")
+GPU_DEVICE_PATHS = ("/dev/nvidiactl",)
+GPU_ANNOTATION_PREFIXES = ("dev.gvisor.internal.nvproxy", "nvidia.com/gpu")
+
+
+@dataclass(frozen=True)
+class StateLocation:
+    runtime: str
+    root: Path
+    state_path: Path
+
+
+def known_roots(runtime: str) -> list[Path]:
+    env = os.environ.get(f"CRGPU_{runtime.upper()}_ROOTS")
+    patterns = (
+        env.split(":") if env else list(DEFAULT_RUNC_ROOTS if runtime == "runc" else DEFAULT_RUNSC_ROOTS)
+    )
+    roots: list[Path] = []
+    seen: set[Path] = set()
+    for pattern in patterns:
+        if not pattern:
+            continue
+        for match in sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]:
+            path = Path(match)
+            resolved = path.resolve()
+            if resolved not in seen and path.is_dir():
+                seen.add(resolved)
+                roots.append(path)
+    return roots
+
+
+def runc_state_file(root: Path, container_id: str) -> Path | None:
+    path = root / check_container_id(container_id) / "state.json"
+    return path if path.is_file() else None
+
+
+def runsc_state_file(root: Path, container_id: str) -> Path | None:
+    pattern = str(root / f"{glob.escape(check_container_id(container_id))}_sandbox:*.state")
+    matches = sorted(glob.glob(pattern))
+    return Path(matches[0]) if matches else None
+
+
+def locate(
+    container_id: str, runtime: RuntimeChoice = "auto", root: Path | None = None
+) -> list[StateLocation]:
+    """Every (runtime, root) that holds the ID."""
+    check_container_id(container_id)
+    runtimes = ["runc", "runsc"] if runtime == "auto" else [runtime]
+    found: list[StateLocation] = []
+    for name in runtimes:
+        roots = [root] if root is not None else known_roots(name)
+        finder = runc_state_file if name == "runc" else runsc_state_file
+        for candidate in roots:
+            state = finder(candidate, container_id)
+            if state is not None:
+                found.append(StateLocation(name, candidate, state))
+    return found
+
+
+def choose_runtime(cli_value: RuntimeChoice) -> RuntimeChoice:
+    """The flag wins; else `$CRGPU_RUNTIME`; else auto."""
+    if cli_value != "auto":
+        return cli_value
+    env = os.environ.get("CRGPU_RUNTIME", "auto").strip() or "auto"
+    if env not in ("auto", "runc", "runsc"):
+        raise UsageError(
+            f"CRGPU_RUNTIME={env!r} is not a runtime",
+            hint="set CRGPU_RUNTIME to runc, runsc or auto",
+        )
+    return env  # type: ignore[return-value]
+
+
+def find_container(
+    container_id: str, runtime: RuntimeChoice = "auto", root: Path | None = None
+) -> ContainerInfo:
+    runtime = choose_runtime(runtime)
+    found = locate(container_id, runtime, root)
+    if not found:
+        searched = (
+            [str(root)]
+            if root
+            else [
+                str(r)
+                for name in (["runc", "runsc"] if runtime == "auto" else [runtime])
+                for r in known_roots(name)
+            ]
+        )
+        where = ", ".join(searched) or "no state root exists"
+        raise NotFoundError(
+            f"container {container_id!r} not found ({'searched ' + where if searched else where})",
+            hint="check the ID with `runc list` / `runsc list`, or give --root and --runtime",
+        )
+    if len(found) > 1:
+        holders = "; ".join(f"{loc.runtime} under {loc.root}" for loc in found)
+        raise PreconditionError(
+            f"container {container_id!r} is held more than once: {holders}",
+            hint="choose one with --runtime and --root",
+        )
+    loc = found[0]
+    reader = _read_runc_state if loc.runtime == "runc" else _read_runsc_state
+    return reader(container_id, loc)
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PreconditionError(
+            f"cannot read the runtime state {path}: {exc}",
+            hint="the container's state is damaged or being written: retry, or inspect it by hand",
+        ) from exc
+    if not isinstance(data, dict):
+        raise PreconditionError(f"the runtime state {path} is not a JSON object")
+    return data
+
+
+def _labels(config: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in config.get("labels") or []:
+        if isinstance(item, str) and "=" in item:
+            key, _, value = item.partition("=")
+            labels[key] = value
+    return labels
+
+
+def spec_uses_gpu(device_paths: list[str], annotations: dict[str, str]) -> bool:
+    if any(path in GPU_DEVICE_PATHS for path in device_paths):
+        return True
+    return any(key.startswith(GPU_ANNOTATION_PREFIXES) for key in annotations)
+
+
+def _read_runc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
+    data = _load_json(loc.state_path)
+    config = data.get("config") or {}
+    labels = _labels(config)
+    devices = [str(d.get("path", "")) for d in config.get("devices") or [] if isinstance(d, dict)]
+    pid = data.get("init_process_pid")
+    bundle = labels.get("bundle")
+    return ContainerInfo(
+        id=container_id,
+        runtime="runc",
+        root=loc.root,
+        state_path=loc.state_path,
+        pid=pid if isinstance(pid, int) and pid > 0 else None,
+        bundle=Path(bundle) if bundle else None,
+        gpu=spec_uses_gpu(devices, labels),
+    )
+
+
+def _read_runsc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
+    data = _load_json(loc.state_path)
+    if data.get("id") != container_id:
+        raise NotFoundError(f"container {container_id!r} not found under {loc.root}")
+    spec = data.get("spec") or {}
+    devices = [
+        str(d.get("path", "")) for d in (spec.get("linux") or {}).get("devices") or [] if isinstance(d, dict)
+    ]
+    annotations = {str(k): str(v) for k, v in (spec.get("annotations") or {}).items()}
+    sandbox = data.get("sandbox") or {}
+    pid = sandbox.get("pid")
+    bundle = data.get("bundleDir")
+    return ContainerInfo(
+        id=container_id,
+        runtime="runsc",
+        root=loc.root,
+        state_path=loc.state_path,
+        pid=pid if isinstance(pid, int) and pid > 0 else None,
+        bundle=Path(bundle) if bundle else None,
+        gpu=spec_uses_gpu(devices, annotations),
+        status=str(data.get("status")) if data.get("status") else None,
+    )

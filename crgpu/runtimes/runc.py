@@ -1,0 +1,232 @@
+"""runc + CRIU: one flag table per verb, one mapping function, as runc's checkpoint.go reads.
+
+An option goes to a runc flag when this runc has it; else to a CRIU config file handed over
+through CRIU_CONFIG_FILE, but only for options runc does not send over RPC itself (CRIU reads
+CRIU_CONFIG_FILE before the RPC options, so an RPC field would override it); else it is refused.
+crgpu never writes /etc/criu/runc.conf: it is global to the node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from crgpu.criu import config_text
+from crgpu.errors import PreconditionError
+from crgpu.options import CheckpointOptions, RestoreOptions
+from crgpu.runtimes.base import (
+    ContainerInfo,
+    Invocation,
+    RuntimeBinary,
+    cached_texts,
+    parse_help_flags,
+    resolve_binary,
+    run_capture,
+)
+
+CRIU_CONFIG_ENV = "CRIU_CONFIG_FILE"
+DUMP_CONFIG_NAME = "crgpu-criu-dump.conf"
+RESTORE_CONFIG_NAME = "crgpu-criu-restore.conf"
+
+
+@dataclass(frozen=True)
+class OptionRoute:
+    """How one boolean option reaches CRIU: a runc flag, or a CRIU config key when runc lacks it."""
+
+    field: str
+    flag: str | None
+    criu_key: str | None
+
+
+CHECKPOINT_ROUTES: tuple[OptionRoute, ...] = (
+    OptionRoute("leave_running", "leave-running", None),
+    OptionRoute("tcp_established", "tcp-established", None),
+    # runc 1.3+: a flag, and always sent over RPC; 1.1/1.2: only the config file reaches CRIU.
+    OptionRoute("skip_in_flight", "tcp-skip-in-flight", "skip-in-flight"),
+    OptionRoute("link_remap", "link-remap", "link-remap"),
+    # No runc has --tcp-close and none sends it over RPC.
+    OptionRoute("tcp_close", None, "tcp-close"),
+    OptionRoute("file_locks", "file-locks", None),
+    OptionRoute("ext_unix_sk", "ext-unix-sk", None),
+    OptionRoute("shell_job", "shell-job", None),
+)
+
+RESTORE_ROUTES: tuple[OptionRoute, ...] = (
+    OptionRoute("tcp_established", "tcp-established", None),
+    OptionRoute("tcp_close", None, "tcp-close"),
+    OptionRoute("file_locks", "file-locks", None),
+    OptionRoute("ext_unix_sk", "ext-unix-sk", None),
+    OptionRoute("shell_job", "shell-job", None),
+)
+
+RUNSC_ONLY_CHECKPOINT = ("compression", "direct", "exclude_committed_zero_pages", "cuda_checkpoint_path")
+
+
+def discover_runc() -> RuntimeBinary:
+    path = resolve_binary("runc", "CRGPU_RUNC")
+    texts = cached_texts(
+        path,
+        {
+            "version": [str(path), "--version"],
+            "checkpoint": [str(path), "checkpoint", "--help"],
+            "restore": [str(path), "restore", "--help"],
+        },
+    )
+    return runc_binary_from_texts(path, texts)
+
+
+def runc_binary_from_texts(path: Path, texts: dict[str, str]) -> RuntimeBinary:
+    """What a runc binary accepts, from its `--version`, `checkpoint --help`, `restore --help`."""
+    first = texts["version"].strip().splitlines()
+    version = first[0].removeprefix("runc version ").strip() if first else "unknown"
+    return RuntimeBinary(
+        name="runc",
+        path=path,
+        version=version,
+        checkpoint_flags=parse_help_flags(texts["checkpoint"]),
+        restore_flags=parse_help_flags(texts["restore"]),
+        help_texts=texts,
+    )
+
+
+def _flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+class RuncAdapter:
+    name = "runc"
+
+    def __init__(self, binary: RuntimeBinary) -> None:
+        self.binary = binary
+
+    @property
+    def label(self) -> str:
+        return f"runc {self.binary.version}"
+
+    def _base(self, root: Path) -> list[str]:
+        return [str(self.binary.path), "--root", str(root)]
+
+    def _map_routes(
+        self,
+        routes: tuple[OptionRoute, ...],
+        values: dict[str, object],
+        flags: frozenset[str],
+        verb: str,
+    ) -> tuple[list[str], list[str], list[str]]:
+        args: list[str] = []
+        config: list[str] = []
+        notes: list[str] = []
+        for route in routes:
+            if not values.get(route.field):
+                continue
+            if route.flag and route.flag in flags:
+                args.append(f"--{route.flag}")
+            elif route.criu_key:
+                config.append(route.criu_key)
+                why = (
+                    f"{self.label} has no --{route.flag} flag" if route.flag else "no runc has a flag for it"
+                )
+                notes.append(
+                    f"{_flag_name(route.field)} reaches CRIU as `{route.criu_key}` in a CRIU config file: {why}"
+                )
+            else:
+                raise PreconditionError(
+                    f"{_flag_name(route.field)} cannot reach CRIU through {self.label}: "
+                    f"its `{verb}` has no --{route.flag} flag",
+                    hint=f"use a runc that has `{verb} --{route.flag}`, or drop the option",
+                )
+        return args, config, notes
+
+    def _cgroups_args(self, mode: str | None, flags: frozenset[str], verb: str) -> list[str]:
+        if mode is None:
+            return []
+        if "manage-cgroups-mode" not in flags:
+            raise PreconditionError(f"--manage-cgroups-mode is not accepted by {self.label} {verb}")
+        if mode == "ignore" and "ignore" not in self.binary.help_texts.get(verb, ""):
+            raise PreconditionError(
+                f"--manage-cgroups-mode ignore needs runc 1.2 or newer; this is {self.label}",
+                hint="use soft, full or strict, or a newer runc",
+            )
+        return ["--manage-cgroups-mode", mode]
+
+    def _config(
+        self, entries: list[str], work_dir: Path, name: str, purpose: str, notes: list[str]
+    ) -> tuple[dict[str, str], str | None, Path | None]:
+        if not entries:
+            return {}, None, None
+        path = work_dir / name
+        if os.environ.get(CRIU_CONFIG_ENV):
+            notes.append(f"{CRIU_CONFIG_ENV} from the environment is replaced by {path} for this call")
+        return {CRIU_CONFIG_ENV: str(path)}, config_text(entries, purpose), path
+
+    def checkpoint_invocation(
+        self, opts: CheckpointOptions, info: ContainerInfo, work_dir: Path
+    ) -> Invocation:
+        for field in RUNSC_ONLY_CHECKPOINT:
+            if getattr(opts, field):
+                raise PreconditionError(
+                    f"{_flag_name(field)} is a runsc option; runc (CRIU) has no such setting",
+                    hint=f"drop {_flag_name(field)} for runc containers",
+                )
+        flags = self.binary.checkpoint_flags
+        args, config, notes = self._map_routes(CHECKPOINT_ROUTES, opts.model_dump(), flags, "checkpoint")
+        args += self._cgroups_args(opts.manage_cgroups_mode, flags, "checkpoint")
+        env, text, path = self._config(config, work_dir, DUMP_CONFIG_NAME, f"checkpoint of {info.id}", notes)
+        argv = [
+            *self._base(info.root),
+            "checkpoint",
+            "--image-path",
+            str(opts.image_path),
+            "--work-path",
+            str(work_dir),
+            *args,
+            info.id,
+        ]
+        return Invocation(argv=argv, env=env, criu_config=text, criu_config_path=path, notes=notes)
+
+    def restore_invocation(
+        self,
+        opts: RestoreOptions,
+        container_id: str,
+        root: Path,
+        bundle: Path,
+        work_dir: Path,
+    ) -> Invocation:
+        if opts.direct:
+            raise PreconditionError("--direct is a runsc option; runc (CRIU) has no such setting")
+        flags = self.binary.restore_flags
+        args, config, notes = self._map_routes(RESTORE_ROUTES, opts.model_dump(), flags, "restore")
+        args += self._cgroups_args(opts.manage_cgroups_mode, flags, "restore")
+        if opts.detach:
+            args.append("--detach")
+        if opts.pid_file is not None:
+            args += ["--pid-file", str(opts.pid_file)]
+        env, text, path = self._config(
+            config, work_dir, RESTORE_CONFIG_NAME, f"restore of {container_id}", notes
+        )
+        argv = [
+            *self._base(root),
+            "restore",
+            "--image-path",
+            str(opts.image_path),
+            "--work-path",
+            str(work_dir),
+            "--bundle",
+            str(bundle),
+            *args,
+            container_id,
+        ]
+        return Invocation(argv=argv, env=env, criu_config=text, criu_config_path=path, notes=notes)
+
+    def status(self, container_id: str, root: Path) -> str | None:
+        """runc's own view (`running`, `paused`, `stopped`, ...), or None when it has none."""
+        out = run_capture([*self._base(root), "state", container_id])
+        try:
+            return str(json.loads(out).get("status"))
+        except ValueError:
+            return None
+
+    def log_names(self, verb: str) -> list[str]:
+        return ["dump.log"] if verb == "checkpoint" else ["restore.log"]

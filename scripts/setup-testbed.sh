@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Installs the real runtimes crgpu's tests drive: runc, CRIU 4.1+, runsc, iptables,
+# busybox-static (FACTS.md §3), and a second, newer runc (1.3+) under /opt/crgpu-testbed.
+# Idempotent; runs on Debian 12 (takes the runtimes from Debian 13) and Debian 13+.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+TESTBED=${CRGPU_TESTBED:-/opt/crgpu-testbed}
+
+. /etc/os-release
+codename=${VERSION_CODENAME:-}
+apt_opts=(-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+
+if [ "$codename" = "bookworm" ]; then
+  # bookworm's CRIU 3.17 cannot dump on kernels 6.13+ (vdso bounds): take trixie's, pinned low
+  # so nothing else moves to trixie unless asked for with -t.
+  if [ ! -f /etc/apt/sources.list.d/crgpu-trixie.sources ]; then
+    cat >/etc/apt/sources.list.d/crgpu-trixie.sources <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    printf 'Package: *\nPin: release n=trixie\nPin-Priority: 100\n' >/etc/apt/preferences.d/crgpu-trixie
+  fi
+  target=(-t trixie)
+else
+  target=()
+fi
+if [ ! -f /etc/apt/sources.list.d/crgpu-sid.sources ]; then
+  cat >/etc/apt/sources.list.d/crgpu-sid.sources <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: sid
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  printf 'Package: *\nPin: release n=sid\nPin-Priority: 50\n' >/etc/apt/preferences.d/crgpu-sid
+fi
+
+apt-get update -q
+apt-get install "${apt_opts[@]}" "${target[@]}" criu runc runsc iptables busybox-static \
+  zsh fish groff-base
+
+# A second runc, newer than 1.3, beside the system one: unpacked from sid, never installed.
+if [ ! -x "$TESTBED/runc-new/usr/sbin/runc" ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -q runc/sid 2>/dev/null || apt-get download -q -t sid runc)
+  mkdir -p "$TESTBED/runc-new"
+  dpkg -x "$tmp"/runc_*.deb "$TESTBED/runc-new"
+  rm -rf "$tmp"
+fi
+# CRIU 4.2 from sid the same way: 4.1.1 cannot dump established TCP on kernel 6.18.
+if [ ! -x "$TESTBED/criu-new/usr/sbin/criu" ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -q criu/sid 2>/dev/null || true)
+  if ls "$tmp"/criu_*.deb >/dev/null 2>&1; then
+    mkdir -p "$TESTBED/criu-new"
+    dpkg -x "$tmp"/criu_*.deb "$TESTBED/criu-new"
+  fi
+  rm -rf "$tmp"
+fi
+runc --version | head -1
+"$TESTBED/runc-new/usr/sbin/runc" --version | head -1
+criu --version | head -1
+runsc --version 2>&1 | head -1 || true

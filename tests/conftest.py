@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import testbed
+
+_ids = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own capability cache and work root, and no stray runtime overrides."""
+    base = tmp_path_factory.mktemp("crgpu-env")
+    monkeypatch.setenv("CRGPU_CACHE_DIR", str(base / "cache"))
+    monkeypatch.setenv("CRGPU_WORK_ROOT", str(base / "work"))
+    for name in ("CRGPU_RUNC", "CRGPU_RUNSC", "CRGPU_RUNTIME", "CRIU_CONFIG_FILE", "CRGPU_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short path: runc and CRIU put sockets under the root, and sun_path is 108 bytes."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="crgpu-t"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(params=["runc-system", "runc-new"])
+def runc_binary(request: pytest.FixtureRequest) -> str:
+    testbed.require_root()
+    binaries = testbed.runc_binaries()
+    return testbed.require_binary(binaries.get(request.param), request.param)
+
+
+@pytest.fixture
+def runc_container(
+    runc_binary: str, short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., testbed.RuncContainer]]:
+    """Factory: a started busybox container under a private runc root, run by `runc_binary`.
+
+    crgpu is pointed at the same binary through CRGPU_RUNC.
+    """
+    monkeypatch.setenv("CRGPU_RUNC", runc_binary)
+    made: list[testbed.RuncContainer] = []
+
+    def start(script: str = testbed.COUNTER) -> testbed.RuncContainer:
+        n = next(_ids)
+        bundle = testbed.make_bundle(short_tmp / f"b{n}", script)
+        container = testbed.RuncContainer(
+            runc_binary, short_tmp / "root", bundle, f"crgpu-t{os.getpid()}-{n}"
+        )
+        made.append(container)
+        return container.start()
+
+    yield start
+    for container in made:
+        container.delete()

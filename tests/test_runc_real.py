@@ -1,0 +1,141 @@
+"""Real round trips through runc + CRIU: Debian's runc 1.1 and a runc 1.3+ (CRGPU_RUNC)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests import testbed
+from tests.helpers import crgpu, crgpu_json
+
+LINK_REMAP_WORKLOAD = (
+    "exec </dev/null >/tmp/log 2>&1; echo x > /tmp/a; ln /tmp/a /tmp/b; exec 3</tmp/a; rm /tmp/a; "
+    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
+)
+
+Start = Callable[..., testbed.RuncContainer]
+
+
+def test_checkpoint_then_restore_continues_the_counter(runc_container: Start, short_tmp: Path) -> None:
+    container = runc_container()
+    testbed.wait_counter_above(container.bundle, 10)
+    image = short_tmp / "img"
+
+    code, doc = crgpu_json("checkpoint", "--root", str(container.root), "-i", str(image), container.id)
+
+    assert code == 0, doc
+    assert doc["ok"] is True and doc["runtime"] == "runc" and doc["image_path"] == str(image)
+    assert (image / "crgpu.json").is_file()
+    assert container.status() is None  # runc removes a container it checkpointed without --leave-running
+    saved = testbed.read_counter(container.bundle)
+    time.sleep(0.3)
+    assert testbed.read_counter(container.bundle) == saved  # nothing runs any more
+
+    code, doc = crgpu_json("restore", "--image-path", str(image))  # everything else from crgpu.json
+
+    assert code == 0, doc
+    assert doc["container_status"] == "running"
+    after = testbed.wait_counter_above(container.bundle, saved)
+    # Continued from the saved value, not restarted from 1.
+    assert saved < after < saved + 40
+    manifest = json.loads((image / "crgpu.json").read_text())
+    assert manifest["container"]["id"] == container.id
+    assert manifest["runtime"]["root"] == str(container.root)
+
+
+def test_leave_running_keeps_the_container_going(runc_container: Start, short_tmp: Path) -> None:
+    container = runc_container()
+    before = testbed.wait_counter_above(container.bundle, 3)
+    code, doc = crgpu_json(
+        "checkpoint",
+        "--leave-running",
+        "--root",
+        str(container.root),
+        "-i",
+        str(short_tmp / "i"),
+        container.id,
+    )
+    assert code == 0, doc
+    assert container.status() == "running"
+    testbed.wait_counter_above(container.bundle, before + 5)
+
+
+def test_link_remap_is_needed_and_works(runc_container: Start, short_tmp: Path) -> None:
+    container = runc_container(LINK_REMAP_WORKLOAD)
+    testbed.wait_counter_above(container.bundle, 3)
+
+    failed = crgpu("checkpoint", "--root", str(container.root), "-i", str(short_tmp / "no"), container.id)
+    assert failed.exit_code == 1
+    assert "Can't create link remap for /tmp/a" in failed.stderr
+    assert "--link-remap" in failed.stderr.split("hint:")[1]
+    assert container.status() == "running"
+    testbed.wait_counter_above(container.bundle, testbed.read_counter(container.bundle))
+
+    image = short_tmp / "yes"
+    code, doc = crgpu_json(
+        "checkpoint", "--link-remap", "--root", str(container.root), "-i", str(image), container.id
+    )
+    assert code == 0, doc
+    saved = testbed.read_counter(container.bundle)
+    code, doc = crgpu_json("restore", "-i", str(image))
+    assert code == 0, doc
+    assert saved < testbed.wait_counter_above(container.bundle, saved) < saved + 40
+
+
+def test_failure_json_names_the_criu_error_and_log(runc_container: Start, short_tmp: Path) -> None:
+    container = runc_container(LINK_REMAP_WORKLOAD)
+    testbed.wait_counter_above(container.bundle, 2)
+    code, doc = crgpu_json(
+        "checkpoint", "--root", str(container.root), "-i", str(short_tmp / "f"), container.id
+    )
+    assert code == 1
+    assert doc["ok"] is False
+    assert "link remap" in doc["error"]
+    assert "--link-remap" in doc["hint"]
+    assert any("Use link-remap option" in line for line in doc["criu_errors"])
+    assert doc["log_path"] == str(short_tmp / "f" / "dump.log")
+    assert doc["container_status"] == "running"
+
+
+def test_checkpoint_of_a_stopped_container_is_refused(runc_container: Start, short_tmp: Path) -> None:
+    container = runc_container("exec </dev/null >/dev/null 2>&1; true")
+    for _ in range(100):
+        if container.status() == "stopped":
+            break
+        time.sleep(0.05)
+    result = crgpu("checkpoint", "--root", str(container.root), "-i", str(short_tmp / "s"), container.id)
+    assert result.exit_code == 4
+    assert "stopped, not running" in result.stderr
+    assert not (short_tmp / "s").exists()
+
+
+def test_restore_onto_an_existing_id_is_refused(runc_container: Start, short_tmp: Path) -> None:
+    container = runc_container()
+    image = short_tmp / "img"
+    code, _ = crgpu_json(
+        "checkpoint", "--leave-running", "--root", str(container.root), "-i", str(image), container.id
+    )
+    assert code == 0
+    result = crgpu("restore", "-i", str(image))
+    assert result.exit_code == 4
+    assert "already exists" in result.stderr
+
+
+def test_tcp_close_round_trip_hands_criu_a_config_file(runc_container: Start, short_tmp: Path) -> None:
+    container = runc_container()
+    testbed.wait_counter_above(container.bundle, 2)
+    image = short_tmp / "img"
+    code, doc = crgpu_json(
+        "checkpoint", "--tcp-close", "--root", str(container.root), "-i", str(image), container.id
+    )
+    assert code == 0, doc
+    assert "--tcp-close" not in doc["argv"]
+    assert doc["env"] == {"CRIU_CONFIG_FILE": str(image / "crgpu-criu-dump.conf")}
+    assert "tcp-close" in (image / "crgpu-criu-dump.conf").read_text().splitlines()
+    code, doc = crgpu_json("restore", "--tcp-close", "-i", str(image))
+    assert code == 0, doc
+    config = Path(doc["env"]["CRIU_CONFIG_FILE"])
+    assert config.parent == Path(doc["work_path"]) and "tcp-close" in config.read_text().splitlines()
+    assert container.status() == "running"

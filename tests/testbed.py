@@ -1,0 +1,147 @@
+"""The real test bed: busybox bundles, runtime binaries, and the skip-or-fail rule.
+
+Real-runtime tests skip on a machine without the bed, but never under CI (CI=true): there a
+missing runtime is a failure, so a green CI always means the round trips ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+RUNC_NEW_DEFAULT = "/opt/crgpu-testbed/runc-new/usr/sbin/runc"
+
+COUNTER = (
+    "exec </dev/null >/tmp/log 2>&1; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
+)
+
+
+def missing(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"test bed incomplete under CI: {reason}")
+    pytest.skip(reason)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        missing("real runtime tests need root")
+
+
+def busybox() -> str:
+    for candidate in BUSYBOX_CANDIDATES:
+        if os.path.isfile(candidate):
+            with open(candidate, "rb") as handle:
+                head = handle.read(4096)
+            if b"ld-linux" not in head:  # a dynamic binary names its loader in .interp, up front
+                return candidate
+    missing("busybox-static is not installed (apt-get install busybox-static)")
+    raise AssertionError("unreachable")
+
+
+def runc_binaries() -> dict[str, str]:
+    """The runc binaries to prove things on: Debian's (1.1) and a 1.3+ one."""
+    found: dict[str, str] = {}
+    system = shutil.which("runc")
+    if system:
+        found["runc-system"] = system
+    new = os.environ.get("CRGPU_TEST_RUNC_NEW", RUNC_NEW_DEFAULT)
+    if os.path.isfile(new):
+        found["runc-new"] = new
+    return found
+
+
+def require_binary(path: str | None, what: str) -> str:
+    if not path or not os.path.isfile(path):
+        missing(f"{what} is not installed (run scripts/setup-testbed.sh)")
+    assert path is not None
+    return path
+
+
+def make_bundle(directory: Path, script: str = COUNTER, terminal: bool = False) -> Path:
+    """A busybox bundle whose process redirects its own stdio inside the container."""
+    rootfs = directory / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    for sub in ("tmp", "proc", "dev", "sys"):
+        (rootfs / sub).mkdir()
+    shutil.copy2(busybox(), rootfs / "bin" / "busybox")
+    for applet in ("sh", "sleep", "cat", "echo", "ln", "rm", "dd", "head", "true"):
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    spec = subprocess.run(["runc", "spec", "--bundle", str(directory)], capture_output=True, text=True)
+    if spec.returncode != 0:
+        missing(f"runc spec failed: {spec.stderr.strip()}")
+    config_path = directory / "config.json"
+    config = json.loads(config_path.read_text())
+    config["process"]["terminal"] = terminal
+    config["process"]["args"] = ["sh", "-c", script]
+    config["root"]["readonly"] = False
+    config_path.write_text(json.dumps(config, indent=2))
+    return directory
+
+
+def read_counter(bundle: Path) -> int:
+    """The counter the workload last wrote; retried over a write in progress."""
+    for _ in range(50):
+        text = (
+            (bundle / "rootfs" / "tmp" / "count").read_text().strip()
+            if (bundle / "rootfs" / "tmp" / "count").exists()
+            else ""
+        )
+        if text.isdigit():
+            return int(text)
+        time.sleep(0.02)
+    raise AssertionError(f"no counter in {bundle}")
+
+
+def wait_counter_above(bundle: Path, value: int, timeout: float = 5.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            current = read_counter(bundle)
+        except AssertionError:
+            current = -1
+        if current > value:
+            return current
+        time.sleep(0.05)
+    raise AssertionError(f"counter in {bundle} did not pass {value} within {timeout} s")
+
+
+class RuncContainer:
+    """A real runc container under a private root, deleted at teardown."""
+
+    def __init__(self, runc: str, root: Path, bundle: Path, container_id: str) -> None:
+        self.runc = runc
+        self.root = root
+        self.bundle = bundle
+        self.id = container_id
+
+    def cmd(self, *args: str) -> list[str]:
+        return [self.runc, "--root", str(self.root), *args]
+
+    def start(self) -> RuncContainer:
+        done = subprocess.run(
+            self.cmd("run", "-d", "--bundle", str(self.bundle), self.id),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"runc run failed: {done.stderr}")
+        return self
+
+    def status(self) -> str | None:
+        done = subprocess.run(self.cmd("state", self.id), capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            return None
+        return str(json.loads(done.stdout)["status"])
+
+    def delete(self) -> None:
+        subprocess.run(self.cmd("delete", "--force", self.id), capture_output=True, timeout=30)
