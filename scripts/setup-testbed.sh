@@ -39,8 +39,7 @@ SRC
 fi
 
 apt-get update -q
-apt-get install "${apt_opts[@]}" "${target[@]}" criu runc runsc iptables busybox-static \
-  zsh fish groff-base
+apt-get install "${apt_opts[@]}" "${target[@]}" criu runc runsc iptables busybox-static
 
 # A second runc, newer than 1.3, beside the system one: unpacked from sid, never installed.
 if [ ! -x "$TESTBED/runc-new/usr/sbin/runc" ]; then
@@ -48,16 +47,6 @@ if [ ! -x "$TESTBED/runc-new/usr/sbin/runc" ]; then
   (cd "$tmp" && apt-get download -q runc/sid 2>/dev/null || apt-get download -q -t sid runc)
   mkdir -p "$TESTBED/runc-new"
   dpkg -x "$tmp"/runc_*.deb "$TESTBED/runc-new"
-  rm -rf "$tmp"
-fi
-# CRIU 4.2 from sid the same way: 4.1.1 cannot dump established TCP on kernel 6.18.
-if [ ! -x "$TESTBED/criu-new/usr/sbin/criu" ]; then
-  tmp=$(mktemp -d)
-  (cd "$tmp" && apt-get download -q criu/sid 2>/dev/null || true)
-  if ls "$tmp"/criu_*.deb >/dev/null 2>&1; then
-    mkdir -p "$TESTBED/criu-new"
-    dpkg -x "$tmp"/criu_*.deb "$TESTBED/criu-new"
-  fi
   rm -rf "$tmp"
 fi
 runc --version | head -1

@@ -99,28 +99,27 @@ def checkpoint(
         from crgpu.options import CheckpointOptions
 
         opts = validated(
-            lambda: CheckpointOptions.model_validate(
-                {
-                    "container_id": container_id,
-                    "image_path": image_path,
-                    "work_path": work_path,
-                    "leave_running": leave_running,
-                    "tcp_established": tcp_established,
-                    "skip_in_flight": skip_in_flight,
-                    "link_remap": link_remap,
-                    "tcp_close": tcp_close,
-                    "file_locks": file_locks,
-                    "ext_unix_sk": ext_unix_sk,
-                    "shell_job": shell_job,
-                    "manage_cgroups_mode": manage_cgroups_mode,
-                    "compression": compression,
-                    "direct": direct,
-                    "exclude_committed_zero_pages": exclude_committed_zero_pages,
-                    "cuda_checkpoint_path": cuda_checkpoint_path,
-                    "runtime": runtime,
-                    "root": root,
-                }
-            )
+            CheckpointOptions,
+            {
+                "container_id": container_id,
+                "image_path": image_path,
+                "work_path": work_path,
+                "leave_running": leave_running,
+                "tcp_established": tcp_established,
+                "skip_in_flight": skip_in_flight,
+                "link_remap": link_remap,
+                "tcp_close": tcp_close,
+                "file_locks": file_locks,
+                "ext_unix_sk": ext_unix_sk,
+                "shell_job": shell_job,
+                "manage_cgroups_mode": manage_cgroups_mode,
+                "compression": compression,
+                "direct": direct,
+                "exclude_committed_zero_pages": exclude_committed_zero_pages,
+                "cuda_checkpoint_path": cuda_checkpoint_path,
+                "runtime": runtime,
+                "root": root,
+            },
         )
         plan = operations.plan_checkpoint(opts)
         if dry_run:

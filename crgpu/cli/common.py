@@ -6,16 +6,16 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from crgpu.cli.render import Renderer
 from crgpu.errors import CrgpuError, ExitCode, UsageError
 from crgpu.options import validation_messages
 
-T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")
@@ -29,10 +29,10 @@ DebugOpt = Annotated[
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and data.")]
 
 
-def validated(build: Callable[[], T]) -> T:
-    """Build an options model; invalid input becomes a usage error with one line per field."""
+def validated(model: type[M], values: dict[str, Any]) -> M:
+    """Build an options model from the flags given (None: not given, so the model's default)."""
     try:
-        return build()
+        return model.model_validate({k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
         lines = validation_messages(exc)
         raise UsageError(

@@ -93,26 +93,25 @@ def restore(
         from crgpu.options import RestoreOptions
 
         opts = validated(
-            lambda: RestoreOptions.model_validate(
-                {
-                    "container_id": container_id,
-                    "image_path": image_path,
-                    "work_path": work_path,
-                    "bundle": bundle,
-                    "detach": detach,
-                    "pid_file": pid_file,
-                    "tcp_established": tcp_established,
-                    "tcp_close": tcp_close,
-                    "file_locks": file_locks,
-                    "ext_unix_sk": ext_unix_sk,
-                    "shell_job": shell_job,
-                    "manage_cgroups_mode": manage_cgroups_mode,
-                    "direct": direct,
-                    "force": force,
-                    "runtime": runtime,
-                    "root": root,
-                }
-            )
+            RestoreOptions,
+            {
+                "container_id": container_id,
+                "image_path": image_path,
+                "work_path": work_path,
+                "bundle": bundle,
+                "detach": detach,
+                "pid_file": pid_file,
+                "tcp_established": tcp_established,
+                "tcp_close": tcp_close,
+                "file_locks": file_locks,
+                "ext_unix_sk": ext_unix_sk,
+                "shell_job": shell_job,
+                "manage_cgroups_mode": manage_cgroups_mode,
+                "direct": direct,
+                "force": force,
+                "runtime": runtime,
+                "root": root,
+            },
         )
         plan = operations.plan_restore(opts)
         if dry_run:

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12/13 machine as root: the real runtimes (scripts/setup-testbed.sh),
+# a virtual environment in .venv with crgpu and its dev tools, and `crgpu` on PATH.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+bash scripts/setup-testbed.sh
+
+if ! python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 python3-venv python3-pip
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+ln -sf "$here/.venv/bin/crgpu" /usr/local/bin/crgpu
+crgpu --version

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite, real runtimes included: sets the machine up when needed, then lints and tests.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+if [ ! -x .venv/bin/pytest ] || ! command -v criu >/dev/null || ! command -v runsc >/dev/null; then
+  bash scripts/setup.sh
+fi
+.venv/bin/ruff check crgpu tests
+.venv/bin/ruff format --check crgpu tests
+.venv/bin/python -m pytest -q "$@"
