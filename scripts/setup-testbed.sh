@@ -49,7 +49,8 @@ if [ ! -x "$TESTBED/runc-new/usr/sbin/runc" ]; then
   dpkg -x "$tmp"/runc_*.deb "$TESTBED/runc-new"
   rm -rf "$tmp"
 fi
-runc --version | head -1
-"$TESTBED/runc-new/usr/sbin/runc" --version | head -1
-criu --version | head -1
-runsc --version 2>&1 | head -1 || true
+# Print what was installed; whole outputs captured (head on a pipe would SIGPIPE under pipefail).
+for tool in runc "$TESTBED/runc-new/usr/sbin/runc" criu runsc; do
+  out=$("$tool" --version 2>&1 || true)
+  echo "$tool: ${out%%$'\n'*}"
+done
