@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -22,19 +23,24 @@ from crgpu.image import (
 )
 from crgpu.options import CheckpointOptions, RestoreOptions
 from crgpu.process import LineSink, run_streaming
-from crgpu.runtimes.base import ContainerInfo, Invocation
+from crgpu.runtimes.base import ContainerInfo, Invocation, RuntimeAdapter
 from crgpu.runtimes.detect import choose_runtime, find_container, locate
-from crgpu.runtimes.runc import RuncAdapter, discover_runc
 
-Adapter = RuncAdapter
+Adapter = RuntimeAdapter
 DEFAULT_WORK_ROOT = Path("/var/lib/crgpu/work")
 CHECKPOINTABLE = ("running", "paused")
 
 
 def adapter_for(runtime: str) -> Adapter:
     if runtime == "runc":
+        from crgpu.runtimes.runc import RuncAdapter, discover_runc
+
         return RuncAdapter(discover_runc())
-    raise PreconditionError(f"runtime {runtime!r} is not supported yet", hint="use a runc container")
+    if runtime == "runsc":
+        from crgpu.runtimes.runsc import RunscAdapter, discover_runsc
+
+        return RunscAdapter(discover_runsc())
+    raise PreconditionError(f"unknown runtime {runtime!r}", hint="use runc or runsc")
 
 
 @dataclass
@@ -173,7 +179,10 @@ def plan_restore(opts: RestoreOptions) -> RestorePlan:
         )
     adapter = adapter_for(runtime)
     work_dir = opts.work_path or _default_restore_work_dir(container_id)
-    invocation = adapter.restore_invocation(opts, container_id, root, bundle, work_dir)
+    global_flags = manifest.runtime.global_flags if manifest else []
+    invocation = adapter.restore_invocation(opts, container_id, root, bundle, work_dir, global_flags)
+    if manifest is not None and manifest.container.gpu:
+        invocation.notes.extend(adapter.check_gpu_restore(opts.force))
     return RestorePlan(opts, adapter, container_id, root, bundle, work_dir, invocation, manifest)
 
 
@@ -230,7 +239,11 @@ def _run(
     verb: str,
     root: Path,
 ) -> None:
-    run = run_streaming(inv.argv, sink, inv.env)
+    output_log = work_dir / f"crgpu-{verb}-output.log"
+    try:
+        run = run_streaming(inv.argv, sink, output_log, inv.env)
+    except OSError as exc:
+        raise ImagePathError(f"cannot write {output_log}: {exc.strerror}") from exc
     result.exit_code = run.exit_code
     result.duration_s = round(run.duration_s, 4)
     if run.interrupted_by is not None:
@@ -240,15 +253,20 @@ def _run(
         )
     if run.exit_code == 0:
         return
-    log = next((work_dir / name for name in adapter.log_names(verb) if (work_dir / name).exists()), None)
-    errors = criu_log_errors(log) if log else []
-    runtime_errors = [line for line in run.tail if "error" in line.lower() or "ERRO" in line]
+    logs = [path for path in adapter.log_paths(verb, work_dir, inv.global_flags) if path.exists()]
+    errors = criu_log_errors(logs[0]) if logs and adapter.name == "runc" else []
+    runtime_errors = [line for line in run.tail if _ERRORISH.search(line) and not line.startswith(" ")]
     result.ok = False
     result.criu_errors = errors
-    result.log_path = str(log) if log else None
+    result.log_path = str(logs[0]) if logs else str(output_log)
     result.hint = hint_for(errors + runtime_errors)
-    first = headline(errors) or headline(runtime_errors) or (run.tail[-1] if run.tail else "")
+    first = (
+        headline(errors) or headline(runtime_errors) or next((line for line in run.tail if line.strip()), "")
+    )
     result.error = f"{adapter.label} {verb} failed (exit {run.exit_code})" + (f": {first}" if first else "")
+
+
+_ERRORISH = re.compile(r"(?i)error|fail|cannot|can't|not defined|does not exist|invalid")
 
 
 def execute_checkpoint(plan: CheckpointPlan, sink: LineSink) -> OperationResult:
@@ -260,6 +278,8 @@ def execute_checkpoint(plan: CheckpointPlan, sink: LineSink) -> OperationResult:
     _write_config(plan.invocation)
     started = time.monotonic()
     _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "checkpoint", info.root)
+    if result.ok and not opts.leave_running:
+        plan.adapter.cleanup_after_checkpoint(info.id, info.root)
     result.container_status = _safe_status(plan.adapter, info.id, info.root)
     if not result.ok:
         return result
@@ -269,7 +289,7 @@ def execute_checkpoint(plan: CheckpointPlan, sink: LineSink) -> OperationResult:
             version=plan.adapter.binary.version,
             path=str(plan.adapter.binary.path),
             root=str(info.root),
-            global_flags=info.global_flags,
+            global_flags=plan.invocation.global_flags,
         ),
         container=ContainerRecord(
             id=info.id,

@@ -1,9 +1,13 @@
-"""Run one argv, stream its output lines to a sink as they come, forward signals, bound memory."""
+"""Run one argv, stream its output lines to a sink as they come, forward signals, bound memory.
+
+The runtime writes into a log file, not a pipe, which crgpu follows: a restored container or
+sandbox inherits the runtime's stdio, and a pipe would die with crgpu (EPIPE in the container)
+and keep crgpu's reader waiting for an EOF that never comes.
+"""
 
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import subprocess
 import threading
@@ -11,14 +15,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
-from typing import IO
 
 from crgpu.errors import NotFoundError
 
 TAIL_LINES = 200
 MAX_LINE_CHARS = 4096
-DRAIN_AFTER_EXIT_S = 0.3
+POLL_S = 0.02
+READ_CHUNK = 64 * 1024
 
 LineSink = Callable[[str], None]
 
@@ -31,47 +36,61 @@ class RunResult:
     interrupted_by: int | None = None
 
 
-def _pump(stream: IO[bytes], lines: queue.Queue[str | None]) -> None:
-    try:
-        for raw in iter(stream.readline, b""):
-            lines.put(raw[:MAX_LINE_CHARS].decode("utf-8", "replace").rstrip("\r\n"))
-    except (OSError, ValueError):
-        pass
-    finally:
-        lines.put(None)
+class _LineFollower:
+    """Turns bytes appended to a file into lines, holding at most one partial line."""
+
+    def __init__(self, path: Path, sink: LineSink, tail: deque[str]) -> None:
+        self.handle = path.open("rb")
+        self.handle.seek(0, os.SEEK_END)
+        self.partial = b""
+        self.sink = sink
+        self.tail = tail
+
+    def _emit(self, raw: bytes) -> None:
+        line = raw[:MAX_LINE_CHARS].decode("utf-8", "replace").rstrip("\r")
+        self.tail.append(line)
+        self.sink(line)
+
+    def poll(self) -> None:
+        while chunk := self.handle.read(READ_CHUNK):
+            *complete, self.partial = (self.partial + chunk).split(b"\n")
+            for raw in complete:
+                self._emit(raw)
+            if len(self.partial) > MAX_LINE_CHARS:  # a line without end: cut, never grow
+                self._emit(self.partial)
+                self.partial = b""
+
+    def close(self) -> None:
+        self.poll()
+        if self.partial:
+            self._emit(self.partial)
+        self.handle.close()
 
 
 def run_streaming(
     argv: list[str],
     sink: LineSink,
+    output_log: Path,
     env_add: dict[str, str] | None = None,
     timeout_s: float | None = None,
 ) -> RunResult:
-    """Run argv (never through a shell); each stdout/stderr line goes to sink as it comes.
-
-    Only the last TAIL_LINES lines are kept, so a chatty runtime cannot grow our memory.
+    """Run argv (never through a shell) with stdout and stderr appended to output_log;
+    each new line goes to sink as it comes. Only the last TAIL_LINES lines are kept in memory.
     SIGINT and SIGTERM are forwarded to the child; the caller sees `interrupted_by`.
-    Returns once the child exits, even when a daemonised grandchild keeps the pipe open.
     """
     env = dict(os.environ)
     env.update(env_add or {})
-    start = time.monotonic()
-    try:
-        child = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            close_fds=True,
-        )
-    except OSError as exc:
-        raise NotFoundError(f"cannot run {argv[0]}: {exc.strerror}") from exc
-    assert child.stdout is not None
-    lines: queue.Queue[str | None] = queue.Queue(maxsize=10000)
-    reader = threading.Thread(target=_pump, args=(child.stdout, lines), daemon=True)
-    reader.start()
     tail: deque[str] = deque(maxlen=TAIL_LINES)
+    with output_log.open("ab") as out:
+        follower = _LineFollower(output_log, sink, tail)
+        start = time.monotonic()
+        try:
+            child = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, close_fds=True
+            )
+        except OSError as exc:
+            follower.close()
+            raise NotFoundError(f"cannot run {argv[0]}: {exc.strerror}") from exc
     received: list[int] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -86,28 +105,16 @@ def run_streaming(
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, forward)
     try:
-        exited_at: float | None = None
-        while True:
-            try:
-                line = lines.get(timeout=0.05)
-            except queue.Empty:
-                line = ""
-                if child.poll() is not None:
-                    exited_at = exited_at or time.monotonic()
-                    if time.monotonic() - exited_at > DRAIN_AFTER_EXIT_S:
-                        break
-                if timeout_s is not None and time.monotonic() - start > timeout_s:
-                    child.kill()
-                continue
-            if line is None:
-                break
-            tail.append(line)
-            sink(line)
+        while child.poll() is None:
+            follower.poll()
+            if timeout_s is not None and time.monotonic() - start > timeout_s:
+                child.kill()
+            time.sleep(POLL_S)
         exit_code = child.wait()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
-        child.stdout.close()
+        follower.close()
     return RunResult(
         exit_code=exit_code,
         duration_s=time.monotonic() - start,

@@ -64,3 +64,24 @@ def runc_container(
     yield start
     for container in made:
         container.delete()
+
+
+@pytest.fixture
+def runsc_container(short_tmp: Path) -> Iterator[Callable[..., testbed.RunscContainer]]:
+    """Factory: a started busybox sandbox under a private (non-default) runsc root."""
+    import shutil
+
+    testbed.require_root()
+    runsc = testbed.require_binary(shutil.which("runsc"), "runsc")
+    made: list[testbed.RunscContainer] = []
+
+    def start(script: str = testbed.FAST_COUNTER) -> testbed.RunscContainer:
+        n = next(_ids)
+        bundle = testbed.make_bundle(short_tmp / f"g{n}", script)
+        container = testbed.RunscContainer(runsc, short_tmp / "gvroot", bundle, f"crgpu-g{os.getpid()}-{n}")
+        made.append(container)
+        return container.start()
+
+    yield start
+    for container in made:
+        container.delete()

@@ -62,7 +62,7 @@ def ckpt(runc: RuntimeBinary, **options: object):  # type: ignore[no-untyped-def
 
 def rest(runc: RuntimeBinary, **options: object):  # type: ignore[no-untyped-def]
     opts = RestoreOptions(image_path=IMG, work_path=WORK, **options)  # type: ignore[arg-type]
-    return RuncAdapter(runc).restore_invocation(opts, "c1", ROOT, Path("/srv/b"), WORK)
+    return RuncAdapter(runc).restore_invocation(opts, "c1", ROOT, Path("/srv/b"), WORK, [])
 
 
 def config_lines(text: str | None) -> list[str]:

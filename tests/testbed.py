@@ -18,6 +18,9 @@ import pytest
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 RUNC_NEW_DEFAULT = "/opt/crgpu-testbed/runc-new/usr/sbin/runc"
 
+FAST_COUNTER = (
+    "exec </dev/null >/tmp/log 2>&1; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.02; done"
+)
 COUNTER = (
     "exec </dev/null >/tmp/log 2>&1; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
 )
@@ -145,3 +148,60 @@ class RuncContainer:
 
     def delete(self) -> None:
         subprocess.run(self.cmd("delete", "--force", self.id), capture_output=True, timeout=30)
+
+
+class RunscContainer:
+    """A real runsc sandbox under a private root, started with non-default global flags."""
+
+    GLOBALS = ("--network=none", "--ignore-cgroups")
+
+    def __init__(self, runsc: str, root: Path, bundle: Path, container_id: str) -> None:
+        self.runsc = runsc
+        self.root = root
+        self.bundle = bundle
+        self.id = container_id
+
+    def cmd(self, *args: str) -> list[str]:
+        return [self.runsc, f"--root={self.root}", *args]
+
+    def start(self) -> RunscContainer:
+        done = subprocess.run(
+            self.cmd(*self.GLOBALS, "run", "--detach", "--bundle", str(self.bundle), self.id),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"runsc run failed: {done.stderr}")
+        return self
+
+    def counter(self) -> int:
+        """The workload's counter, read inside the sandbox (its rootfs writes stay in an overlay)."""
+        for _ in range(20):
+            done = subprocess.run(
+                self.cmd("exec", self.id, "cat", "/tmp/count"), capture_output=True, text=True, timeout=30
+            )
+            if done.stdout.strip().isdigit():
+                return int(done.stdout.strip())
+            time.sleep(0.1)
+        raise AssertionError(f"no counter in runsc container {self.id}: {done.stderr}")
+
+    def wait_counter(self, value: int, timeout: float = 20.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            current = self.counter()
+            if current >= value:
+                return current
+            time.sleep(0.1)
+        raise AssertionError(f"runsc counter did not reach {value}")
+
+    def status(self) -> str | None:
+        done = subprocess.run(self.cmd("state", self.id), capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            return None
+        return str(json.loads(done.stdout)["status"])
+
+    def delete(self) -> None:
+        subprocess.run(self.cmd("delete", "--force", self.id), capture_output=True, timeout=60)

@@ -9,8 +9,12 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from crgpu.errors import NotFoundError, RuntimeFailed
+
+if TYPE_CHECKING:
+    from crgpu.options import CheckpointOptions, RestoreOptions
 
 HELP_TIMEOUT_S = 10.0
 CACHE_SCHEMA = 1
@@ -25,6 +29,8 @@ class Invocation:
     criu_config: str | None = None
     criu_config_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    # The runtime's global flags this call uses (runsc: the sandbox's, carried into crgpu.json).
+    global_flags: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,38 @@ class RuntimeBinary:
 
     def version_tuple(self) -> tuple[int, ...]:
         return version_tuple(self.version)
+
+
+class RuntimeAdapter(Protocol):
+    """What operations.py needs of a runtime; runc.py and runsc.py each implement it."""
+
+    name: str
+    binary: RuntimeBinary
+
+    @property
+    def label(self) -> str: ...
+
+    def checkpoint_invocation(
+        self, opts: CheckpointOptions, info: ContainerInfo, work_dir: Path
+    ) -> Invocation: ...
+
+    def restore_invocation(
+        self,
+        opts: RestoreOptions,
+        container_id: str,
+        root: Path,
+        bundle: Path,
+        work_dir: Path,
+        global_flags: list[str],
+    ) -> Invocation: ...
+
+    def status(self, container_id: str, root: Path) -> str | None: ...
+
+    def cleanup_after_checkpoint(self, container_id: str, root: Path) -> None: ...
+
+    def check_gpu_restore(self, force: bool) -> list[str]: ...
+
+    def log_paths(self, verb: str, work_dir: Path, global_flags: list[str]) -> list[Path]: ...
 
 
 _OPTION_LINE = re.compile(r"^\s{1,8}(-{1,2}[A-Za-z0-9].*)$")

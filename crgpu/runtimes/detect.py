@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from crgpu.errors import NotFoundError, PreconditionError, UsageError
+from crgpu.gpu import host_path
 from crgpu.options import RuntimeChoice, check_container_id
 from crgpu.runtimes.base import ContainerInfo
+from crgpu.runtimes.runsc import has_nvproxy, sandbox_global_flags
 
 # Overridable so tests (and odd nodes) can point detection elsewhere; ':'-separated, globs allowed.
 DEFAULT_RUNC_ROOTS = ("/run/runc", "/run/containerd/runc/*", "/run/docker/runtime-runc/moby")
@@ -176,6 +178,7 @@ def _read_runsc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
     sandbox = data.get("sandbox") or {}
     pid = sandbox.get("pid")
     bundle = data.get("bundleDir")
+    global_flags = sandbox_global_flags(_cmdline(pid)) if isinstance(pid, int) and pid > 0 else []
     return ContainerInfo(
         id=container_id,
         runtime="runsc",
@@ -183,6 +186,16 @@ def _read_runsc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
         state_path=loc.state_path,
         pid=pid if isinstance(pid, int) and pid > 0 else None,
         bundle=Path(bundle) if bundle else None,
-        gpu=spec_uses_gpu(devices, annotations),
+        gpu=spec_uses_gpu(devices, annotations) or has_nvproxy(global_flags),
         status=str(data.get("status")) if data.get("status") else None,
+        global_flags=global_flags,
     )
+
+
+def _cmdline(pid: int) -> list[str]:
+    """A process's argv from /proc (under CRGPU_HOST_ROOT in tests); empty when it is gone."""
+    try:
+        raw = host_path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]

@@ -193,6 +193,7 @@ class RuncAdapter:
         root: Path,
         bundle: Path,
         work_dir: Path,
+        global_flags: list[str],
     ) -> Invocation:
         if opts.direct:
             raise PreconditionError("--direct is a runsc option; runc (CRIU) has no such setting")
@@ -228,5 +229,11 @@ class RuncAdapter:
         except ValueError:
             return None
 
-    def log_names(self, verb: str) -> list[str]:
-        return ["dump.log"] if verb == "checkpoint" else ["restore.log"]
+    def cleanup_after_checkpoint(self, container_id: str, root: Path) -> None:
+        """runc removes a container it checkpointed without --leave-running itself."""
+
+    def check_gpu_restore(self, force: bool) -> list[str]:
+        return []
+
+    def log_paths(self, verb: str, work_dir: Path, global_flags: list[str]) -> list[Path]:
+        return [work_dir / ("dump.log" if verb == "checkpoint" else "restore.log")]

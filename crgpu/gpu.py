@@ -1,0 +1,118 @@
+"""NVIDIA driver version and GPU inventory, read without CUDA.
+
+Every host file is read through `host_path`, so tests point CRGPU_HOST_ROOT at fixture trees.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+NVIDIA_SMI_TIMEOUT_S = 5.0
+_VERSION = re.compile(r"\b(\d{3,4}\.\d{1,3}(?:\.\d{1,3})?)\b")
+
+
+@dataclass(frozen=True)
+class DriverVersion:
+    version: str
+    source: str
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    uuid: str
+    memory_mib: int
+
+
+def host_path(path: str) -> Path:
+    root = os.environ.get("CRGPU_HOST_ROOT")
+    return Path(root + path) if root else Path(path)
+
+
+def _read(path: str) -> str | None:
+    try:
+        return host_path(path).read_text()
+    except OSError:
+        return None
+
+
+def _from_nvml() -> str | None:
+    if os.environ.get("CRGPU_HOST_ROOT"):
+        return None  # a fixture tree: the real library would answer for the real host
+    try:
+        import pynvml  # type: ignore[import-not-found]  # nvidia-ml-py, optional
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        try:
+            value = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _nvidia_smi(query: str) -> list[str] | None:
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    try:
+        done = subprocess.run(
+            [smi, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=NVIDIA_SMI_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
+
+def driver_version() -> DriverVersion | None:
+    """The host's NVIDIA driver version, from the first source that knows it."""
+    nvml = _from_nvml()
+    if nvml:
+        return DriverVersion(nvml, "nvml")
+    sys_version = _read("/sys/module/nvidia/version")
+    if sys_version and _VERSION.search(sys_version):
+        return DriverVersion(_VERSION.search(sys_version).group(1), "/sys/module/nvidia/version")  # type: ignore[union-attr]
+    proc = _read("/proc/driver/nvidia/version")
+    if proc:
+        for line in proc.splitlines():
+            if "NVRM version:" in line:
+                match = _VERSION.search(line)
+                if match:
+                    return DriverVersion(match.group(1), "/proc/driver/nvidia/version")
+    rows = _nvidia_smi("driver_version")
+    if rows and _VERSION.search(rows[0]):
+        return DriverVersion(_VERSION.search(rows[0]).group(1), "nvidia-smi")  # type: ignore[union-attr]
+    return None
+
+
+def gpus() -> list[Gpu]:
+    rows = _nvidia_smi("name,uuid,memory.total") or []
+    found: list[Gpu] = []
+    for row in rows:
+        parts = [part.strip() for part in row.split(",")]
+        if len(parts) >= 3:
+            try:
+                memory = int(float(parts[2]))
+            except ValueError:
+                memory = 0
+            found.append(Gpu(name=parts[0], uuid=parts[1], memory_mib=memory))
+    return found

@@ -1,0 +1,235 @@
+"""gVisor runsc: one table per verb, one mapping function, the sandbox's global flags carried over.
+
+runsc takes Go-style flags; global flags go before the verb and must match the ones the sandbox
+was started with, so they are read back from the sandbox process's command line at checkpoint
+and stored in crgpu.json for restore.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from crgpu.errors import PreconditionError
+from crgpu.gpu import driver_version
+from crgpu.options import CheckpointOptions, RestoreOptions
+from crgpu.runtimes.base import (
+    ContainerInfo,
+    Invocation,
+    RuntimeBinary,
+    cached_texts,
+    parse_help_flags,
+    resolve_binary,
+    run_capture,
+)
+
+# Options CRIU has and runsc does not; what crgpu tells the operator about each.
+HANDLED_IN_SANDBOX = {
+    "skip_in_flight": "--skip-in-flight: no runsc flag; the sandbox's own network stack saves in-flight connections",
+    "link_remap": "--link-remap: no runsc flag; gVisor saves deleted-but-open files inside the sandbox",
+    "tcp_close": "--tcp-close: no runsc flag; dropping connections on save is runsc's default behaviour",
+    "file_locks": "--file-locks: no runsc flag; file locks live in the sandbox's kernel and are saved with it",
+}
+REFUSED = {
+    "ext_unix_sk": "--ext-unix-sk is a CRIU option; runsc has no external unix socket support in checkpoints",
+    "shell_job": "--shell-job is a CRIU option; runsc restores a terminal through --console-socket instead",
+    "manage_cgroups_mode": "--manage-cgroups-mode is a CRIU option; runsc manages the sandbox's cgroups itself",
+}
+# crgpu option -> runsc verb flag, for options runsc has as such.
+CHECKPOINT_FLAGS = {
+    "compression": "compression",
+    "direct": "direct",
+    "exclude_committed_zero_pages": "exclude-committed-zero-pages",
+    "cuda_checkpoint_path": "cuda-checkpoint-path",
+}
+# Global flags that runsc sets for itself in the sandbox's command line, never for a user.
+SANDBOX_ONLY_GLOBALS = ("root",)
+
+
+def discover_runsc() -> RuntimeBinary:
+    path = resolve_binary("runsc", "CRGPU_RUNSC")
+    texts = cached_texts(
+        path,
+        {
+            "version": [str(path), "--version"],
+            "checkpoint": [str(path), "checkpoint", "--help"],
+            "restore": [str(path), "restore", "--help"],
+            "flags": [str(path), "flags"],
+            "help": [str(path), "--help"],
+        },
+    )
+    return runsc_binary_from_texts(path, texts)
+
+
+def runsc_binary_from_texts(path: Path, texts: dict[str, str]) -> RuntimeBinary:
+    first = texts["version"].strip().splitlines()
+    version = first[0].removeprefix("runsc version ").strip() if first else "unknown"
+    return RuntimeBinary(
+        name="runsc",
+        path=path,
+        version=version,
+        checkpoint_flags=parse_help_flags(texts["checkpoint"]),
+        restore_flags=parse_help_flags(texts["restore"]),
+        global_flags=parse_help_flags(texts.get("flags", "")),
+        help_texts=texts,
+    )
+
+
+def sandbox_global_flags(cmdline: list[str]) -> list[str]:
+    """The global flags of a `runsc-sandbox <globals> boot ...` command line, minus --root."""
+    if "boot" not in cmdline:
+        return []
+    flags = cmdline[1 : cmdline.index("boot")]
+    return [flag for flag in flags if _flag_key(flag) not in SANDBOX_ONLY_GLOBALS]
+
+
+def _flag_key(flag: str) -> str:
+    return flag.lstrip("-").split("=", 1)[0]
+
+
+def set_global(flags: list[str], name: str, value: str | None) -> list[str]:
+    """Replace (or add) one `--name[=value]` among global flags."""
+    kept = [flag for flag in flags if _flag_key(flag) != name]
+    return [*kept, f"--{name}" if value is None else f"--{name}={value}"]
+
+
+def has_nvproxy(flags: list[str]) -> bool:
+    return any(_flag_key(flag) == "nvproxy" and not flag.endswith("=false") for flag in flags)
+
+
+def _flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+class RunscAdapter:
+    name = "runsc"
+
+    def __init__(self, binary: RuntimeBinary) -> None:
+        self.binary = binary
+
+    @property
+    def label(self) -> str:
+        return f"runsc {self.binary.version}"
+
+    def _base(self, root: Path, global_flags: list[str]) -> list[str]:
+        return [str(self.binary.path), f"--root={root}", *global_flags]
+
+    def _tcp_globals(self, flags: list[str], wanted: bool) -> list[str]:
+        if not wanted:
+            return flags
+        if "allow-connected-on-save" in self.binary.global_flags:
+            return set_global(flags, "allow-connected-on-save", "true")
+        if "net-disconnect-ok" in self.binary.global_flags:
+            return set_global(flags, "net-disconnect-ok", "false")
+        raise PreconditionError(
+            f"--tcp-established cannot reach {self.label}: it has neither --allow-connected-on-save "
+            "nor --net-disconnect-ok",
+            hint="use a newer runsc, or drop --tcp-established",
+        )
+
+    def _common_notes(self, values: dict[str, object]) -> list[str]:
+        for field, message in REFUSED.items():
+            if values.get(field):
+                raise PreconditionError(message, hint=f"drop {_flag_name(field)} for runsc containers")
+        notes = [message for field, message in HANDLED_IN_SANDBOX.items() if values.get(field)]
+        if values.get("work_path"):
+            notes.append("--work-path is crgpu's own log dir: runsc ignores --work-path")
+        return notes
+
+    def checkpoint_invocation(
+        self, opts: CheckpointOptions, info: ContainerInfo, work_dir: Path
+    ) -> Invocation:
+        values = opts.model_dump()
+        notes = self._common_notes(values)
+        args: list[str] = ["--image-path", str(opts.image_path)]
+        if opts.leave_running:
+            args.append("--leave-running")
+        cuda_path = opts.cuda_checkpoint_path
+        if info.gpu and "cuda-checkpoint-path" not in self.binary.checkpoint_flags:
+            raise PreconditionError(
+                f"container {info.id!r} uses a GPU (nvproxy) and {self.label} cannot checkpoint GPU state: "
+                "it has no --cuda-checkpoint-path (runsc release-20260608 or newer has)",
+                hint="upgrade runsc on this node",
+            )
+        if info.gpu and not cuda_path:
+            raise PreconditionError(
+                f"container {info.id!r} uses a GPU: runsc needs the path of cuda-checkpoint inside the container",
+                hint="give --cuda-checkpoint-path PATH or set CRGPU_CUDA_CHECKPOINT_PATH",
+            )
+        for field, flag in CHECKPOINT_FLAGS.items():
+            value = values.get(field)
+            if not value:
+                continue
+            if flag not in self.binary.checkpoint_flags:
+                raise PreconditionError(
+                    f"{_flag_name(field)} cannot reach {self.label}: its checkpoint has no --{flag}",
+                    hint=f"use a newer runsc, or drop {_flag_name(field)}",
+                )
+            args += [f"--{flag}"] if value is True else [f"--{flag}={value}"]
+        global_flags = self._tcp_globals(list(info.global_flags), opts.tcp_established)
+        argv = [*self._base(info.root, global_flags), "checkpoint", *args, info.id]
+        return Invocation(argv=argv, notes=notes, global_flags=global_flags)
+
+    def restore_invocation(
+        self,
+        opts: RestoreOptions,
+        container_id: str,
+        root: Path,
+        bundle: Path,
+        work_dir: Path,
+        global_flags: list[str],
+    ) -> Invocation:
+        notes = self._common_notes(opts.model_dump())
+        args = ["--image-path", str(opts.image_path), "--bundle", str(bundle)]
+        if opts.detach:
+            args.append("--detach")
+        if opts.pid_file is not None:
+            args += ["--pid-file", str(opts.pid_file)]
+        if opts.direct:
+            if "direct" not in self.binary.restore_flags:
+                raise PreconditionError(f"--direct cannot reach {self.label}: its restore has no --direct")
+            args.append("--direct")
+        flags = self._tcp_globals(list(global_flags), opts.tcp_established)
+        if has_nvproxy(flags):
+            notes.append("the sandbox ran with --nvproxy: kept for the restored sandbox")
+        argv = [*self._base(root, flags), "restore", *args, container_id]
+        return Invocation(argv=argv, notes=notes, global_flags=flags)
+
+    def check_gpu_restore(self, force: bool) -> list[str]:
+        """The host driver must be one this runsc supports (`runsc nvproxy list-supported-drivers`)."""
+        if "nvproxy" not in self.binary.help_texts.get("help", ""):
+            return [f"{self.label} cannot list its supported drivers: driver support not checked"]
+        host = driver_version()
+        if host is None:
+            raise PreconditionError(
+                "the image holds GPU state but this host has no NVIDIA driver",
+                hint="restore it on a GPU node",
+            )
+        supported = run_capture([str(self.binary.path), "nvproxy", "list-supported-drivers"]).split()
+        if host.version in supported:
+            return []
+        message = f"host driver {host.version} is not among the drivers {self.label} supports"
+        if force:
+            return [f"--force: {message}"]
+        raise PreconditionError(message, hint="install a supported driver or a newer runsc (or --force)")
+
+    def status(self, container_id: str, root: Path) -> str | None:
+        out = run_capture([str(self.binary.path), f"--root={root}", "state", container_id])
+        try:
+            state = json.loads(out)
+        except ValueError:
+            return None
+        # `runsc state` accepts an ID prefix: only an exact match counts.
+        return str(state.get("status")) if state.get("id") == container_id else None
+
+    def cleanup_after_checkpoint(self, container_id: str, root: Path) -> None:
+        """runsc leaves the checkpointed sandbox's state behind; remove it so the ID can be restored."""
+        run_capture([str(self.binary.path), f"--root={root}", "delete", "--force", container_id])
+
+    def log_paths(self, verb: str, work_dir: Path, global_flags: list[str]) -> list[Path]:
+        for flag in global_flags:
+            if _flag_key(flag) == "debug-log" and "=" in flag:
+                value = flag.split("=", 1)[1]
+                return [Path(re.sub(r"%[A-Z]+%", "*", value))]
+        return []

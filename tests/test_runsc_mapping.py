@@ -1,0 +1,196 @@
+"""runsc argv for Debian's runsc 20240729 (captured) and a 2026 runsc (fixture from source)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crgpu.errors import PreconditionError
+from crgpu.options import CheckpointOptions, RestoreOptions
+from crgpu.runtimes.base import ContainerInfo, RuntimeBinary
+from crgpu.runtimes.runsc import RunscAdapter, runsc_binary_from_texts, sandbox_global_flags
+
+HELP = Path(__file__).parent / "fixtures" / "help"
+ROOT = Path("/run/gv")
+IMG = Path("/ckpt/g")
+GLOBALS = ["--network=none", "--ignore-cgroups=true"]
+
+
+def binary(version: str) -> RuntimeBinary:
+    texts = {
+        name: (HELP / f"runsc-{version}-{name}.txt").read_text()
+        for name in ("version", "checkpoint", "restore", "flags", "help")
+    }
+    return runsc_binary_from_texts(Path("/usr/bin/runsc"), texts)
+
+
+RUNSC_2024 = binary("20240729")
+RUNSC_2026 = binary("20260817")
+
+
+def info(gpu: bool = False, flags: list[str] | None = None) -> ContainerInfo:
+    return ContainerInfo(
+        id="g1",
+        runtime="runsc",
+        root=ROOT,
+        state_path=ROOT / "x.state",
+        gpu=gpu,
+        global_flags=flags or GLOBALS,
+    )
+
+
+def ckpt(runsc: RuntimeBinary, gpu: bool = False, **options: object):  # type: ignore[no-untyped-def]
+    opts = CheckpointOptions(container_id="g1", image_path=IMG, **options)  # type: ignore[arg-type]
+    return RunscAdapter(runsc).checkpoint_invocation(opts, info(gpu), IMG)
+
+
+def test_sandbox_globals_are_the_flags_before_boot_minus_root() -> None:
+    cmdline = [
+        "runsc-sandbox",
+        "--network=none",
+        "--ignore-cgroups=true",
+        "--root=/tmp/r",
+        "boot",
+        "--bundle=/b",
+        "g1",
+    ]
+    assert sandbox_global_flags(cmdline) == GLOBALS
+    assert sandbox_global_flags(["sleep", "1"]) == []
+
+
+@pytest.mark.parametrize("runsc", [RUNSC_2024, RUNSC_2026], ids=["2024", "2026"])
+def test_plain_checkpoint_carries_the_sandbox_globals(runsc: RuntimeBinary) -> None:
+    inv = ckpt(runsc, leave_running=True)
+    assert inv.argv == [
+        "/usr/bin/runsc",
+        "--root=/run/gv",
+        *GLOBALS,
+        "checkpoint",
+        "--image-path",
+        "/ckpt/g",
+        "--leave-running",
+        "g1",
+    ]
+    assert inv.env == {} and inv.criu_config is None
+    assert inv.global_flags == GLOBALS
+
+
+def test_runsc_own_options() -> None:
+    inv = ckpt(RUNSC_2024, compression="none", direct=True, exclude_committed_zero_pages=True)
+    assert inv.argv[inv.argv.index("checkpoint") + 1 :] == [
+        "--image-path",
+        "/ckpt/g",
+        "--compression=none",
+        "--direct",
+        "--exclude-committed-zero-pages",
+        "g1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("runsc", "expected"),
+    [(RUNSC_2024, "--net-disconnect-ok=false"), (RUNSC_2026, "--allow-connected-on-save=true")],
+    ids=["2024", "2026"],
+)
+def test_tcp_established_becomes_a_global_flag(runsc: RuntimeBinary, expected: str) -> None:
+    inv = ckpt(runsc, tcp_established=True)
+    assert inv.argv[: inv.argv.index("checkpoint")] == [
+        "/usr/bin/runsc",
+        "--root=/run/gv",
+        *GLOBALS,
+        expected,
+    ]
+    assert expected in inv.global_flags  # carried into crgpu.json, so restore gets it too
+
+
+def test_tcp_established_refused_when_runsc_has_neither_flag() -> None:
+    bare = RuntimeBinary(
+        "runsc", Path("/r"), "0.0~2023", RUNSC_2024.checkpoint_flags, RUNSC_2024.restore_flags
+    )
+    with pytest.raises(PreconditionError, match=r"--tcp-established cannot reach runsc 0\.0~2023"):
+        ckpt(bare, tcp_established=True)
+
+
+@pytest.mark.parametrize("field", ["skip_in_flight", "link_remap", "tcp_close", "file_locks"])
+def test_criu_options_handled_in_the_sandbox_are_reported_not_passed(field: str) -> None:
+    inv = ckpt(RUNSC_2024, **{field: True})
+    flag = "--" + field.replace("_", "-")
+    assert not any(arg.startswith(flag) for arg in inv.argv)
+    assert any(note.startswith(flag) for note in inv.notes)
+
+
+@pytest.mark.parametrize(
+    "options", [{"ext_unix_sk": True}, {"shell_job": True}, {"manage_cgroups_mode": "soft"}], ids=str
+)
+def test_criu_only_options_are_refused(options: dict[str, object]) -> None:
+    with pytest.raises(PreconditionError, match="is a CRIU option"):
+        ckpt(RUNSC_2024, **options)
+
+
+def test_work_path_is_reported_as_ignored_by_runsc() -> None:
+    inv = ckpt(RUNSC_2024, work_path=Path("/w"))
+    assert "--work-path" not in inv.argv
+    assert any("runsc ignores --work-path" in note for note in inv.notes)
+
+
+def test_gpu_container_on_a_runsc_without_cuda_checkpoint_is_refused_naming_the_version() -> None:
+    with pytest.raises(PreconditionError, match=r"runsc 0\.0~20240729\.0 cannot checkpoint GPU state"):
+        ckpt(RUNSC_2024, gpu=True, cuda_checkpoint_path="/usr/bin/cuda-checkpoint")
+
+
+def test_gpu_container_on_2026_runsc_passes_cuda_checkpoint_path() -> None:
+    inv = ckpt(RUNSC_2026, gpu=True, cuda_checkpoint_path="/usr/bin/cuda-checkpoint")
+    assert inv.argv[inv.argv.index("checkpoint") + 1 :] == [
+        "--image-path",
+        "/ckpt/g",
+        "--cuda-checkpoint-path=/usr/bin/cuda-checkpoint",
+        "g1",
+    ]
+    with pytest.raises(PreconditionError, match="needs the path of cuda-checkpoint"):
+        ckpt(RUNSC_2026, gpu=True)
+
+
+def test_cuda_checkpoint_path_without_a_gpu_never_reaches_an_old_runsc() -> None:
+    with pytest.raises(PreconditionError, match="--cuda-checkpoint-path cannot reach runsc"):
+        ckpt(RUNSC_2024, cuda_checkpoint_path="/x")
+
+
+@pytest.mark.parametrize("runsc", [RUNSC_2024, RUNSC_2026], ids=["2024", "2026"])
+def test_restore_uses_the_stored_globals(runsc: RuntimeBinary) -> None:
+    opts = RestoreOptions(image_path=IMG, pid_file=Path("/run/g1.pid"), direct=True)
+    flags = [*GLOBALS, "--nvproxy=true"]
+    inv = RunscAdapter(runsc).restore_invocation(opts, "g1", ROOT, Path("/srv/g"), Path("/w"), flags)
+    assert inv.argv == [
+        "/usr/bin/runsc",
+        "--root=/run/gv",
+        *flags,
+        "restore",
+        "--image-path",
+        "/ckpt/g",
+        "--bundle",
+        "/srv/g",
+        "--detach",
+        "--pid-file",
+        "/run/g1.pid",
+        "--direct",
+        "g1",
+    ]
+    assert any("--nvproxy" in note for note in inv.notes)
+
+
+def test_every_flag_passed_is_known_to_the_binary() -> None:
+    everything = {
+        "leave_running": True,
+        "compression": "none",
+        "direct": True,
+        "exclude_committed_zero_pages": True,
+        "skip_in_flight": True,
+        "link_remap": True,
+        "tcp_close": True,
+    }
+    for runsc in (RUNSC_2024, RUNSC_2026):
+        inv = ckpt(runsc, **everything)
+        verb_args = inv.argv[inv.argv.index("checkpoint") + 1 : -1]
+        names = {arg.lstrip("-").split("=")[0] for arg in verb_args if arg.startswith("-")}
+        assert names <= runsc.checkpoint_flags
