@@ -194,3 +194,52 @@ def test_every_flag_passed_is_known_to_the_binary() -> None:
         verb_args = inv.argv[inv.argv.index("checkpoint") + 1 : -1]
         names = {arg.lstrip("-").split("=")[0] for arg in verb_args if arg.startswith("-")}
         assert names <= runsc.checkpoint_flags
+
+
+def _fake_runsc_with_drivers(tmp_path: Path, drivers: list[str]) -> RuntimeBinary:
+    script = tmp_path / "runsc"
+    script.write_text("#!/bin/sh\n" + "".join(f"echo {d}\n" for d in drivers))
+    script.chmod(0o755)
+    base = RUNSC_2026
+    return RuntimeBinary(
+        "runsc",
+        script,
+        base.version,
+        base.checkpoint_flags,
+        base.restore_flags,
+        base.global_flags,
+        base.help_texts,
+    )
+
+
+def _driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str) -> None:
+    (tmp_path / "host" / "sys/module/nvidia").mkdir(parents=True)
+    (tmp_path / "host" / "sys/module/nvidia/version").write_text(version + "\n")
+    monkeypatch.setenv("CRGPU_HOST_ROOT", str(tmp_path / "host"))
+
+
+def test_gpu_restore_checks_the_host_driver_against_runsc_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _driver(tmp_path, monkeypatch, "580.65.06")
+    supported = RunscAdapter(_fake_runsc_with_drivers(tmp_path, ["570.124.06", "580.65.06"]))
+    assert supported.check_gpu_restore(force=False) == []
+    unsupported = RunscAdapter(_fake_runsc_with_drivers(tmp_path, ["570.124.06"]))
+    with pytest.raises(PreconditionError, match=r"host driver 580\.65\.06 is not among the drivers"):
+        unsupported.check_gpu_restore(force=False)
+    assert "--force" in unsupported.check_gpu_restore(force=True)[0]
+
+
+def test_gpu_restore_without_a_driver_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRGPU_HOST_ROOT", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(PreconditionError, match="no NVIDIA driver"):
+        RunscAdapter(_fake_runsc_with_drivers(tmp_path, [])).check_gpu_restore(force=False)
+
+
+def test_debug_log_path_is_reported_when_the_sandbox_had_one() -> None:
+    adapter = RunscAdapter(RUNSC_2024)
+    assert adapter.log_paths("checkpoint", IMG, ["--debug-log=/var/log/runsc/%COMMAND%.log"]) == [
+        Path("/var/log/runsc/*.log")
+    ]
+    assert adapter.log_paths("checkpoint", IMG, GLOBALS) == []

@@ -182,3 +182,20 @@ def test_runtime_binary_override_must_be_executable(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("CRGPU_RUNC", str(tmp_path / "nope"))
     with pytest.raises(NotFoundError, match=r"CRGPU_RUNC=.* is not an executable"):
         base.resolve_binary("runc", "CRGPU_RUNC")
+
+
+def test_runsc_gpu_detection_from_nvproxy_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "runsc"
+    _runsc_state(root, "gpu1")
+    state_file = root / "gpu1_sandbox:gpu1.state"
+    state = json.loads(state_file.read_text())
+    state["sandbox"]["pid"] = 4242
+    state_file.write_text(json.dumps(state))
+    host = tmp_path / "host"
+    (host / "proc" / "4242").mkdir(parents=True)
+    cmdline = ["runsc-sandbox", "--nvproxy=true", "--network=host", "--root=/x", "boot", "gpu1"]
+    (host / "proc" / "4242" / "cmdline").write_bytes(b"\0".join(c.encode() for c in cmdline) + b"\0")
+    monkeypatch.setenv("CRGPU_HOST_ROOT", str(host))
+    found = find_container("gpu1", root=root)
+    assert found.gpu is True
+    assert found.global_flags == ["--nvproxy=true", "--network=host"]
