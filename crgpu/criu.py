@@ -117,3 +117,88 @@ def headline(lines: list[str]) -> str | None:
                 return line
     specific = [line for line in lines if not any(p.search(line) for p in GENERIC_ERRORS)]
     return (specific or lines or [None])[0]
+
+
+# CRIU's images/stats.proto: stats_entry { dump_stats_entry dump = 1; restore_stats_entry restore = 2; }
+DUMP_STATS_FIELDS = {
+    1: "freezing_time",
+    2: "frozen_time",
+    3: "memdump_time",
+    4: "memwrite_time",
+    5: "pages_scanned",
+    6: "pages_skipped_parent",
+    7: "pages_written",
+    8: "irmap_resolve",
+    9: "pages_lazy",
+    10: "page_pipes",
+    11: "page_pipe_bufs",
+    12: "shpages_scanned",
+    13: "shpages_skipped_parent",
+    14: "shpages_written",
+}
+RESTORE_STATS_FIELDS = {
+    1: "pages_compared",
+    2: "pages_skipped_cow",
+    3: "forking_time",
+    4: "restore_time",
+    5: "pages_restored",
+}
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _fields(data: bytes) -> dict[int, int | bytes]:
+    """A protobuf message's fields: varints as ints, length-delimited ones as bytes."""
+    out: dict[int, int | bytes] = {}
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            out[number], pos = _varint(data, pos)
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            out[number] = data[pos : pos + length]
+            pos += length
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+    return out
+
+
+def read_stats(path: Path) -> dict[str, int]:
+    """CRIU's stats-dump or stats-restore: two 4-byte magics, a 4-byte length, one message.
+
+    Times are microseconds, named as podman's --print-stats names them. Empty when absent.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return {}
+    try:
+        length = int.from_bytes(raw[8:12], "little")
+        entry = _fields(raw[12 : 12 + length])
+        stats: dict[str, int] = {}
+        for number, names in ((1, DUMP_STATS_FIELDS), (2, RESTORE_STATS_FIELDS)):
+            body = entry.get(number)
+            if isinstance(body, bytes):
+                for field, value in _fields(body).items():
+                    if field in names and isinstance(value, int):
+                        stats[names[field]] = value
+        return stats
+    except ValueError:
+        return {}

@@ -46,6 +46,7 @@ class Manifest(BaseModel):
     runtime: RuntimeRecord
     container: ContainerRecord
     options: dict[str, Any] = Field(default_factory=dict)
+    stats: dict[str, int] = Field(default_factory=dict)
 
 
 def prepare_image_dir(path: Path) -> Path:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crgpu.criu import criu_log_errors, headline, hint_for
+from crgpu.criu import criu_log_errors, headline, hint_for, read_stats
 from crgpu.errors import CrgpuError, ImagePathError, Interrupted, NotFoundError, PreconditionError
 from crgpu.image import (
     ContainerRecord,
@@ -66,6 +66,7 @@ class OperationResult:
     criu_errors: list[str] = field(default_factory=list)
     log_path: str | None = None
     container_status: str | None = None
+    stats: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -283,6 +284,7 @@ def execute_checkpoint(plan: CheckpointPlan, sink: LineSink) -> OperationResult:
     result.container_status = _safe_status(plan.adapter, info.id, info.root)
     if not result.ok:
         return result
+    result.stats = _stats(plan.work_dir / "stats-dump", "runtime_checkpoint_duration", result.duration_s)
     manifest = Manifest(
         runtime=RuntimeRecord(
             name=plan.adapter.name,
@@ -298,6 +300,7 @@ def execute_checkpoint(plan: CheckpointPlan, sink: LineSink) -> OperationResult:
             gpu=info.gpu,
         ),
         options=opts.model_dump(mode="json"),
+        stats=result.stats,
     )
     write_manifest(opts.image_path, manifest)
     result.duration_s = round(time.monotonic() - started, 4)
@@ -313,7 +316,16 @@ def execute_restore(plan: RestorePlan, sink: LineSink) -> OperationResult:
     _write_config(plan.invocation)
     _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "restore", plan.root)
     result.container_status = _safe_status(plan.adapter, plan.container_id, plan.root)
+    if result.ok:
+        result.stats = _stats(plan.work_dir / "stats-restore", "runtime_restore_duration", result.duration_s)
     return result
+
+
+def _stats(criu_stats: Path, duration_name: str, duration_s: float) -> dict[str, int]:
+    """CRIU's own statistics (runc) plus the runtime's wall time, all in microseconds."""
+    stats = read_stats(criu_stats)
+    stats[duration_name] = int(duration_s * 1_000_000)
+    return stats
 
 
 def _safe_status(adapter: Adapter, container_id: str, root: Path) -> str | None:

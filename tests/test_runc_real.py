@@ -28,6 +28,8 @@ def test_checkpoint_then_restore_continues_the_counter(runc_container: Start, sh
     assert code == 0, doc
     assert doc["ok"] is True and doc["runtime"] == "runc" and doc["image_path"] == str(image)
     assert (image / "crgpu.json").is_file()
+    assert doc["stats"]["frozen_time"] > 0 and doc["stats"]["pages_written"] > 0
+    assert doc["stats"]["runtime_checkpoint_duration"] > doc["stats"]["frozen_time"]
     assert container.status() is None  # runc removes a container it checkpointed without --leave-running
     saved = testbed.read_counter(container.bundle)
     time.sleep(0.3)
@@ -37,11 +39,13 @@ def test_checkpoint_then_restore_continues_the_counter(runc_container: Start, sh
 
     assert code == 0, doc
     assert doc["container_status"] == "running"
+    assert doc["stats"]["restore_time"] > 0 and doc["stats"]["pages_restored"] > 0
     after = testbed.wait_counter_above(container.bundle, saved)
     # Continued from the saved value, not restarted from 1.
     assert saved < after < saved + 40
     manifest = json.loads((image / "crgpu.json").read_text())
     assert manifest["container"]["id"] == container.id
+    assert manifest["stats"]["frozen_time"] > 0
     assert manifest["runtime"]["root"] == str(container.root)
 
 
