@@ -1,0 +1,104 @@
+"""`crgpu doctor`: parse, run the checks (and the probe), render a table or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, run_guarded
+from crgpu.cli.render import Renderer
+
+if TYPE_CHECKING:
+    from crgpu.doctor import DoctorReport
+
+EXAMPLES = """
+Examples:
+
+  crgpu doctor                       # can this node checkpoint runc, runsc, CUDA containers?
+
+  crgpu doctor --probe               # plus a real checkpoint/restore round trip per runtime
+
+  crgpu doctor --json --strict       # for CI gates: warnings count as failures
+
+  crgpu doctor --image-path /ckpt --container train-7   # is there room for this checkpoint?
+"""
+
+MARK = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "skip"}
+STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+GROUP_ORDER = ("runc and CRIU", "gVisor", "GPU", "host", "image")
+
+
+def doctor(
+    probe: Annotated[
+        bool, typer.Option("--probe", help="Also checkpoint and restore a throwaway container per runtime.")
+    ] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Count warnings as failures.")] = False,
+    image_path: Annotated[
+        Optional[Path], typer.Option("--image-path", "-i", help="Check free space for a checkpoint here.")
+    ] = None,
+    container: Annotated[
+        Optional[str], typer.Option("--container", help="With --image-path: count this container's memory.")
+    ] = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Check that this node can checkpoint (GPU) containers, and say exactly what to fix."""
+    renderer = Renderer(as_json=as_json, quiet=quiet)
+
+    def body() -> int:
+        from crgpu.doctor import container_memory_bytes, run_doctor
+
+        memory = 0
+        if container:
+            from crgpu.runtimes.detect import find_container
+
+            memory = container_memory_bytes(find_container(container).pid)
+        if probe and not as_json:
+            renderer.status("probing: a throwaway container per runtime, checkpointed and restored ...")
+        report = run_doctor(image_path=image_path, container_memory=memory, strict=strict, probe=probe)
+        render_report(report, renderer)
+        return 0 if report.ok else 1
+
+    run_guarded(renderer, debug, body)
+
+
+def render_report(report: DoctorReport, renderer: Renderer) -> None:
+    if renderer.as_json:
+        print(json.dumps(report.to_json(), indent=2))
+        return
+    groups = sorted(
+        {c.group for c in report.checks}, key=lambda g: GROUP_ORDER.index(g) if g in GROUP_ORDER else 99
+    )
+    if renderer.rich:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="crgpu doctor", show_lines=False)
+        for column in ("", "check", "status", "detail"):
+            table.add_column(column, overflow="fold")
+        for group in groups:
+            table.add_section()
+            for check in (c for c in report.checks if c.group == group):
+                detail = check.detail + (
+                    f"\n[yellow]fix:[/yellow] {check.fix}"
+                    if check.fix and check.status in ("fail", "warn")
+                    else ""
+                )
+                table.add_row(group, check.id, f"[{STYLE[check.status]}]{MARK[check.status]}[/]", detail)
+        console = Console()
+        console.print(table)
+        console.print(f"[{'green' if report.ok else 'bold red'}]{report.summary}[/]")
+        return
+    out = sys.stdout
+    for group in groups:
+        print(f"{group}:", file=out)
+        for check in (c for c in report.checks if c.group == group):
+            print(f"  [{MARK[check.status]:>4}] {check.id}: {check.detail}", file=out)
+            if check.fix and check.status in ("fail", "warn"):
+                print(f"         fix: {check.fix}", file=out)
+    print(report.summary, file=out)

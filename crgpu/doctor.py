@@ -1,0 +1,590 @@
+"""`crgpu doctor`: can this node checkpoint a (GPU) container, and if not, the exact fix.
+
+Checks are data. Each path (runc, runsc, CUDA on either) needs a set of checks; a path is
+available when its runtime is installed (and, for CUDA, when an NVIDIA driver is present).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from crgpu.errors import CrgpuError
+from crgpu.gpu import DriverVersion, Gpu, driver_version, gpus, host_path
+from crgpu.runtimes.base import RuntimeBinary, run_capture, version_tuple
+
+Status = Literal["ok", "warn", "fail", "skip"]
+CHECK_TIMEOUT_S = 5.0
+MIN_DRIVER = 570
+NEW_KERNEL = (6, 13)
+CRIU_FOR_NEW_KERNEL = (4, 1)
+CRIU_PLUGIN_DIRS = (
+    "/usr/lib/criu",
+    "/usr/local/lib/criu",
+    "/usr/lib64/criu",
+    "/usr/lib/x86_64-linux-gnu/criu",
+)
+CAP_SYS_ADMIN = 21
+CAP_CHECKPOINT_RESTORE = 40
+
+
+@dataclass
+class Check:
+    id: str
+    title: str
+    group: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+
+PATHS: dict[str, tuple[str, list[str]]] = {
+    "runc": ("runc", ["runc.binary", "criu.binary", "criu.kernel", "criu.netlock", "host.privileges"]),
+    "runsc": ("runsc", ["runsc.binary", "host.privileges"]),
+    "cuda_runc": (
+        "CUDA on runc",
+        [
+            "runc.binary",
+            "criu.binary",
+            "criu.kernel",
+            "criu.netlock",
+            "host.privileges",
+            "nvidia.driver",
+            "cuda_checkpoint.binary",
+            "criu.cuda_plugin",
+        ],
+    ),
+    "cuda_runsc": (
+        "CUDA on runsc",
+        ["runsc.binary", "host.privileges", "nvidia.driver", "runsc.nvproxy_driver", "runsc.cuda_checkpoint"],
+    ),
+}
+
+
+@dataclass
+class DoctorReport:
+    checks: list[Check]
+    ready: dict[str, bool | None]
+    ok: bool
+    summary: str
+    probe: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "ready": self.ready,
+            "summary": self.summary,
+            "checks": [asdict(check) for check in self.checks],
+            **({"probe": self.probe} if self.probe else {}),
+        }
+
+
+class _Facts:
+    """What the checks share, each gathered once."""
+
+    def __init__(self) -> None:
+        self.runc: RuntimeBinary | None = None
+        self.runc_error: CrgpuError | None = None
+        self.runsc: RuntimeBinary | None = None
+        self.runsc_error: CrgpuError | None = None
+        self.criu_path = shutil.which("criu")
+        self.criu_version: tuple[int, ...] | None = None
+        self.driver: DriverVersion | None = driver_version()
+        self.gpus: list[Gpu] = gpus() if self.driver else []
+        try:
+            from crgpu.runtimes.runc import discover_runc
+
+            self.runc = discover_runc()
+        except CrgpuError as exc:
+            self.runc_error = exc
+        try:
+            from crgpu.runtimes.runsc import discover_runsc
+
+            self.runsc = discover_runsc()
+        except CrgpuError as exc:
+            self.runsc_error = exc
+
+    @property
+    def gpu_node(self) -> bool:
+        return self.driver is not None
+
+
+def _capture(argv: list[str]) -> str:
+    try:
+        return run_capture(argv, timeout=CHECK_TIMEOUT_S)
+    except CrgpuError as exc:
+        return exc.message
+
+
+def kernel_release() -> str:
+    try:
+        return host_path("/proc/sys/kernel/osrelease").read_text().strip()
+    except OSError:
+        return os.uname().release
+
+
+def _binary_check(check_id: str, name: str, binary: RuntimeBinary | None, error: CrgpuError | None) -> Check:
+    group = "runc and CRIU" if name == "runc" else "gVisor"
+    if binary is None:
+        return Check(
+            check_id,
+            f"{name} binary",
+            group,
+            "skip",
+            error.message if error else "not found",
+            fix=error.hint if error else f"apt-get install {name}",
+        )
+    wanted = (
+        ["link-remap", "tcp-skip-in-flight"] if name == "runc" else ["cuda-checkpoint-path", "compression"]
+    )
+    has = [flag for flag in wanted if flag in binary.checkpoint_flags]
+    missing = [flag for flag in wanted if flag not in binary.checkpoint_flags]
+    detail = f"{binary.path}, version {binary.version}; checkpoint flags: {len(binary.checkpoint_flags)}"
+    if has:
+        detail += f", has --{', --'.join(has)}"
+    if missing:
+        detail += f"; lacks --{', --'.join(missing)}" + (
+            " (crgpu reaches CRIU through a config file)" if name == "runc" else ""
+        )
+    return Check(check_id, f"{name} binary", group, "ok", detail)
+
+
+def check_criu_binary(facts: _Facts) -> Check:
+    if not facts.criu_path:
+        return Check(
+            "criu.binary",
+            "CRIU",
+            "runc and CRIU",
+            "fail",
+            "criu not found on PATH",
+            fix="apt-get install criu (Debian 12: from trixie, for CRIU 4.1+)",
+        )
+    text = _capture([facts.criu_path, "--version"])
+    match = re.search(r"Version:\s*(\S+)", text)
+    version = match.group(1) if match else "unknown"
+    facts.criu_version = version_tuple(version)
+    if os.geteuid() != 0:
+        return Check(
+            "criu.binary",
+            "CRIU",
+            "runc and CRIU",
+            "warn",
+            f"{facts.criu_path}, version {version}; `criu check` needs root and was not run",
+            fix="run crgpu doctor as root",
+        )
+    verdict = _capture([facts.criu_path, "check"])
+    if "Looks good" in verdict:
+        return Check(
+            "criu.binary",
+            "CRIU",
+            "runc and CRIU",
+            "ok",
+            f"{facts.criu_path}, version {version}; criu check: looks good",
+        )
+    errors = [line.strip() for line in verdict.splitlines() if "Error" in line or "error" in line]
+    return Check(
+        "criu.binary",
+        "CRIU",
+        "runc and CRIU",
+        "fail",
+        f"{facts.criu_path}, version {version}; criu check: {(errors or verdict.splitlines() or ['failed'])[0]}",
+        fix="run `criu check` as root and fix what it reports",
+    )
+
+
+def check_criu_kernel(facts: _Facts) -> Check:
+    release = kernel_release()
+    kernel = version_tuple(release)
+    if facts.criu_version is None:
+        return Check(
+            "criu.kernel", "CRIU vs kernel", "runc and CRIU", "skip", f"kernel {release}; no CRIU to judge"
+        )
+    criu = ".".join(map(str, facts.criu_version))
+    if kernel >= NEW_KERNEL and facts.criu_version < CRIU_FOR_NEW_KERNEL:
+        return Check(
+            "criu.kernel",
+            "CRIU vs kernel",
+            "runc and CRIU",
+            "fail",
+            f"kernel {release} needs CRIU 4.1 or newer; CRIU {criu} fails every dump "
+            "(vdso: Unexpected rt vDSO area bounds)",
+            fix="apt-get install -t trixie criu (CRIU 4.1+)",
+        )
+    return Check("criu.kernel", "CRIU vs kernel", "runc and CRIU", "ok", f"kernel {release}, CRIU {criu}")
+
+
+def check_netlock(_facts: _Facts) -> Check:
+    for tool in ("iptables-restore", "nft"):
+        path = shutil.which(tool)
+        if path:
+            return Check("criu.netlock", "CRIU network lock", "runc and CRIU", "ok", f"{path}")
+    return Check(
+        "criu.netlock",
+        "CRIU network lock",
+        "runc and CRIU",
+        "fail",
+        "neither iptables-restore nor nft is on PATH: every dump fails",
+        fix="apt-get install iptables",
+    )
+
+
+def check_dirty_tracking(facts: _Facts) -> Check:
+    if not facts.criu_path or os.geteuid() != 0:
+        return Check(
+            "criu.dirty_tracking", "memory dirty tracking", "runc and CRIU", "skip", "needs CRIU and root"
+        )
+    out = _capture([facts.criu_path, "check", "--feature", "mem_dirty_track"])
+    if "OFF" in out or "Error" in out:
+        return Check(
+            "criu.dirty_tracking",
+            "memory dirty tracking",
+            "runc and CRIU",
+            "warn",
+            "the kernel has no soft-dirty tracking: pre-dumps (--pre-dump) cannot work here",
+            fix="a kernel built with CONFIG_MEM_SOFT_DIRTY",
+        )
+    return Check("criu.dirty_tracking", "memory dirty tracking", "runc and CRIU", "ok", "pre-dumps possible")
+
+
+def _plugin_dirs() -> list[Path]:
+    """CRIU's plugin dirs: $CRIU_LIBS_DIR (as CRIU reads it), then the usual install places."""
+    override = [Path(os.environ["CRIU_LIBS_DIR"])] if os.environ.get("CRIU_LIBS_DIR") else []
+    return [*override, *(host_path(d) for d in CRIU_PLUGIN_DIRS)]
+
+
+def check_cuda_plugin(facts: _Facts) -> Check:
+    if not facts.gpu_node:
+        return Check("criu.cuda_plugin", "CRIU CUDA plugin", "GPU", "skip", "no NVIDIA driver")
+    for directory in _plugin_dirs():
+        plugin = directory / "cuda_plugin.so"
+        if plugin.is_file():
+            return Check("criu.cuda_plugin", "CRIU CUDA plugin", "GPU", "ok", str(plugin))
+    return Check(
+        "criu.cuda_plugin",
+        "CRIU CUDA plugin",
+        "GPU",
+        "fail",
+        "cuda_plugin.so is in none of " + ", ".join(str(d) for d in _plugin_dirs()),
+        fix="install CRIU 4.x built with its CUDA plugin into /usr/lib/criu (Debian's criu has none)",
+    )
+
+
+def check_driver(facts: _Facts) -> Check:
+    if facts.driver is None:
+        return Check(
+            "nvidia.driver",
+            "NVIDIA driver",
+            "GPU",
+            "skip",
+            "no NVIDIA driver on this node: GPU paths not judged",
+        )
+    drv = facts.driver
+    if drv.major < MIN_DRIVER:
+        return Check(
+            "nvidia.driver",
+            "NVIDIA driver",
+            "GPU",
+            "fail",
+            f"driver {drv.version} (from {drv.source}) is below {MIN_DRIVER}: cuda-checkpoint's "
+            "lock/checkpoint/restore actions and CRIU's CUDA plugin need 570 or newer",
+            fix=f"install NVIDIA driver {MIN_DRIVER} or newer",
+        )
+    extra = "; restore onto other GPUs of the same chip (--device-map) possible" if drv.major >= 580 else ""
+    return Check("nvidia.driver", "NVIDIA driver", "GPU", "ok", f"{drv.version} (from {drv.source}){extra}")
+
+
+def check_gpus(facts: _Facts) -> Check:
+    if not facts.gpu_node:
+        return Check("nvidia.gpus", "GPUs", "GPU", "skip", "no NVIDIA driver")
+    if not facts.gpus:
+        return Check(
+            "nvidia.gpus",
+            "GPUs",
+            "GPU",
+            "warn",
+            "nvidia-smi listed no GPUs",
+            fix="check `nvidia-smi` by hand",
+        )
+    listed = "; ".join(f"{g.name} {g.uuid} {g.memory_mib} MiB" for g in facts.gpus)
+    return Check("nvidia.gpus", "GPUs", "GPU", "ok", listed)
+
+
+def check_cuda_checkpoint(facts: _Facts) -> Check:
+    if not facts.gpu_node:
+        return Check("cuda_checkpoint.binary", "cuda-checkpoint", "GPU", "skip", "no NVIDIA driver")
+    path = shutil.which("cuda-checkpoint")
+    if not path:
+        return Check(
+            "cuda_checkpoint.binary",
+            "cuda-checkpoint",
+            "GPU",
+            "fail",
+            "cuda-checkpoint is not on PATH",
+            fix="install NVIDIA's cuda-checkpoint binary onto PATH (e.g. /usr/local/bin)",
+        )
+    usage = _capture([path, "-h"]) + _capture([path, "--help"])
+    if "--action" not in usage:
+        return Check(
+            "cuda_checkpoint.binary",
+            "cuda-checkpoint",
+            "GPU",
+            "fail",
+            f"{path} has no --action (toggle-only, from before driver r555): CRIU's plugin needs it",
+            fix="install the cuda-checkpoint matching driver 570+",
+        )
+    extra = "; --device-map supported" if "--device-map" in usage else ""
+    return Check(
+        "cuda_checkpoint.binary", "cuda-checkpoint", "GPU", "ok", f"{path}, --action supported{extra}"
+    )
+
+
+def check_nvproxy_driver(facts: _Facts) -> Check:
+    if not facts.gpu_node or facts.runsc is None or facts.driver is None:
+        return Check(
+            "runsc.nvproxy_driver",
+            "driver supported by runsc",
+            "GPU",
+            "skip",
+            "needs runsc and an NVIDIA driver",
+        )
+    if "nvproxy" not in facts.runsc.help_texts.get("help", ""):
+        return Check(
+            "runsc.nvproxy_driver",
+            "driver supported by runsc",
+            "GPU",
+            "warn",
+            f"runsc {facts.runsc.version} cannot list its supported drivers",
+        )
+    supported = _capture([str(facts.runsc.path), "nvproxy", "list-supported-drivers"]).split()
+    if facts.driver.version in supported:
+        return Check(
+            "runsc.nvproxy_driver",
+            "driver supported by runsc",
+            "GPU",
+            "ok",
+            f"{facts.driver.version} is supported by runsc {facts.runsc.version}",
+        )
+    return Check(
+        "runsc.nvproxy_driver",
+        "driver supported by runsc",
+        "GPU",
+        "fail",
+        f"driver {facts.driver.version} is not among the {len(supported)} drivers runsc "
+        f"{facts.runsc.version} supports (newest: {', '.join(supported[-3:]) or 'none'})",
+        fix="install a supported driver or a newer runsc (or run the sandbox with --nvproxy-allow-unsupported-driver)",
+    )
+
+
+def check_runsc_cuda(facts: _Facts) -> Check:
+    if not facts.gpu_node or facts.runsc is None:
+        return Check(
+            "runsc.cuda_checkpoint", "runsc GPU checkpoint", "GPU", "skip", "needs runsc and an NVIDIA driver"
+        )
+    if "cuda-checkpoint-path" in facts.runsc.checkpoint_flags:
+        return Check(
+            "runsc.cuda_checkpoint", "runsc GPU checkpoint", "GPU", "ok", "--cuda-checkpoint-path supported"
+        )
+    return Check(
+        "runsc.cuda_checkpoint",
+        "runsc GPU checkpoint",
+        "GPU",
+        "fail",
+        f"runsc {facts.runsc.version} has no --cuda-checkpoint-path: it cannot checkpoint GPU state",
+        fix="install runsc release-20260608 or newer",
+    )
+
+
+def _cap_eff() -> int:
+    try:
+        for line in host_path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def check_privileges(_facts: _Facts) -> Check:
+    if os.geteuid() == 0:
+        return Check("host.privileges", "privileges", "host", "ok", "running as root")
+    caps = _cap_eff()
+    if caps >> CAP_SYS_ADMIN & 1 and caps >> CAP_CHECKPOINT_RESTORE & 1:
+        return Check(
+            "host.privileges", "privileges", "host", "ok", "CAP_SYS_ADMIN and CAP_CHECKPOINT_RESTORE"
+        )
+    return Check(
+        "host.privileges",
+        "privileges",
+        "host",
+        "fail",
+        "not root and without CAP_SYS_ADMIN + CAP_CHECKPOINT_RESTORE",
+        fix="run crgpu as root",
+    )
+
+
+def check_cgroup(_facts: _Facts) -> Check:
+    version = "v2" if host_path("/sys/fs/cgroup/cgroup.controllers").exists() else "v1"
+    return Check("host.cgroup", "cgroups", "host", "ok", f"cgroup {version}")
+
+
+def check_headroom(facts: _Facts, image_path: Path, container_memory: int) -> Check:
+    probe = image_path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    stat = os.statvfs(probe)
+    free = stat.f_bavail * stat.f_frsize
+    gpu_bytes = sum(g.memory_mib for g in facts.gpus) * 1024 * 1024
+    needed = gpu_bytes + container_memory
+    detail = (
+        f"{free / 2**30:.1f} GiB free at {probe}; needed up to {needed / 2**30:.1f} GiB "
+        f"(GPU memory {gpu_bytes / 2**30:.1f} GiB + container memory {container_memory / 2**30:.1f} GiB)"
+    )
+    if free < needed:
+        return Check(
+            "image.headroom",
+            "image space",
+            "image",
+            "fail",
+            detail,
+            fix="free space or choose another --image-path",
+        )
+    return Check("image.headroom", "image space", "image", "ok", detail)
+
+
+CHECKS: tuple[Callable[[_Facts], Check], ...] = (
+    lambda f: _binary_check("runc.binary", "runc", f.runc, f.runc_error),
+    check_criu_binary,
+    check_criu_kernel,
+    check_netlock,
+    check_dirty_tracking,
+    lambda f: _binary_check("runsc.binary", "runsc", f.runsc, f.runsc_error),
+    check_driver,
+    check_gpus,
+    check_cuda_checkpoint,
+    check_cuda_plugin,
+    check_nvproxy_driver,
+    check_runsc_cuda,
+    check_privileges,
+    check_cgroup,
+)
+
+
+def _first_fix(checks: list[Check]) -> str:
+    return "; ".join(dict.fromkeys(c.fix for c in checks if c.fix))
+
+
+def judge(checks: list[Check], strict: bool) -> tuple[dict[str, bool | None], bool, str]:
+    by_id = {check.id: check for check in checks}
+    bad: tuple[str, ...] = ("fail", "warn") if strict else ("fail",)
+    ready: dict[str, bool | None] = {}
+    missing: dict[str, list[Check]] = {}
+    for key, (_label, needs) in PATHS.items():
+        runtime_check = by_id["runc.binary" if "runc" in needs[0] else "runsc.binary"]
+        available = runtime_check.status != "skip"
+        if key.startswith("cuda"):
+            available = available and by_id["nvidia.driver"].status != "skip"
+        if not available:
+            ready[key] = None
+            continue
+        probe = f"probe.{PATHS[key][1][0].split('.')[0]}"
+        extra = [probe] if not key.startswith("cuda") and probe in by_id else []
+        failing = [by_id[n] for n in [*needs, *extra] if n in by_id and by_id[n].status in bad]
+        if "image.headroom" in by_id and by_id["image.headroom"].status in bad:
+            failing.append(by_id["image.headroom"])
+        ready[key] = not failing
+        if failing:
+            missing[key] = failing
+    parts = []
+    good = [PATHS[k][0] for k, v in ready.items() if v]
+    if good:
+        parts.append("ready: " + ", ".join(good))
+    if missing:
+        parts.append(
+            "not ready: "
+            + "; ".join(
+                f"{PATHS[k][0]} ({_first_fix(v) or 'see the failing checks'})" for k, v in missing.items()
+            )
+        )
+    absent = [PATHS[k][0] for k, v in ready.items() if v is None]
+    if absent:
+        parts.append("not applicable: " + ", ".join(absent))
+    any_available = any(v is not None for v in ready.values())
+    ok = any_available and all(v is not False for v in ready.values())
+    if not any_available:
+        parts.insert(0, "no runtime installed (apt-get install runc criu or runsc)")
+    return ready, ok, "; ".join(parts)
+
+
+def container_memory_bytes(pid: int | None) -> int:
+    """A container's memory use: its cgroup's counter, else its init process's RSS."""
+    if not pid:
+        return 0
+    try:
+        for line in host_path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":
+                candidate = host_path(f"/sys/fs/cgroup{path}/memory.current")
+            elif "memory" in controllers.split(","):
+                candidate = host_path(f"/sys/fs/cgroup/memory{path}/memory.usage_in_bytes")
+            else:
+                continue
+            if candidate.is_file():
+                return int(candidate.read_text().strip())
+        for line in host_path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def probe_checks(facts_ready: dict[str, bool | None]) -> tuple[list[Check], list[dict[str, Any]]]:
+    """Round trips for each runtime whose path is ready."""
+    from crgpu.probe import probe_runtime
+    from crgpu.runtimes.base import resolve_binary
+
+    checks: list[Check] = []
+    results: list[dict[str, Any]] = []
+    for runtime in ("runc", "runsc"):
+        group = "runc and CRIU" if runtime == "runc" else "gVisor"
+        if not facts_ready.get(runtime):
+            checks.append(Check(f"probe.{runtime}", f"{runtime} round trip", group, "skip", "path not ready"))
+            continue
+        binary = resolve_binary(runtime, f"CRGPU_{runtime.upper()}")
+        result = probe_runtime(runtime, binary)  # type: ignore[arg-type]
+        results.append(result.to_json())
+        checks.append(
+            Check(
+                f"probe.{runtime}",
+                f"{runtime} round trip",
+                group,
+                "ok" if result.ok else "fail",
+                result.describe(),
+                fix=None if result.ok else result.hint,
+            )
+        )
+    return checks, results
+
+
+def run_doctor(
+    image_path: Path | None = None,
+    container_memory: int = 0,
+    strict: bool = False,
+    probe: bool = False,
+) -> DoctorReport:
+    facts = _Facts()
+    checks = [check(facts) for check in CHECKS]
+    if image_path is not None:
+        checks.append(check_headroom(facts, image_path, container_memory))
+    ready, ok, summary = judge(checks, strict)
+    results: list[dict[str, Any]] = []
+    if probe:
+        extra, results = probe_checks(ready)
+        checks += extra
+        ready, ok, summary = judge(checks, strict)
+    return DoctorReport(checks=checks, ready=ready, ok=ok, summary=summary, probe=results)
