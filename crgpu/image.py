@@ -37,6 +37,31 @@ class ContainerRecord(BaseModel):
     gpu: bool = False
 
 
+class GpuRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    uuid: str
+    memory_mib: int
+
+
+class HostRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    kernel: str = ""
+    arch: str = ""
+    criu_version: str | None = None
+    driver_version: str | None = None
+    gpus: list[GpuRecord] = Field(default_factory=list)
+
+
+class SizesRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    total_bytes: int = 0
+    memory_pages_bytes: int | None = None
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -46,7 +71,25 @@ class Manifest(BaseModel):
     runtime: RuntimeRecord
     container: ContainerRecord
     options: dict[str, Any] = Field(default_factory=dict)
+    host: HostRecord = Field(default_factory=HostRecord)
     stats: dict[str, int] = Field(default_factory=dict)
+    sizes: SizesRecord = Field(default_factory=SizesRecord)
+
+
+def image_sizes(image_dir: Path) -> SizesRecord:
+    """Bytes on disk, and the part holding memory pages (CRIU's pages-N.img, runsc's pages.img)."""
+    total = 0
+    pages = 0
+    seen_pages = False
+    for entry in image_dir.iterdir():
+        if entry.name == MANIFEST_NAME or entry.is_symlink() or not entry.is_file():
+            continue
+        size = entry.stat().st_size
+        total += size
+        if entry.name.startswith("pages-") or entry.name == "pages.img":
+            pages += size
+            seen_pages = True
+    return SizesRecord(total_bytes=total, memory_pages_bytes=pages if seen_pages else None)
 
 
 def prepare_image_dir(path: Path) -> Path:

@@ -12,10 +12,13 @@ from typing import Any
 
 from crgpu.criu import criu_log_errors, headline, hint_for, read_stats
 from crgpu.errors import CrgpuError, ImagePathError, Interrupted, NotFoundError, PreconditionError
+from crgpu.guard import enforce, restore_findings
+from crgpu.hostinfo import host_record
 from crgpu.image import (
     ContainerRecord,
     Manifest,
     RuntimeRecord,
+    image_sizes,
     prepare_image_dir,
     prepare_work_dir,
     read_manifest,
@@ -178,10 +181,25 @@ def plan_restore(opts: RestoreOptions) -> RestorePlan:
             f"a container {container_id!r} already exists under {root}",
             hint=f"delete it (`{runtime} --root {root} delete {container_id}`) or restore under another ID",
         )
-    adapter = adapter_for(runtime)
+    try:
+        adapter = adapter_for(runtime)
+    except NotFoundError as exc:
+        raise PreconditionError(
+            f"the image needs {runtime}, which is not usable here: {exc.message}", hint=exc.hint
+        ) from exc
+    warnings: list[str] = []
+    if manifest is not None:
+        if manifest.runtime.name != runtime:
+            warnings.append(
+                f"--force overrides: the image was made by {manifest.runtime.name}, restoring with {runtime}"
+            )
+        warnings += enforce(
+            restore_findings(manifest, host_record(with_criu=runtime == "runc"), runtime), opts.force
+        )
     work_dir = opts.work_path or _default_restore_work_dir(container_id)
     global_flags = manifest.runtime.global_flags if manifest else []
     invocation = adapter.restore_invocation(opts, container_id, root, bundle, work_dir, global_flags)
+    invocation.notes.extend(warnings)
     if manifest is not None and manifest.container.gpu:
         invocation.notes.extend(adapter.check_gpu_restore(opts.force))
     return RestorePlan(opts, adapter, container_id, root, bundle, work_dir, invocation, manifest)
@@ -300,7 +318,9 @@ def execute_checkpoint(plan: CheckpointPlan, sink: LineSink) -> OperationResult:
             gpu=info.gpu,
         ),
         options=opts.model_dump(mode="json"),
+        host=host_record(with_criu=plan.adapter.name == "runc"),
         stats=result.stats,
+        sizes=image_sizes(opts.image_path),
     )
     write_manifest(opts.image_path, manifest)
     result.duration_s = round(time.monotonic() - started, 4)

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests import testbed
 from tests.helpers import crgpu, crgpu_json
 
@@ -47,6 +49,27 @@ def test_checkpoint_then_restore_continues_the_counter(runc_container: Start, sh
     assert manifest["container"]["id"] == container.id
     assert manifest["stats"]["frozen_time"] > 0
     assert manifest["runtime"]["root"] == str(container.root)
+
+
+def test_inspect_shows_stats_host_and_sizes_without_a_runtime(
+    runc_container: Start, short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    container = runc_container()
+    testbed.wait_counter_above(container.bundle, 2)
+    image = short_tmp / "img"
+    code, doc = crgpu_json(
+        "checkpoint", "--leave-running", "--root", str(container.root), "-i", str(image), container.id
+    )
+    assert code == 0, doc
+    monkeypatch.setenv("PATH", "/nonexistent")  # as on a machine with no runtime installed
+    monkeypatch.delenv("CRGPU_RUNC")
+    code, shown = crgpu_json("inspect", str(image))
+    assert code == 0
+    assert shown["complete"] is True and shown["stats"]["frozen_time"] == doc["stats"]["frozen_time"] > 0
+    assert shown["host"]["kernel"] and shown["host"]["arch"] and shown["host"]["criu_version"]
+    assert shown["sizes"]["total_bytes"] > shown["sizes"]["memory_pages_bytes"] > 0
+    plain = crgpu("inspect", str(image)).stdout
+    assert "frozen_time" in plain and f"id {container.id}" in plain
 
 
 def test_leave_running_keeps_the_container_going(runc_container: Start, short_tmp: Path) -> None:

@@ -25,6 +25,9 @@ def test_runsc_round_trip_without_retyping_the_globals(runsc_container: Start, s
     assert doc["argv"][1:4] == [f"--root={container.root}", "--network=none", "--ignore-cgroups=true"]
     manifest = json.loads((image / "crgpu.json").read_text())
     assert manifest["runtime"]["global_flags"] == ["--network=none", "--ignore-cgroups=true"]
+    assert doc["stats"]["runtime_checkpoint_duration"] > 0
+    assert manifest["stats"]["runtime_checkpoint_duration"] == doc["stats"]["runtime_checkpoint_duration"]
+    assert manifest["sizes"]["total_bytes"] > 0 and manifest["host"]["criu_version"] is None
     assert container.status() is None  # the stopped sandbox's state is gone: the ID is free again
 
     code, doc = crgpu_json("restore", "-i", str(image))

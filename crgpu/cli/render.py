@@ -93,9 +93,24 @@ class Renderer:
                 f"{result.runtime_version} in {result.duration_s:.2f} s; image {result.image_path}, "
                 f"work {result.work_path}"
             )
+            self.stats(result.stats)
             print(result.container_id)
             return
         self.failure(result.error or f"{result.verb} failed", result.hint, _failure_detail(result))
+
+    def stats(self, stats: dict[str, int]) -> None:
+        rows = format_stats(stats)
+        if self.quiet or not rows:
+            return
+        if self.rich:
+            from rich.table import Table
+
+            table = Table(title="statistics", show_header=False, box=None, padding=(0, 2))
+            for name, value in rows:
+                table.add_row(name, value)
+            _console().print(table)
+            return
+        print("statistics: " + ", ".join(f"{name} {value}" for name, value in rows), file=sys.stderr)
 
     def failure(self, message: str, hint: str | None, detail: list[str]) -> None:
         if self.rich:
@@ -130,6 +145,32 @@ def _failure_detail(result: OperationResult) -> list[str]:
     if result.container_status:
         lines.append(f"container now: {result.container_status}")
     return lines
+
+
+STATS_SHOWN = (
+    "freezing_time",
+    "frozen_time",
+    "memdump_time",
+    "memwrite_time",
+    "pages_scanned",
+    "pages_written",
+    "forking_time",
+    "restore_time",
+    "pages_restored",
+    "runtime_checkpoint_duration",
+    "runtime_restore_duration",
+)
+
+
+def format_stats(stats: dict[str, int]) -> list[tuple[str, str]]:
+    """The statistics operators know from podman --print-stats; times (µs) shown in ms."""
+    rows = []
+    for name in STATS_SHOWN:
+        if name in stats:
+            value = stats[name]
+            timed = name.endswith("_time") or name.endswith("_duration")
+            rows.append((name, f"{value / 1000:.1f} ms" if timed else str(value)))
+    return rows
 
 
 def format_plan(result: OperationResult) -> str:
