@@ -66,6 +66,14 @@ KNOWN_FAILURES: tuple[FailureHint, ...] = (
         "the container is not running: check it with `runc state ID` / `runsc state ID`",
     ),
     FailureHint(
+        re.compile(r"No space left on device|ENOSPC"),
+        "the filesystem under the image or work path is full: free space or choose another --image-path",
+    ),
+    FailureHint(
+        re.compile(r"Read-only file system|EROFS"),
+        "the image or work path is on a read-only filesystem: choose a writable --image-path",
+    ),
+    FailureHint(
         re.compile(r"flag provided but not defined"),
         "the runtime rejected a flag: report this, crgpu should have mapped the option",
     ),

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from crgpu.errors import CrgpuError
 from crgpu.gpu import DriverVersion, Gpu, driver_version, gpus, host_path
+from crgpu.hostinfo import has_checkpoint_privileges, kernel_release
 from crgpu.runtimes.base import RuntimeBinary, run_capture, version_tuple
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -29,8 +30,6 @@ CRIU_PLUGIN_DIRS = (
     "/usr/lib64/criu",
     "/usr/lib/x86_64-linux-gnu/criu",
 )
-CAP_SYS_ADMIN = 21
-CAP_CHECKPOINT_RESTORE = 40
 
 
 @dataclass
@@ -119,13 +118,6 @@ def _capture(argv: list[str]) -> str:
         return run_capture(argv, timeout=CHECK_TIMEOUT_S)
     except CrgpuError as exc:
         return exc.message
-
-
-def kernel_release() -> str:
-    try:
-        return host_path("/proc/sys/kernel/osrelease").read_text().strip()
-    except OSError:
-        return os.uname().release
 
 
 def _binary_check(check_id: str, name: str, binary: RuntimeBinary | None, error: CrgpuError | None) -> Check:
@@ -399,21 +391,10 @@ def check_runsc_cuda(facts: _Facts) -> Check:
     )
 
 
-def _cap_eff() -> int:
-    try:
-        for line in host_path("/proc/self/status").read_text().splitlines():
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 def check_privileges(_facts: _Facts) -> Check:
     if os.geteuid() == 0:
         return Check("host.privileges", "privileges", "host", "ok", "running as root")
-    caps = _cap_eff()
-    if caps >> CAP_SYS_ADMIN & 1 and caps >> CAP_CHECKPOINT_RESTORE & 1:
+    if has_checkpoint_privileges():
         return Check(
             "host.privileges", "privileges", "host", "ok", "CAP_SYS_ADMIN and CAP_CHECKPOINT_RESTORE"
         )

@@ -43,3 +43,25 @@ def host_record(with_criu: bool) -> HostRecord:
         driver_version=driver.version if driver else None,
         gpus=[GpuRecord(name=g.name, uuid=g.uuid, memory_mib=g.memory_mib) for g in gpus()] if driver else [],
     )
+
+
+CAP_SYS_ADMIN = 21
+CAP_CHECKPOINT_RESTORE = 40
+
+
+def effective_capabilities() -> int:
+    try:
+        for line in host_path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def has_checkpoint_privileges() -> bool:
+    """Root, or CAP_SYS_ADMIN with CAP_CHECKPOINT_RESTORE: what CRIU and the runtimes need."""
+    if os.geteuid() == 0:
+        return True
+    caps = effective_capabilities()
+    return bool(caps >> CAP_SYS_ADMIN & 1 and caps >> CAP_CHECKPOINT_RESTORE & 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from typing import Any
 from crgpu.criu import criu_log_errors, headline, hint_for, read_stats
 from crgpu.errors import CrgpuError, ImagePathError, Interrupted, NotFoundError, PreconditionError
 from crgpu.guard import enforce, restore_findings
-from crgpu.hostinfo import host_record
+from crgpu.hostinfo import has_checkpoint_privileges, host_record
 from crgpu.image import (
     ContainerRecord,
     Manifest,
@@ -24,6 +25,7 @@ from crgpu.image import (
     read_manifest,
     write_manifest,
 )
+from crgpu.locks import container_lock
 from crgpu.options import CheckpointOptions, RestoreOptions
 from crgpu.process import LineSink, run_streaming
 from crgpu.runtimes.base import ContainerInfo, Invocation, RuntimeAdapter
@@ -70,6 +72,8 @@ class OperationResult:
     log_path: str | None = None
     container_status: str | None = None
     stats: dict[str, int] = field(default_factory=dict)
+    interrupted_by: int | None = None
+    removed_image: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +86,7 @@ class CheckpointPlan:
     container: ContainerInfo
     work_dir: Path
     invocation: Invocation
+    status_before: str
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,7 @@ def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
             f"container {container.id!r} is {status or 'in an unknown state'}, not running",
             hint=f"start it first; `{adapter.name} --root {container.root} state {container.id}` shows it",
         )
-    return CheckpointPlan(opts, adapter, container, work_dir, invocation)
+    return CheckpointPlan(opts, adapter, container, work_dir, invocation, status)
 
 
 def _default_restore_work_dir(container_id: str) -> Path:
@@ -265,11 +270,7 @@ def _run(
         raise ImagePathError(f"cannot write {output_log}: {exc.strerror}") from exc
     result.exit_code = run.exit_code
     result.duration_s = round(run.duration_s, 4)
-    if run.interrupted_by is not None:
-        raise Interrupted(
-            f"{verb} interrupted by signal {run.interrupted_by}; {adapter.name} was stopped",
-            hint=f"check the container with `{adapter.name} --root {root} state {result.container_id}`",
-        )
+    result.interrupted_by = run.interrupted_by
     if run.exit_code == 0:
         return
     logs = [path for path in adapter.log_paths(verb, work_dir, inv.global_flags) if path.exists()]
@@ -288,57 +289,156 @@ def _run(
 _ERRORISH = re.compile(r"(?i)error|fail|cannot|can't|not defined|does not exist|invalid")
 
 
+def require_privileges(verb: str) -> None:
+    if not has_checkpoint_privileges():
+        raise PreconditionError(
+            f"crgpu {verb} needs root (or CAP_SYS_ADMIN with CAP_CHECKPOINT_RESTORE): runc, runsc and CRIU do",
+            hint=f"run `crgpu {verb}` as root",
+        )
+
+
 def execute_checkpoint(plan: CheckpointPlan, sink: LineSink) -> OperationResult:
+    """Run the checkpoint under the container's lock. A failed or interrupted one leaves no image
+    (unless --keep-failed), keeps its logs, and never leaves the container paused."""
     opts = plan.options
     info = plan.container
-    result = _result("checkpoint", plan.adapter, info.id, opts.image_path, plan.work_dir, plan.invocation)
-    prepare_image_dir(opts.image_path)
-    prepare_work_dir(plan.work_dir)
-    _write_config(plan.invocation)
-    started = time.monotonic()
-    _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "checkpoint", info.root)
-    if result.ok and not opts.leave_running:
-        plan.adapter.cleanup_after_checkpoint(info.id, info.root)
-    result.container_status = _safe_status(plan.adapter, info.id, info.root)
-    if not result.ok:
+    require_privileges("checkpoint")
+    with container_lock(info.runtime, info.root, info.id, opts.wait):
+        result = _result("checkpoint", plan.adapter, info.id, opts.image_path, plan.work_dir, plan.invocation)
+        prepare_image_dir(opts.image_path)
+        prepare_work_dir(plan.work_dir)
+        started = time.monotonic()
+        try:
+            _write_config(plan.invocation)
+            _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "checkpoint", info.root)
+        except BaseException:
+            _after_failed_checkpoint(plan, result)
+            raise
+        if result.ok and not opts.leave_running:
+            plan.adapter.cleanup_after_checkpoint(info.id, info.root)
+        result.container_status = _safe_status(plan.adapter, info.id, info.root)
+        if not result.ok:
+            _after_failed_checkpoint(plan, result)
+            _raise_if_interrupted(result, plan.adapter, info.root)
+            return result
+        result.stats = _stats(plan.work_dir / "stats-dump", "runtime_checkpoint_duration", result.duration_s)
+        manifest = Manifest(
+            runtime=RuntimeRecord(
+                name=plan.adapter.name,
+                version=plan.adapter.binary.version,
+                path=str(plan.adapter.binary.path),
+                root=str(info.root),
+                global_flags=plan.invocation.global_flags,
+            ),
+            container=ContainerRecord(
+                id=info.id,
+                bundle=str(info.bundle) if info.bundle else None,
+                pid=info.pid,
+                gpu=info.gpu,
+            ),
+            options=opts.model_dump(mode="json"),
+            host=host_record(with_criu=plan.adapter.name == "runc"),
+            stats=result.stats,
+            sizes=image_sizes(opts.image_path),
+        )
+        write_manifest(opts.image_path, manifest)
+        result.duration_s = round(time.monotonic() - started, 4)
+        if result.interrupted_by is not None:
+            result.notes.append("interrupted after the checkpoint completed: the image is complete")
+            _raise_if_interrupted(result, plan.adapter, info.root)
         return result
-    result.stats = _stats(plan.work_dir / "stats-dump", "runtime_checkpoint_duration", result.duration_s)
-    manifest = Manifest(
-        runtime=RuntimeRecord(
-            name=plan.adapter.name,
-            version=plan.adapter.binary.version,
-            path=str(plan.adapter.binary.path),
-            root=str(info.root),
-            global_flags=plan.invocation.global_flags,
-        ),
-        container=ContainerRecord(
-            id=info.id,
-            bundle=str(info.bundle) if info.bundle else None,
-            pid=info.pid,
-            gpu=info.gpu,
-        ),
-        options=opts.model_dump(mode="json"),
-        host=host_record(with_criu=plan.adapter.name == "runc"),
-        stats=result.stats,
-        sizes=image_sizes(opts.image_path),
+
+
+def _raise_if_interrupted(result: OperationResult, adapter: Adapter, root: Path) -> None:
+    if result.interrupted_by is None:
+        return
+    kept = (
+        "the image is complete"
+        if result.ok
+        else (
+            "the partial image was removed"
+            if result.removed_image
+            else f"the partial image is kept at {result.image_path}"
+        )
     )
-    write_manifest(opts.image_path, manifest)
-    result.duration_s = round(time.monotonic() - started, 4)
-    return result
+    raise Interrupted(
+        f"{result.verb} interrupted by signal {result.interrupted_by}; {kept}; "
+        f"container now {result.container_status or 'gone'}",
+        hint=f"`{adapter.name} --root {root} state {result.container_id}` shows the container",
+        detail=[f"log: {result.log_path}"] if result.log_path else [],
+    )
+
+
+def _after_failed_checkpoint(plan: CheckpointPlan, result: OperationResult) -> None:
+    """Keep the logs, drop the partial image (unless --keep-failed), resume a container left paused."""
+    result.ok = False
+    image = plan.options.image_path
+    if not plan.options.keep_failed and image.is_dir():
+        if plan.work_dir == image:
+            kept = _move_logs(image, result.container_id)
+            if result.log_path and Path(result.log_path).parent == image:
+                result.log_path = str(kept / Path(result.log_path).name)
+            result.work_path = str(kept)
+        shutil.rmtree(image, ignore_errors=True)
+        result.removed_image = not image.exists()
+    info = plan.container
+    status = _safe_status(plan.adapter, info.id, info.root)
+    if status == "paused" and plan.status_before == "running":
+        try:
+            plan.adapter.resume(info.id, info.root)
+        except CrgpuError:
+            pass
+        status = _safe_status(plan.adapter, info.id, info.root)
+        if status == "paused":
+            result.hint = (result.hint + "; " if result.hint else "") + (
+                f"the container is still paused: `{plan.adapter.name} --root {info.root} resume {info.id}`"
+            )
+    result.container_status = status
+
+
+LOG_SUFFIXES = (".log", ".conf")
+
+
+def _move_logs(image: Path, container_id: str) -> Path:
+    """Move the work files (logs, CRIU configs, stats) out of an image dir about to be removed."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
+    target = (
+        Path(os.environ.get("CRGPU_WORK_ROOT") or DEFAULT_WORK_ROOT)
+        / container_id
+        / f"failed-checkpoint-{stamp}"
+    )
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for entry in image.iterdir():
+        if (
+            entry.is_file()
+            and not entry.is_symlink()
+            and (entry.suffix in LOG_SUFFIXES or entry.name.startswith("stats-"))
+        ):
+            shutil.move(str(entry), target / entry.name)
+    return target
 
 
 def execute_restore(plan: RestorePlan, sink: LineSink) -> OperationResult:
     opts = plan.options
-    result = _result(
-        "restore", plan.adapter, plan.container_id, opts.image_path, plan.work_dir, plan.invocation
-    )
-    prepare_work_dir(plan.work_dir)
-    _write_config(plan.invocation)
-    _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "restore", plan.root)
-    result.container_status = _safe_status(plan.adapter, plan.container_id, plan.root)
-    if result.ok:
-        result.stats = _stats(plan.work_dir / "stats-restore", "runtime_restore_duration", result.duration_s)
-    return result
+    require_privileges("restore")
+    with container_lock(plan.adapter.name, plan.root, plan.container_id, opts.wait):
+        result = _result(
+            "restore", plan.adapter, plan.container_id, opts.image_path, plan.work_dir, plan.invocation
+        )
+        prepare_work_dir(plan.work_dir)
+        _write_config(plan.invocation)
+        _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "restore", plan.root)
+        result.container_status = _safe_status(plan.adapter, plan.container_id, plan.root)
+        if result.ok:
+            result.stats = _stats(
+                plan.work_dir / "stats-restore", "runtime_restore_duration", result.duration_s
+            )
+        elif result.container_status not in (None, "running"):
+            # A half-restored container would block the next try under the same ID.
+            plan.adapter.delete(plan.container_id, plan.root)
+            result.container_status = _safe_status(plan.adapter, plan.container_id, plan.root)
+        _raise_if_interrupted(result, plan.adapter, plan.root)
+        return result
 
 
 def _stats(criu_stats: Path, duration_name: str, duration_s: float) -> dict[str, int]:

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # runc's own rule for container IDs (libcontainer: `^[\w+-\.]+$`); "." and ".." would escape a root.
 CONTAINER_ID_PATTERN = re.compile(r"^[\w+\-.]+$", re.ASCII)
@@ -48,6 +48,8 @@ class _CommonOptions(BaseModel):
     ext_unix_sk: bool = False
     shell_job: bool = False
     manage_cgroups_mode: CgroupsMode | None = None
+    # crgpu's own: how long to wait for another crgpu holding the container (None: not at all).
+    wait: float | None = Field(default=None, ge=0, le=86400)
 
     @field_validator("root", "work_path", mode="after")
     @classmethod
@@ -73,6 +75,7 @@ class CheckpointOptions(_CommonOptions):
     direct: bool = False
     exclude_committed_zero_pages: bool = False
     cuda_checkpoint_path: str | None = None
+    keep_failed: bool = False
 
     @field_validator("container_id", mode="after")
     @classmethod

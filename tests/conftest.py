@@ -18,6 +18,7 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     base = tmp_path_factory.mktemp("crgpu-env")
     monkeypatch.setenv("CRGPU_CACHE_DIR", str(base / "cache"))
     monkeypatch.setenv("CRGPU_WORK_ROOT", str(base / "work"))
+    monkeypatch.setenv("CRGPU_LOCK_DIR", str(base / "locks"))
     for name in ("CRGPU_RUNC", "CRGPU_RUNSC", "CRGPU_RUNTIME", "CRIU_CONFIG_FILE", "CRGPU_DEBUG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_COLOR", "1")

@@ -122,8 +122,24 @@ def test_failure_json_names_the_criu_error_and_log(runc_container: Start, short_
     assert "link remap" in doc["error"]
     assert "--link-remap" in doc["hint"]
     assert any("Use link-remap option" in line for line in doc["criu_errors"])
-    assert doc["log_path"] == str(short_tmp / "f" / "dump.log")
+    # The partial image is gone; its logs survive elsewhere and their path is given.
+    assert not (short_tmp / "f").exists() and doc["removed_image"] is True
+    log = Path(doc["log_path"])
+    assert log.name == "dump.log" and "Can't create link remap" in log.read_text()
+    assert (log.parent / "crgpu-checkpoint-output.log").is_file()
     assert doc["container_status"] == "running"
+
+
+def test_keep_failed_keeps_the_partial_image(runc_container: Start, short_tmp: Path) -> None:
+    container = runc_container(LINK_REMAP_WORKLOAD)
+    testbed.wait_counter_above(container.bundle, 2)
+    image = short_tmp / "kept"
+    code, doc = crgpu_json(
+        "checkpoint", "--keep-failed", "--root", str(container.root), "-i", str(image), container.id
+    )
+    assert code == 1
+    assert doc["log_path"] == str(image / "dump.log") and (image / "dump.log").is_file()
+    assert not (image / "crgpu.json").exists()  # never a half image with a manifest
 
 
 def test_checkpoint_of_a_stopped_container_is_refused(runc_container: Start, short_tmp: Path) -> None:

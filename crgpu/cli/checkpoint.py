@@ -76,6 +76,19 @@ def checkpoint(
             help="runsc GPU containers: cuda-checkpoint's path inside the container.",
         ),
     ] = None,
+    keep_failed: Annotated[
+        bool,
+        typer.Option(
+            "--keep-failed",
+            help="Keep the partial image of a failed checkpoint (default: remove it, keep its logs).",
+        ),
+    ] = False,
+    wait: Annotated[
+        Optional[float],
+        typer.Option(
+            "--wait", metavar="SECONDS", help="Wait this long for another crgpu holding the container."
+        ),
+    ] = None,
     runtime: Annotated[
         str,
         typer.Option(
@@ -117,6 +130,8 @@ def checkpoint(
                 "direct": direct,
                 "exclude_committed_zero_pages": exclude_committed_zero_pages,
                 "cuda_checkpoint_path": cuda_checkpoint_path,
+                "keep_failed": keep_failed,
+                "wait": wait,
                 "runtime": runtime,
                 "root": root,
             },

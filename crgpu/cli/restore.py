@@ -74,6 +74,12 @@ def restore(
         bool,
         typer.Option("--force", help="Proceed past the image checks (missing crgpu.json, runtime mismatch)."),
     ] = False,
+    wait: Annotated[
+        Optional[float],
+        typer.Option(
+            "--wait", metavar="SECONDS", help="Wait this long for another crgpu holding the container."
+        ),
+    ] = None,
     runtime: Annotated[
         str, typer.Option("--runtime", envvar="CRGPU_RUNTIME", help="runc, runsc or auto (from crgpu.json).")
     ] = "auto",
@@ -109,6 +115,7 @@ def restore(
                 "manage_cgroups_mode": manage_cgroups_mode,
                 "direct": direct,
                 "force": force,
+                "wait": wait,
                 "runtime": runtime,
                 "root": root,
             },

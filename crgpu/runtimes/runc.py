@@ -232,6 +232,12 @@ class RuncAdapter:
     def cleanup_after_checkpoint(self, container_id: str, root: Path) -> None:
         """runc removes a container it checkpointed without --leave-running itself."""
 
+    def resume(self, container_id: str, root: Path) -> None:
+        run_capture([*self._base(root), "resume", container_id])
+
+    def delete(self, container_id: str, root: Path) -> None:
+        run_capture([*self._base(root), "delete", "--force", container_id])
+
     def check_gpu_restore(self, force: bool) -> list[str]:
         return []
 

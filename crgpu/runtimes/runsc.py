@@ -225,6 +225,12 @@ class RunscAdapter:
 
     def cleanup_after_checkpoint(self, container_id: str, root: Path) -> None:
         """runsc leaves the checkpointed sandbox's state behind; remove it so the ID can be restored."""
+        self.delete(container_id, root)
+
+    def resume(self, container_id: str, root: Path) -> None:
+        run_capture([str(self.binary.path), f"--root={root}", "resume", container_id])
+
+    def delete(self, container_id: str, root: Path) -> None:
         run_capture([str(self.binary.path), f"--root={root}", "delete", "--force", container_id])
 
     def log_paths(self, verb: str, work_dir: Path, global_flags: list[str]) -> list[Path]:
