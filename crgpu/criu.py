@@ -124,7 +124,8 @@ def headline(lines: list[str]) -> str | None:
             if known.pattern.search(line):
                 return line
     specific = [line for line in lines if not any(p.search(line) for p in GENERIC_ERRORS)]
-    return (specific or lines or [None])[0]
+    chosen = specific or lines
+    return chosen[0] if chosen else None
 
 
 # CRIU's images/stats.proto: stats_entry { dump_stats_entry dump = 1; restore_stats_entry restore = 2; }

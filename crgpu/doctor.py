@@ -17,6 +17,7 @@ from typing import Any, Literal
 from crgpu.errors import CrgpuError
 from crgpu.gpu import DriverVersion, Gpu, driver_version, gpus, host_path
 from crgpu.hostinfo import has_checkpoint_privileges, kernel_release
+from crgpu.options import RuntimeName
 from crgpu.runtimes.base import RuntimeBinary, run_capture, version_tuple
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -531,13 +532,14 @@ def probe_checks(facts_ready: dict[str, bool | None]) -> tuple[list[Check], list
 
     checks: list[Check] = []
     results: list[dict[str, Any]] = []
-    for runtime in ("runc", "runsc"):
+    runtimes: tuple[RuntimeName, ...] = ("runc", "runsc")
+    for runtime in runtimes:
         group = "runc and CRIU" if runtime == "runc" else "gVisor"
         if not facts_ready.get(runtime):
             checks.append(Check(f"probe.{runtime}", f"{runtime} round trip", group, "skip", "path not ready"))
             continue
         binary = resolve_binary(runtime, f"CRGPU_{runtime.upper()}")
-        result = probe_runtime(runtime, binary)  # type: ignore[arg-type]
+        result = probe_runtime(runtime, binary)
         results.append(result.to_json())
         checks.append(
             Check(

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from crgpu.errors import NotFoundError
 
@@ -100,10 +101,10 @@ def run_streaming(
         except ProcessLookupError:
             pass
 
-    previous: dict[int, object] = {}
+    previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, forward)
+        for forwarded in (signal.SIGINT, signal.SIGTERM):
+            previous[forwarded] = signal.signal(forwarded, forward)
     try:
         while child.poll() is None:
             follower.poll()
@@ -112,8 +113,8 @@ def run_streaming(
             time.sleep(POLL_S)
         exit_code = child.wait()
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
+        for restored, handler in previous.items():
+            signal.signal(restored, handler)
         follower.close()
     return RunResult(
         exit_code=exit_code,

@@ -8,4 +8,5 @@ if [ ! -x .venv/bin/pytest ] || ! command -v criu >/dev/null || ! command -v run
 fi
 .venv/bin/ruff check crgpu tests
 .venv/bin/ruff format --check crgpu tests
+.venv/bin/mypy crgpu
 .venv/bin/python -m pytest -q "$@"
