@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from crgpu import config
 from crgpu.errors import CrgpuError
 from crgpu.gpu import DriverVersion, Gpu, driver_version, gpus, host_path
 from crgpu.hostinfo import has_checkpoint_privileges, kernel_release
@@ -73,12 +74,14 @@ class DoctorReport:
     ok: bool
     summary: str
     probe: list[dict[str, Any]] = field(default_factory=list)
+    config: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "ready": self.ready,
             "summary": self.summary,
+            "config": self.config,
             "checks": [asdict(check) for check in self.checks],
             **({"probe": self.probe} if self.probe else {}),
         }
@@ -538,7 +541,7 @@ def probe_checks(facts_ready: dict[str, bool | None]) -> tuple[list[Check], list
         if not facts_ready.get(runtime):
             checks.append(Check(f"probe.{runtime}", f"{runtime} round trip", group, "skip", "path not ready"))
             continue
-        binary = resolve_binary(runtime, f"CRGPU_{runtime.upper()}")
+        binary = resolve_binary(runtime)
         result = probe_runtime(runtime, binary)
         results.append(result.to_json())
         checks.append(
@@ -570,4 +573,9 @@ def run_doctor(
         extra, results = probe_checks(ready)
         checks += extra
         ready, ok, summary = judge(checks, strict)
-    return DoctorReport(checks=checks, ready=ready, ok=ok, summary=summary, probe=results)
+    path, source = config.config_file()
+    settings = [
+        {"name": "config_file", "value": str(path), "source": source + ("" if path.exists() else ", absent")}
+    ]
+    settings += [{"name": r.name, "value": r.value, "source": r.source} for r in config.effective()]
+    return DoctorReport(checks=checks, ready=ready, ok=ok, summary=summary, probe=results, config=settings)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from crgpu import config
 from crgpu.criu import criu_log_errors, headline, hint_for, read_stats
 from crgpu.errors import CrgpuError, ImagePathError, Interrupted, NotFoundError, PreconditionError
 from crgpu.guard import enforce, restore_findings
@@ -32,7 +33,6 @@ from crgpu.runtimes.base import ContainerInfo, Invocation, RuntimeAdapter
 from crgpu.runtimes.detect import choose_runtime, find_container, locate
 
 Adapter = RuntimeAdapter
-DEFAULT_WORK_ROOT = Path("/var/lib/crgpu/work")
 CHECKPOINTABLE = ("running", "paused")
 
 
@@ -117,6 +117,10 @@ def _check_image_path_free(path: Path) -> None:
 def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
     _check_image_path_free(opts.image_path)
     container = find_container(opts.container_id, opts.runtime, opts.root)
+    if container.gpu and opts.cuda_checkpoint_path is None:
+        node_default = config.get("cuda_checkpoint_path").value
+        if node_default:
+            opts = opts.model_copy(update={"cuda_checkpoint_path": node_default})
     adapter = adapter_for(container.runtime)
     work_dir = opts.work_path or opts.image_path
     invocation = adapter.checkpoint_invocation(opts, container, work_dir)
@@ -130,7 +134,7 @@ def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
 
 
 def _default_restore_work_dir(container_id: str) -> Path:
-    base = Path(os.environ.get("CRGPU_WORK_ROOT") or DEFAULT_WORK_ROOT)
+    base = Path(config.get("work_root").value)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
     return base / container_id / f"restore-{stamp}"
 
@@ -402,11 +406,7 @@ LOG_SUFFIXES = (".log", ".conf")
 def _move_logs(image: Path, container_id: str) -> Path:
     """Move the work files (logs, CRIU configs, stats) out of an image dir about to be removed."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
-    target = (
-        Path(os.environ.get("CRGPU_WORK_ROOT") or DEFAULT_WORK_ROOT)
-        / container_id
-        / f"failed-checkpoint-{stamp}"
-    )
+    target = Path(config.get("work_root").value) / container_id / f"failed-checkpoint-{stamp}"
     target.mkdir(mode=0o700, parents=True, exist_ok=True)
     for entry in image.iterdir():
         if (

@@ -180,8 +180,10 @@ def test_capabilities_are_cached_per_binary_and_mtime(tmp_path: Path) -> None:
 
 def test_runtime_binary_override_must_be_executable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRGPU_RUNC", str(tmp_path / "nope"))
-    with pytest.raises(NotFoundError, match=r"CRGPU_RUNC=.* is not an executable"):
-        base.resolve_binary("runc", "CRGPU_RUNC")
+    with pytest.raises(
+        NotFoundError, match=r"runc = .*nope from environment \(CRGPU_RUNC\) is not an executable"
+    ):
+        base.resolve_binary("runc")
 
 
 def test_runsc_gpu_detection_from_nvproxy_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

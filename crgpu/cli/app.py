@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -41,8 +42,19 @@ def main_callback(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    config_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--config",
+            metavar="PATH",
+            help="Node config file (default: $CRGPU_CONFIG, /etc/crgpu/config.toml).",
+        ),
+    ] = None,
 ) -> None:
     """Checkpoint and restore (GPU) containers on runc + CRIU and gVisor runsc."""
+    from crgpu import config
+
+    config.set_config_file(config_file)
 
 
 app.command("checkpoint", epilog=checkpoint_cmd.EXAMPLES + "\n" + EXIT_CODES_TEXT)(checkpoint_cmd.checkpoint)

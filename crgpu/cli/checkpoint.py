@@ -72,7 +72,6 @@ def checkpoint(
         Optional[str],
         typer.Option(
             "--cuda-checkpoint-path",
-            envvar="CRGPU_CUDA_CHECKPOINT_PATH",
             help="runsc GPU containers: cuda-checkpoint's path inside the container.",
         ),
     ] = None,
@@ -91,9 +90,7 @@ def checkpoint(
     ] = None,
     runtime: Annotated[
         str,
-        typer.Option(
-            "--runtime", envvar="CRGPU_RUNTIME", help="runc, runsc or auto (detect from the state roots)."
-        ),
+        typer.Option("--runtime", help="runc, runsc or auto (detect from the state roots)."),
     ] = "auto",
     root: Annotated[
         Optional[Path],

@@ -92,6 +92,12 @@ def render_report(report: DoctorReport, renderer: Renderer) -> None:
                 table.add_row(group, check.id, f"[{STYLE[check.status]}]{MARK[check.status]}[/]", detail)
         console = Console()
         console.print(table)
+        settings = Table(title="effective config", show_header=True)
+        for column in ("setting", "value", "from"):
+            settings.add_column(column, overflow="fold")
+        for item in report.config:
+            settings.add_row(item["name"], _show(item["value"]), item["source"])
+        console.print(settings)
         console.print(f"[{'green' if report.ok else 'bold red'}]{report.summary}[/]")
         return
     out = sys.stdout
@@ -101,4 +107,15 @@ def render_report(report: DoctorReport, renderer: Renderer) -> None:
             print(f"  [{MARK[check.status]:>4}] {check.id}: {check.detail}", file=out)
             if check.fix and check.status in ("fail", "warn"):
                 print(f"         fix: {check.fix}", file=out)
+    print("config:", file=out)
+    for item in report.config:
+        print(f"  {item['name']} = {_show(item['value'])}  ({item['source']})", file=out)
     print(report.summary, file=out)
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ":".join(str(v) for v in value)
+    return str(value)

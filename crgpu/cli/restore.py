@@ -81,7 +81,7 @@ def restore(
         ),
     ] = None,
     runtime: Annotated[
-        str, typer.Option("--runtime", envvar="CRGPU_RUNTIME", help="runc, runsc or auto (from crgpu.json).")
+        str, typer.Option("--runtime", help="runc, runsc or auto (from crgpu.json).")
     ] = "auto",
     root: Annotated[
         Optional[Path], typer.Option("--root", help="The runtime's state root (default: from crgpu.json).")

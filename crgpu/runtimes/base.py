@@ -124,22 +124,24 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in match.groups() if part is not None)
 
 
-def resolve_binary(name: str, env_var: str) -> Path:
-    """The runtime binary: `$CRGPU_RUNC`/`$CRGPU_RUNSC` when set, else the one on PATH."""
-    override = os.environ.get(env_var)
-    if override:
-        path = Path(override)
+def resolve_binary(name: str) -> Path:
+    """The runtime binary: from $CRGPU_RUNC/$CRGPU_RUNSC or the node config when set, else PATH."""
+    from crgpu import config
+
+    chosen = config.get(name)
+    if chosen.value:
+        path = Path(chosen.value)
         if not (path.is_file() and os.access(path, os.X_OK)):
             raise NotFoundError(
-                f"{env_var}={override} is not an executable file",
-                hint=f"point {env_var} at a {name} binary, or unset it to use the one on PATH",
+                f"{name} = {chosen.value} from {chosen.source} is not an executable file",
+                hint=f"point it at a {name} binary, or unset it to use the one on PATH",
             )
         return path.absolute()
     found = shutil.which(name)
     if not found:
         raise NotFoundError(
             f"{name} not found on PATH",
-            hint=f"install {name} (Debian: apt-get install {name}) or set {env_var}",
+            hint=f"install {name} (Debian: apt-get install {name}) or set CRGPU_{name.upper()}",
         )
     return Path(found)
 

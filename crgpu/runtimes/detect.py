@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crgpu import config
 from crgpu.errors import NotFoundError, PreconditionError, UsageError
 from crgpu.gpu import host_path
 from crgpu.options import RuntimeChoice, check_container_id
 from crgpu.runtimes.base import ContainerInfo
 from crgpu.runtimes.runsc import has_nvproxy, sandbox_global_flags
 
-# Overridable so tests (and odd nodes) can point detection elsewhere; ':'-separated, globs allowed.
-DEFAULT_RUNC_ROOTS = ("/run/runc", "/run/containerd/runc/*", "/run/docker/runtime-runc/moby")
-DEFAULT_RUNSC_ROOTS = ("/var/run/runsc", "/run/containerd/runsc/*")
 GPU_DEVICE_PATHS = ("/dev/nvidiactl",)
 GPU_ANNOTATION_PREFIXES = ("dev.gvisor.internal.nvproxy", "nvidia.com/gpu")
 
@@ -30,10 +27,7 @@ class StateLocation:
 
 
 def known_roots(runtime: str) -> list[Path]:
-    env = os.environ.get(f"CRGPU_{runtime.upper()}_ROOTS")
-    patterns = (
-        env.split(":") if env else list(DEFAULT_RUNC_ROOTS if runtime == "runc" else DEFAULT_RUNSC_ROOTS)
-    )
+    patterns: list[str] = config.get(f"{runtime}_roots").value
     roots: list[Path] = []
     seen: set[Path] = set()
     for pattern in patterns:
@@ -80,13 +74,14 @@ def choose_runtime(cli_value: RuntimeChoice) -> RuntimeChoice:
     """The flag wins; else `$CRGPU_RUNTIME`; else auto."""
     if cli_value != "auto":
         return cli_value
-    env = os.environ.get("CRGPU_RUNTIME", "auto").strip() or "auto"
-    if env not in ("auto", "runc", "runsc"):
+    chosen = config.get("runtime")
+    value = str(chosen.value).strip() or "auto"
+    if value not in ("auto", "runc", "runsc"):
         raise UsageError(
-            f"CRGPU_RUNTIME={env!r} is not a runtime",
-            hint="set CRGPU_RUNTIME to runc, runsc or auto",
+            f"runtime {value!r} from {chosen.source} is not a runtime",
+            hint="set it to runc, runsc or auto",
         )
-    return env  # type: ignore[return-value]
+    return value  # type: ignore[return-value]
 
 
 def find_container(

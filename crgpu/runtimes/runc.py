@@ -65,7 +65,7 @@ RUNSC_ONLY_CHECKPOINT = ("compression", "direct", "exclude_committed_zero_pages"
 
 
 def discover_runc() -> RuntimeBinary:
-    path = resolve_binary("runc", "CRGPU_RUNC")
+    path = resolve_binary("runc")
     texts = cached_texts(
         path,
         {

@@ -48,7 +48,7 @@ SANDBOX_ONLY_GLOBALS = ("root",)
 
 
 def discover_runsc() -> RuntimeBinary:
-    path = resolve_binary("runsc", "CRGPU_RUNSC")
+    path = resolve_binary("runsc")
     texts = cached_texts(
         path,
         {
