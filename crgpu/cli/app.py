@@ -14,6 +14,16 @@ from crgpu.cli import inspect as inspect_cmd
 from crgpu.cli import restore as restore_cmd
 from crgpu.errors import EXIT_CODE_MEANINGS
 
+EXAMPLES = """Examples:
+
+  crgpu doctor --probe
+
+  crgpu checkpoint --image-path /ckpt/web1 web1
+
+  crgpu restore --image-path /ckpt/web1
+
+  crgpu inspect /ckpt/web1
+"""
 EXIT_CODES_TEXT = "Exit codes:\n\n" + "\n\n".join(
     f"  {int(code):>3}  {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items()
 )
@@ -21,7 +31,7 @@ EXIT_CODES_TEXT = "Exit codes:\n\n" + "\n\n".join(
 app = typer.Typer(
     name="crgpu",
     help="Checkpoint and restore (GPU) containers on runc + CRIU and gVisor runsc.",
-    epilog=EXIT_CODES_TEXT,
+    epilog=EXAMPLES + "\n" + EXIT_CODES_TEXT,
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,

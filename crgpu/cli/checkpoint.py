@@ -19,7 +19,9 @@ Examples:
 
   crgpu checkpoint --dry-run --link-remap -i /ckpt/x x      # show argv, env and CRIU config
 
-  crgpu checkpoint --root /tmp/runsc --image-path /ckpt/g g1   # a runsc sandbox
+  crgpu checkpoint --root /run/gvisor --image-path /ckpt/g g1   # a runsc sandbox: its flags carried over
+
+  crgpu checkpoint --cuda-checkpoint-path /usr/bin/cuda-checkpoint -i /ckpt/gpu gpu-job   # runsc + nvproxy
 """
 
 

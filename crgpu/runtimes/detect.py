@@ -12,6 +12,7 @@ from crgpu import config
 from crgpu.errors import NotFoundError, PreconditionError, UsageError
 from crgpu.gpu import host_path
 from crgpu.options import RuntimeChoice, check_container_id
+from crgpu.roots import known_roots
 from crgpu.runtimes.base import ContainerInfo
 from crgpu.runtimes.runsc import has_nvproxy, sandbox_global_flags
 
@@ -24,22 +25,6 @@ class StateLocation:
     runtime: str
     root: Path
     state_path: Path
-
-
-def known_roots(runtime: str) -> list[Path]:
-    patterns: list[str] = config.get(f"{runtime}_roots").value
-    roots: list[Path] = []
-    seen: set[Path] = set()
-    for pattern in patterns:
-        if not pattern:
-            continue
-        for match in sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]:
-            path = Path(match)
-            resolved = path.resolve()
-            if resolved not in seen and path.is_dir():
-                seen.add(resolved)
-                roots.append(path)
-    return roots
 
 
 def runc_state_file(root: Path, container_id: str) -> Path | None:

@@ -1,0 +1,113 @@
+"""Completions and man pages: generated from the app, never stale, valid for their shells and groff."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from crgpu.cli import docs
+from tests import testbed
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ["crgpu.1", "crgpu-checkpoint.1", "crgpu-restore.1", "crgpu-doctor.1", "crgpu-inspect.1"]
+
+
+def test_generated_files_are_not_stale() -> None:
+    assert docs.main(["--check"]) == 0, "run `python -m crgpu.cli.docs` and commit the result"
+
+
+def test_a_changed_definition_makes_them_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(docs.DESCRIPTIONS, "inspect", "something else")
+    assert docs.main(["--check"]) == 1
+
+
+def _bash_complete(words: list[str], env: dict[str, str]) -> list[str]:
+    script = (
+        f"source {ROOT / 'completions' / 'crgpu.bash'}; "
+        f"COMP_WORDS=({' '.join(repr(w) for w in words)}); COMP_CWORD={len(words) - 1}; "
+        '_crgpu; printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return [line for line in done.stdout.splitlines() if line]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the `crgpu` of this installation
+    env.update(extra)
+    return env
+
+
+def test_bash_completes_a_real_container_id(runc_container: Callable[..., testbed.RuncContainer]) -> None:
+    container = runc_container()
+    env = _env(CRGPU_RUNC_ROOTS=str(container.root))
+    assert container.id in _bash_complete(["crgpu", "checkpoint", container.id[:8]], env)
+    assert _bash_complete(["crgpu", "checkpoint", "zz-no-such"], env) == []
+
+
+def test_bash_completes_commands_options_choices_and_directories(tmp_path: Path) -> None:
+    (tmp_path / "ckpt-dir").mkdir()
+    (tmp_path / "ckpt-file").write_text("")
+    env = _env()
+    assert set(_bash_complete(["crgpu", ""], env)) >= {
+        "checkpoint",
+        "restore",
+        "doctor",
+        "inspect",
+        "--version",
+    }
+    assert "--link-remap" in _bash_complete(["crgpu", "checkpoint", "--li"], env)
+    assert _bash_complete(["crgpu", "checkpoint", "--runtime", "run"], env) == ["runc", "runsc"]
+    assert _bash_complete(["crgpu", "checkpoint", "--image-path", str(tmp_path / "ckpt")], env) == [
+        str(tmp_path / "ckpt-dir")
+    ]
+    assert _bash_complete(["crgpu", "inspect", str(tmp_path / "ckpt")], env) == [str(tmp_path / "ckpt-dir")]
+
+
+@pytest.mark.parametrize(
+    ("shell", "name"), [("zsh", "_crgpu"), ("fish", "crgpu.fish"), ("bash", "crgpu.bash")]
+)
+def test_completion_files_parse(shell: str, name: str) -> None:
+    binary = shutil.which(shell)
+    if binary is None:
+        testbed.missing(f"{shell} is not installed (apt-get install {shell})")
+    assert binary is not None
+    done = subprocess.run(
+        [binary, "-n", str(ROOT / "completions" / name)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_man_pages_render_without_warnings(page: str) -> None:
+    groff = shutil.which("groff")
+    if groff is None:
+        testbed.missing("groff is not installed (apt-get install groff-base)")
+    assert groff is not None
+    done = subprocess.run(
+        [groff, "-man", "-ww", "-z", str(ROOT / "man" / page)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    text = (ROOT / "man" / page).read_text()
+    for section in (".SH OPTIONS", ".SH ENVIRONMENT", ".SH FILES", ".SH EXIT STATUS", ".SH EXAMPLES"):
+        assert section in text, section
+
+
+def test_checkpoint_page_has_runc_runsc_and_gpu_examples() -> None:
+    text = (ROOT / "man" / "crgpu-checkpoint.1").read_text()
+    assert "runsc" in text and "cuda\\-checkpoint\\-path" in text and ".SH GPU NOTES" in text
+
+
+def test_every_help_ends_with_examples() -> None:
+    from tests.helpers import crgpu
+
+    for args in ([], ["checkpoint"], ["restore"], ["doctor"], ["inspect"]):
+        out = crgpu(*args, "--help").stdout
+        assert "Examples:" in out, args
