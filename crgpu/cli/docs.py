@@ -143,7 +143,7 @@ def bash(globals_: list[Opt], commands: list[Cmd]) -> str:
                 f'            {"|".join(opt.longs)}) _crgpu_words "{" ".join(CHOICES[opt.name])}"; return ;;'
             )
         out.append("        esac")
-        words = " ".join(w for o in cmd.options for w in [*o.longs, *o.negatives, *o.shorts])
+        option_words = " ".join(w for o in cmd.options for w in [*o.longs, *o.negatives, *o.shorts])
         argument = cmd.argument.kind if cmd.argument else None
         if argument == "id":
             rest = 'COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur"))'
@@ -151,7 +151,7 @@ def bash(globals_: list[Opt], commands: list[Cmd]) -> str:
             rest = 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur"))'
         else:
             rest = "COMPREPLY=()"
-        out.append(f'        if [[ "$cur" == -* ]]; then _crgpu_words "{words}"; else {rest}; fi')
+        out.append(f'        if [[ "$cur" == -* ]]; then _crgpu_words "{option_words}"; else {rest}; fi')
         out.append("        ;;")
     out += ["    esac", "}", "complete -F _crgpu crgpu", ""]
     return "\n".join(out)
