@@ -16,12 +16,12 @@ _crgpu() {
     checkpoint)
         case "$prev" in
             --image-path|-i|--work-path|--root) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")); return ;;
-            --cuda-checkpoint-path|--wait) :; return ;;
+            --cuda-checkpoint-path|--pre-dump|--wait) :; return ;;
             --manage-cgroups-mode) _crgpu_words "soft full strict ignore"; return ;;
             --compression) _crgpu_words "none flate-best-speed"; return ;;
             --runtime) _crgpu_words "auto runc runsc"; return ;;
         esac
-        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --work-path --leave-running --tcp-established --skip-in-flight --tcp-skip-in-flight --link-remap --tcp-close --file-locks --ext-unix-sk --shell-job --manage-cgroups-mode --compression --direct --exclude-committed-zero-pages --cuda-checkpoint-path --keep-failed --wait --runtime --root --json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); fi
+        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --work-path --leave-running --tcp-established --skip-in-flight --tcp-skip-in-flight --link-remap --tcp-close --file-locks --ext-unix-sk --shell-job --manage-cgroups-mode --compression --direct --exclude-committed-zero-pages --cuda-checkpoint-path --pre-dump --keep-failed --wait --runtime --root --json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); fi
         ;;
     doctor)
         case "$prev" in
@@ -43,7 +43,7 @@ _crgpu() {
             --manage-cgroups-mode) _crgpu_words "soft full strict ignore"; return ;;
             --runtime) _crgpu_words "auto runc runsc"; return ;;
         esac
-        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --work-path --bundle -b --detach --no-detach -d --pid-file --tcp-established --tcp-close --file-locks --ext-unix-sk --shell-job --manage-cgroups-mode --direct --force --wait --runtime --root --json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); fi
+        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --work-path --bundle -b --detach --no-detach -d --pid-file --tcp-established --tcp-close --file-locks --ext-unix-sk --shell-job --manage-cgroups-mode --direct --force --lazy-pages --wait --runtime --root --json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); fi
         ;;
     esac
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,3 +212,14 @@ def read_stats(path: Path) -> dict[str, int]:
         return stats
     except ValueError:
         return {}
+
+
+def dirty_tracking(criu: str, capture: Callable[[list[str]], str]) -> tuple[bool, str]:
+    """Whether the kernel tracks dirty memory (pre-dumps need it), and CRIU's own words."""
+    out = capture([criu, "check", "--feature", "mem_dirty_track"])
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    said = next(
+        (line for line in lines if "Dirty" in line or "Error" in line), lines[-1] if lines else "no answer"
+    )
+    ok = "OFF" not in out and "Error" not in out and "rror" not in said
+    return ok, re.sub(r"^(Warn|Error)\s*\([^)]*\):\s*", "", said)

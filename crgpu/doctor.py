@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crgpu import config
+from crgpu.criu import dirty_tracking
 from crgpu.errors import CrgpuError
 from crgpu.gpu import DriverVersion, Gpu, driver_version, gpus, host_path
 from crgpu.hostinfo import has_checkpoint_privileges, kernel_release
@@ -234,14 +235,14 @@ def check_dirty_tracking(facts: _Facts) -> Check:
         return Check(
             "criu.dirty_tracking", "memory dirty tracking", "runc and CRIU", "skip", "needs CRIU and root"
         )
-    out = _capture([facts.criu_path, "check", "--feature", "mem_dirty_track"])
-    if "OFF" in out or "Error" in out:
+    ok, said = dirty_tracking(facts.criu_path, _capture)
+    if not ok:
         return Check(
             "criu.dirty_tracking",
             "memory dirty tracking",
             "runc and CRIU",
             "warn",
-            "the kernel has no soft-dirty tracking: pre-dumps (--pre-dump) cannot work here",
+            f"the kernel has no soft-dirty tracking ({said}): pre-dumps (--pre-dump) cannot work here",
             fix="a kernel built with CONFIG_MEM_SOFT_DIRTY",
         )
     return Check("criu.dirty_tracking", "memory dirty tracking", "runc and CRIU", "ok", "pre-dumps possible")

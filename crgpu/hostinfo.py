@@ -6,13 +6,12 @@ import os
 import platform
 import re
 import shutil
+from pathlib import Path
 
 from crgpu.errors import CrgpuError
 from crgpu.gpu import driver_version, gpus, host_path
 from crgpu.image import GpuRecord, HostRecord
-from crgpu.runtimes.base import run_capture
-
-CRIU_VERSION_TIMEOUT_S = 5.0
+from crgpu.runtimes.base import cached_texts
 
 
 def kernel_release() -> str:
@@ -27,8 +26,8 @@ def criu_version() -> str | None:
     if not criu:
         return None
     try:
-        text = run_capture([criu, "--version"], timeout=CRIU_VERSION_TIMEOUT_S)
-    except CrgpuError:
+        text = cached_texts(Path(criu), {"version": [criu, "--version"]})["version"]
+    except (CrgpuError, OSError):
         return None
     match = re.search(r"Version:\s*(\S+)", text)
     return match.group(1) if match else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -12,8 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from crgpu import config
-from crgpu.criu import criu_log_errors, headline, hint_for, read_stats
-from crgpu.errors import CrgpuError, ImagePathError, Interrupted, NotFoundError, PreconditionError
+from crgpu.criu import criu_log_errors, dirty_tracking, headline, hint_for, read_stats
+from crgpu.errors import (
+    CrgpuError,
+    ImagePathError,
+    Interrupted,
+    NotFoundError,
+    PreconditionError,
+    RuntimeFailed,
+)
 from crgpu.guard import enforce, restore_findings
 from crgpu.hostinfo import has_checkpoint_privileges, host_record
 from crgpu.image import (
@@ -29,7 +37,7 @@ from crgpu.image import (
 from crgpu.locks import container_lock
 from crgpu.options import CheckpointOptions, RestoreOptions
 from crgpu.process import LineSink, run_streaming
-from crgpu.runtimes.base import ContainerInfo, Invocation, RuntimeAdapter
+from crgpu.runtimes.base import ContainerInfo, Invocation, RuntimeAdapter, run_capture
 from crgpu.runtimes.detect import choose_runtime, find_container, locate
 
 Adapter = RuntimeAdapter
@@ -74,6 +82,8 @@ class OperationResult:
     stats: dict[str, int] = field(default_factory=dict)
     interrupted_by: int | None = None
     removed_image: bool = False
+    pre_dump_argv: list[list[str]] = field(default_factory=list)
+    helper_argv: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,6 +134,8 @@ def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
     adapter = adapter_for(container.runtime)
     work_dir = opts.work_path or opts.image_path
     invocation = adapter.checkpoint_invocation(opts, container, work_dir)
+    if invocation.before:
+        _require_dirty_tracking()
     status = adapter.status(container.id, container.root)
     if status not in CHECKPOINTABLE:
         raise PreconditionError(
@@ -131,6 +143,18 @@ def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
             hint=f"start it first; `{adapter.name} --root {container.root} state {container.id}` shows it",
         )
     return CheckpointPlan(opts, adapter, container, work_dir, invocation, status)
+
+
+def _require_dirty_tracking() -> None:
+    criu = shutil.which("criu")
+    if criu is None:
+        raise NotFoundError("criu not found on PATH", hint="apt-get install criu")
+    ok, said = dirty_tracking(criu, lambda argv: run_capture(argv, timeout=10))
+    if not ok:
+        raise PreconditionError(
+            f"--pre-dump needs the kernel's soft-dirty memory tracking, which this node lacks ({said})",
+            hint="checkpoint without --pre-dump here (crgpu doctor shows criu.dirty_tracking)",
+        )
 
 
 def _default_restore_work_dir(container_id: str) -> Path:
@@ -226,6 +250,8 @@ def _result(
         image_path=str(image),
         work_path=str(work),
         argv=inv.argv,
+        pre_dump_argv=inv.before,
+        helper_argv=inv.helper_argv,
         env=inv.env,
         criu_config=inv.criu_config,
         notes=inv.notes,
@@ -314,7 +340,23 @@ def execute_checkpoint(plan: CheckpointPlan, sink: LineSink) -> OperationResult:
         started = time.monotonic()
         try:
             _write_config(plan.invocation)
-            _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "checkpoint", info.root)
+            for k, pre in enumerate(plan.invocation.before, start=1):
+                (plan.work_dir / f"predump-{k}").mkdir(mode=0o700, parents=True, exist_ok=True)
+                pre_inv = Invocation(argv=pre, env=plan.invocation.env)
+                _run(
+                    result,
+                    plan.adapter,
+                    pre_inv,
+                    sink,
+                    plan.work_dir / f"predump-{k}",
+                    "checkpoint",
+                    info.root,
+                )
+                if not result.ok:
+                    result.error = f"pre-dump {k}: {result.error}"
+                    break
+            if result.ok:
+                _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "checkpoint", info.root)
         except BaseException:
             _after_failed_checkpoint(plan, result)
             raise
@@ -427,18 +469,80 @@ def execute_restore(plan: RestorePlan, sink: LineSink) -> OperationResult:
         )
         prepare_work_dir(plan.work_dir)
         _write_config(plan.invocation)
-        _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "restore", plan.root)
+        daemon = _start_lazy_pages(plan) if plan.invocation.helper_argv else None
+        lazy_s: float | None = None
+        try:
+            _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "restore", plan.root)
+        finally:
+            if daemon is not None:
+                lazy_s = _finish_lazy_pages(daemon, result, plan.work_dir)
         result.container_status = _safe_status(plan.adapter, plan.container_id, plan.root)
         if result.ok:
             result.stats = _stats(
                 plan.work_dir / "stats-restore", "runtime_restore_duration", result.duration_s
             )
+            if lazy_s is not None:
+                result.stats["time_to_running"] = result.stats["runtime_restore_duration"]
+                result.stats["lazy_pages_complete"] = int(lazy_s * 1_000_000)
         elif result.container_status not in (None, "running"):
             # A half-restored container would block the next try under the same ID.
             plan.adapter.delete(plan.container_id, plan.root)
             result.container_status = _safe_status(plan.adapter, plan.container_id, plan.root)
         _raise_if_interrupted(result, plan.adapter, plan.root)
         return result
+
+
+LAZY_SOCKET_WAIT_S = 10.0
+LAZY_TRANSFER_TIMEOUT_S = 3600.0
+
+
+def _start_lazy_pages(plan: RestorePlan) -> tuple[subprocess.Popen[bytes], float]:
+    """Start CRIU's lazy-pages daemon over the image; return once its socket is up."""
+    log = plan.work_dir / "crgpu-lazy-pages-output.log"
+    with log.open("ab") as out:
+        daemon = subprocess.Popen(
+            plan.invocation.helper_argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+    started = time.monotonic()
+    socket = plan.work_dir / "lazy-pages.socket"
+    while not socket.exists():
+        if daemon.poll() is not None or time.monotonic() - started > LAZY_SOCKET_WAIT_S:
+            daemon.kill()
+            daemon.wait()
+            errors = criu_log_errors(plan.work_dir / "lazy-pages.log")
+            raise RuntimeFailed(
+                "CRIU's lazy-pages daemon did not start" + (f": {errors[0]}" if errors else ""),
+                hint=hint_for(errors)
+                or "check that the kernel has userfaultfd (criu check --feature uffd-noncoop)",
+                detail=[f"log: {plan.work_dir / 'lazy-pages.log'}"],
+            )
+        time.sleep(0.005)
+    return daemon, time.monotonic()
+
+
+def _finish_lazy_pages(
+    daemon: tuple[subprocess.Popen[bytes], float], result: OperationResult, work_dir: Path
+) -> float | None:
+    """Wait until every page has arrived (the daemon exits then); the seconds that took."""
+    process, started = daemon
+    if not result.ok:
+        process.kill()
+        process.wait()
+        return None
+    try:
+        code = process.wait(timeout=LAZY_TRANSFER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        code = process.wait()
+    if code != 0:
+        result.ok = False
+        errors = criu_log_errors(work_dir / "lazy-pages.log")
+        result.error = "CRIU's lazy-pages daemon failed before every page arrived" + (
+            f": {errors[0]}" if errors else ""
+        )
+        result.log_path = str(work_dir / "lazy-pages.log")
+        return None
+    return time.monotonic() - started
 
 
 def _stats(criu_stats: Path, duration_name: str, duration_s: float) -> dict[str, int]:

@@ -76,6 +76,7 @@ class CheckpointOptions(_CommonOptions):
     exclude_committed_zero_pages: bool = False
     cuda_checkpoint_path: str | None = None
     keep_failed: bool = False
+    pre_dump: int = Field(default=0, ge=0, le=16)
 
     @field_validator("container_id", mode="after")
     @classmethod
@@ -98,6 +99,7 @@ class RestoreOptions(_CommonOptions):
     pid_file: Path | None = None
     direct: bool = False
     force: bool = False
+    lazy_pages: bool = False
 
     @field_validator("container_id", mode="after")
     @classmethod

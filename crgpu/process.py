@@ -106,12 +106,14 @@ def run_streaming(
         for forwarded in (signal.SIGINT, signal.SIGTERM):
             previous[forwarded] = signal.signal(forwarded, forward)
     try:
-        while child.poll() is None:
+        while True:
             follower.poll()
-            if timeout_s is not None and time.monotonic() - start > timeout_s:
-                child.kill()
-            time.sleep(POLL_S)
-        exit_code = child.wait()
+            try:
+                exit_code = child.wait(timeout=POLL_S)  # returns the moment the runtime exits
+                break
+            except subprocess.TimeoutExpired:
+                if timeout_s is not None and time.monotonic() - start > timeout_s:
+                    child.kill()
     finally:
         for restored, handler in previous.items():
             signal.signal(restored, handler)

@@ -205,3 +205,49 @@ class RunscContainer:
 
     def delete(self) -> None:
         subprocess.run(self.cmd("delete", "--force", self.id), capture_output=True, timeout=60)
+
+
+_HOG: list[Path] = []
+
+
+def hog_binary() -> Path:
+    """benchmarks/hog.c built static once per test session (gcc and libc6-dev from the test bed)."""
+    if _HOG:
+        return _HOG[0]
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        missing("gcc is not installed (apt-get install gcc libc6-dev)")
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="crgpu-hog")) / "hog"
+    source = Path(__file__).resolve().parents[1] / "benchmarks" / "hog.c"
+    done = subprocess.run(
+        [str(gcc), "-static", "-O2", "-o", str(out), str(source)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        missing(f"cannot build the static hog: {done.stderr.strip()[:200]}")
+    _HOG.append(out)
+    return out
+
+
+def make_hog_bundle(directory: Path, mib: int) -> Path:
+    """A bundle whose process holds `mib` MiB of patterned memory (see benchmarks/hog.c)."""
+    bundle = make_bundle(directory, "true")
+    shutil.copy2(hog_binary(), bundle / "rootfs" / "bin" / "hog")
+    config_path = bundle / "config.json"
+    config = json.loads(config_path.read_text())
+    config["process"]["args"] = ["/bin/hog", str(mib)]
+    config_path.write_text(json.dumps(config, indent=2))
+    return bundle
+
+
+def verify_hog_memory(bundle: Path, timeout: float = 60.0) -> str:
+    """Ask the hog to read all its memory back; its verdict ('ok <bytes>' or 'bad <bytes>')."""
+    verdict = bundle / "rootfs" / "tmp" / "verified"
+    verdict.unlink(missing_ok=True)
+    (bundle / "rootfs" / "tmp" / "verify").write_text("")
+    deadline = time.monotonic() + timeout
+    while not verdict.exists():
+        assert time.monotonic() < deadline, "the hog never answered"
+        time.sleep(0.05)
+    return verdict.read_text().strip()

@@ -77,6 +77,12 @@ def checkpoint(
             help="runsc GPU containers: cuda-checkpoint's path inside the container.",
         ),
     ] = None,
+    pre_dump: Annotated[
+        int,
+        typer.Option(
+            "--pre-dump", metavar="N", help="runc: N pre-dump rounds first, to shorten the final freeze."
+        ),
+    ] = 0,
     keep_failed: Annotated[
         bool,
         typer.Option(
@@ -130,6 +136,7 @@ def checkpoint(
                 "exclude_committed_zero_pages": exclude_committed_zero_pages,
                 "cuda_checkpoint_path": cuda_checkpoint_path,
                 "keep_failed": keep_failed,
+                "pre_dump": pre_dump,
                 "wait": wait,
                 "runtime": runtime,
                 "root": root,

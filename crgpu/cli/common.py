@@ -6,16 +6,18 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from pydantic import BaseModel, ValidationError
 
 from crgpu.cli.render import Renderer
 from crgpu.errors import CrgpuError, ExitCode, UsageError
-from crgpu.options import validation_messages
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+# pydantic loads only when a command runs: `crgpu --help` and `--version` stay fast.
+M = TypeVar("M", bound="BaseModel")
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")
@@ -31,6 +33,10 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but
 
 def validated(model: type[M], values: dict[str, Any]) -> M:
     """Build an options model from the flags given (None: not given, so the model's default)."""
+    from pydantic import ValidationError
+
+    from crgpu.options import validation_messages
+
     try:
         return model.model_validate({k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:

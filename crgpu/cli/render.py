@@ -179,8 +179,11 @@ def format_plan(result: OperationResult) -> str:
         f"container: {result.container_id}",
         f"image path: {result.image_path}",
         f"work path: {result.work_path}",
-        f"argv: {shlex.join(result.argv)}",
     ]
+    lines += [f"pre-dump {k}: {shlex.join(argv)}" for k, argv in enumerate(result.pre_dump_argv, start=1)]
+    lines.append(f"argv: {shlex.join(result.argv)}")
+    if result.helper_argv:
+        lines.append(f"beside it: {shlex.join(result.helper_argv)}")
     for key, value in result.env.items():
         lines.append(f"env: {key}={value}")
     if result.criu_config:

@@ -74,6 +74,12 @@ def restore(
         bool,
         typer.Option("--force", help="Proceed past the image checks (missing crgpu.json, runtime mismatch)."),
     ] = False,
+    lazy_pages: Annotated[
+        bool,
+        typer.Option(
+            "--lazy-pages", help="Run the container at once; memory pages follow (runc: CRIU lazy-pages)."
+        ),
+    ] = False,
     wait: Annotated[
         Optional[float],
         typer.Option(
@@ -116,6 +122,7 @@ def restore(
                 "direct": direct,
                 "force": force,
                 "wait": wait,
+                "lazy_pages": lazy_pages,
                 "runtime": runtime,
                 "root": root,
             },

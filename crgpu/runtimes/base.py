@@ -31,6 +31,10 @@ class Invocation:
     notes: list[str] = field(default_factory=list)
     # The runtime's global flags this call uses (runsc: the sandbox's, carried into crgpu.json).
     global_flags: list[str] = field(default_factory=list)
+    # A helper crgpu runs beside the runtime: CRIU's lazy-pages daemon for a lazy restore.
+    helper_argv: list[str] = field(default_factory=list)
+    # Runs before `argv`, in order: pre-dump rounds.
+    before: list[list[str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

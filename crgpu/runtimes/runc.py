@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from crgpu.criu import config_text
-from crgpu.errors import PreconditionError
+from crgpu.errors import NotFoundError, PreconditionError
 from crgpu.options import CheckpointOptions, RestoreOptions
 from crgpu.runtimes.base import (
     ContainerInfo,
@@ -62,6 +63,14 @@ RESTORE_ROUTES: tuple[OptionRoute, ...] = (
 )
 
 RUNSC_ONLY_CHECKPOINT = ("compression", "direct", "exclude_committed_zero_pages", "cuda_checkpoint_path")
+
+
+def criu_binary() -> str:
+    """The criu runc will use: runc takes it from PATH (1.2+ ignore --criu)."""
+    found = shutil.which("criu")
+    if not found:
+        raise NotFoundError("criu not found on PATH", hint="apt-get install criu")
+    return found
 
 
 def discover_runc() -> RuntimeBinary:
@@ -174,6 +183,29 @@ class RuncAdapter:
         args, config, notes = self._map_routes(CHECKPOINT_ROUTES, opts.model_dump(), flags, "checkpoint")
         args += self._cgroups_args(opts.manage_cgroups_mode, flags, "checkpoint")
         env, text, path = self._config(config, work_dir, DUMP_CONFIG_NAME, f"checkpoint of {info.id}", notes)
+        before: list[list[str]] = []
+        if opts.pre_dump:
+            if "pre-dump" not in flags:
+                raise PreconditionError(f"--pre-dump is not accepted by {self.label} checkpoint")
+            # Round k dumps into IMAGE/predump-k against round k-1; the final dump against the last.
+            # CRIU wants --parent-path relative to the image dir it is given.
+            for k in range(1, opts.pre_dump + 1):
+                parent = ["--parent-path", f"../predump-{k - 1}"] if k > 1 else []
+                before.append(
+                    [
+                        *self._base(info.root),
+                        "checkpoint",
+                        "--pre-dump",
+                        "--image-path",
+                        str(opts.image_path / f"predump-{k}"),
+                        "--work-path",
+                        str(work_dir / f"predump-{k}"),
+                        *parent,
+                        *[a for a in args if a != "--leave-running"],
+                        info.id,
+                    ]
+                )
+            args = [*args, "--parent-path", f"predump-{opts.pre_dump}"]
         argv = [
             *self._base(info.root),
             "checkpoint",
@@ -184,7 +216,9 @@ class RuncAdapter:
             *args,
             info.id,
         ]
-        return Invocation(argv=argv, env=env, criu_config=text, criu_config_path=path, notes=notes)
+        return Invocation(
+            argv=argv, env=env, criu_config=text, criu_config_path=path, notes=notes, before=before
+        )
 
     def restore_invocation(
         self,
@@ -204,6 +238,24 @@ class RuncAdapter:
             args.append("--detach")
         if opts.pid_file is not None:
             args += ["--pid-file", str(opts.pid_file)]
+        helper: list[str] = []
+        if opts.lazy_pages:
+            if "lazy-pages" not in flags:
+                raise PreconditionError(f"--lazy-pages is not accepted by {self.label} restore")
+            args.append("--lazy-pages")
+            # CRIU's restore finds the daemon through lazy-pages.socket in the work dir.
+            helper = [
+                criu_binary(),
+                "lazy-pages",
+                "--images-dir",
+                str(opts.image_path),
+                "--work-dir",
+                str(work_dir),
+                "-o",
+                "lazy-pages.log",
+                "-v4",
+            ]
+            notes.append("memory pages arrive after the container runs, served by CRIU's lazy-pages daemon")
         env, text, path = self._config(
             config, work_dir, RESTORE_CONFIG_NAME, f"restore of {container_id}", notes
         )
@@ -219,7 +271,9 @@ class RuncAdapter:
             *args,
             container_id,
         ]
-        return Invocation(argv=argv, env=env, criu_config=text, criu_config_path=path, notes=notes)
+        return Invocation(
+            argv=argv, env=env, criu_config=text, criu_config_path=path, notes=notes, helper_argv=helper
+        )
 
     def status(self, container_id: str, root: Path) -> str | None:
         """runc's own view (`running`, `paused`, `stopped`, ...), or None when it has none."""

@@ -143,6 +143,11 @@ class RunscAdapter:
         values = opts.model_dump()
         notes = self._common_notes(values)
         args: list[str] = ["--image-path", str(opts.image_path)]
+        if opts.pre_dump:
+            raise PreconditionError(
+                "--pre-dump is a CRIU option; runsc has no pre-dumps",
+                hint="drop --pre-dump for runsc containers",
+            )
         if opts.leave_running:
             args.append("--leave-running")
         cuda_path = opts.cuda_checkpoint_path
@@ -186,6 +191,16 @@ class RunscAdapter:
             args.append("--detach")
         if opts.pid_file is not None:
             args += ["--pid-file", str(opts.pid_file)]
+        if opts.lazy_pages:
+            if "background" not in self.binary.restore_flags:
+                raise PreconditionError(
+                    f"--lazy-pages cannot reach {self.label}: its restore has no --background",
+                    hint="use a newer runsc (with restore --background), or restore eagerly",
+                )
+            args.append("--background")
+            notes.append(
+                "--lazy-pages is runsc's --background: pages load after restore returns (uncompressed images)"
+            )
         if opts.direct:
             if "direct" not in self.binary.restore_flags:
                 raise PreconditionError(f"--direct cannot reach {self.label}: its restore has no --direct")
