@@ -6,22 +6,29 @@ _crgpu() {
     prev="${COMP_WORDS[COMP_CWORD-1]}"
     cmd=""
     for ((i = 1; i < COMP_CWORD; i++)); do
-        case "${COMP_WORDS[i]}" in checkpoint|doctor|inspect|restore) cmd="${COMP_WORDS[i]}"; break ;; esac
+        case "${COMP_WORDS[i]}" in checkpoint|cuda|doctor|inspect|restore) cmd="${COMP_WORDS[i]}"; break ;; esac
     done
     if [[ -z "$cmd" ]]; then
         case "$prev" in --config) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
-        _crgpu_words "checkpoint doctor inspect restore --version --config --help -h"; return
+        _crgpu_words "checkpoint cuda doctor inspect restore --version --config --help -h"; return
     fi
     case "$cmd" in
     checkpoint)
         case "$prev" in
             --image-path|-i|--work-path|--root) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")); return ;;
-            --cuda-checkpoint-path|--pre-dump|--wait) :; return ;;
+            --cuda-checkpoint-path|--pre-dump|--cuda-lock-timeout|--wait) :; return ;;
             --manage-cgroups-mode) _crgpu_words "soft full strict ignore"; return ;;
             --compression) _crgpu_words "none flate-best-speed"; return ;;
+            --cuda) _crgpu_words "auto plugin driver-api off"; return ;;
             --runtime) _crgpu_words "auto runc runsc"; return ;;
         esac
-        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --work-path --leave-running --tcp-established --skip-in-flight --tcp-skip-in-flight --link-remap --tcp-close --file-locks --ext-unix-sk --shell-job --manage-cgroups-mode --compression --direct --exclude-committed-zero-pages --cuda-checkpoint-path --pre-dump --keep-failed --wait --runtime --root --json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); fi
+        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --work-path --leave-running --tcp-established --skip-in-flight --tcp-skip-in-flight --link-remap --tcp-close --file-locks --ext-unix-sk --shell-job --manage-cgroups-mode --compression --direct --exclude-committed-zero-pages --cuda-checkpoint-path --pre-dump --cuda --cuda-lock-timeout --keep-failed --wait --runtime --root --json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); fi
+        ;;
+    cuda)
+        case "$prev" in
+            --pid|--timeout-ms|--device-map) :; return ;;
+        esac
+        if [[ "$cur" == -* ]]; then _crgpu_words "--pid --json --debug --quiet -q --timeout-ms --device-map --help -h"; else _crgpu_words "checkpoint lock restore state unlock"; fi
         ;;
     doctor)
         case "$prev" in

@@ -223,3 +223,28 @@ def dirty_tracking(criu: str, capture: Callable[[list[str]], str]) -> tuple[bool
     )
     ok = "OFF" not in out and "Error" not in out and "rror" not in said
     return ok, re.sub(r"^(Warn|Error)\s*\([^)]*\):\s*", "", said)
+
+
+CRIU_PLUGIN_DIRS = (
+    "/usr/lib/criu",
+    "/usr/local/lib/criu",
+    "/usr/lib64/criu",
+    "/usr/lib/x86_64-linux-gnu/criu",
+)
+
+
+def plugin_dirs() -> list[Path]:
+    """CRIU's plugin dirs: $CRIU_LIBS_DIR (as CRIU reads it), then the usual install places."""
+    import os
+
+    from crgpu.gpu import host_path
+
+    override = [Path(os.environ["CRIU_LIBS_DIR"])] if os.environ.get("CRIU_LIBS_DIR") else []
+    return [*override, *(host_path(d) for d in CRIU_PLUGIN_DIRS)]
+
+
+def cuda_plugin_path() -> Path | None:
+    for directory in plugin_dirs():
+        if (directory / "cuda_plugin.so").is_file():
+            return directory / "cuda_plugin.so"
+    return None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crgpu import config
-from crgpu.criu import dirty_tracking
+from crgpu.criu import cuda_plugin_path, dirty_tracking, plugin_dirs
 from crgpu.errors import CrgpuError
 from crgpu.gpu import DriverVersion, Gpu, driver_version, gpus, host_path
 from crgpu.hostinfo import has_checkpoint_privileges, kernel_release
@@ -248,25 +248,18 @@ def check_dirty_tracking(facts: _Facts) -> Check:
     return Check("criu.dirty_tracking", "memory dirty tracking", "runc and CRIU", "ok", "pre-dumps possible")
 
 
-def _plugin_dirs() -> list[Path]:
-    """CRIU's plugin dirs: $CRIU_LIBS_DIR (as CRIU reads it), then the usual install places."""
-    override = [Path(os.environ["CRIU_LIBS_DIR"])] if os.environ.get("CRIU_LIBS_DIR") else []
-    return [*override, *(host_path(d) for d in CRIU_PLUGIN_DIRS)]
-
-
 def check_cuda_plugin(facts: _Facts) -> Check:
     if not facts.gpu_node:
         return Check("criu.cuda_plugin", "CRIU CUDA plugin", "GPU", "skip", "no NVIDIA driver")
-    for directory in _plugin_dirs():
-        plugin = directory / "cuda_plugin.so"
-        if plugin.is_file():
-            return Check("criu.cuda_plugin", "CRIU CUDA plugin", "GPU", "ok", str(plugin))
+    plugin = cuda_plugin_path()
+    if plugin is not None:
+        return Check("criu.cuda_plugin", "CRIU CUDA plugin", "GPU", "ok", str(plugin))
     return Check(
         "criu.cuda_plugin",
         "CRIU CUDA plugin",
         "GPU",
         "fail",
-        "cuda_plugin.so is in none of " + ", ".join(str(d) for d in _plugin_dirs()),
+        "cuda_plugin.so is in none of " + ", ".join(str(d) for d in plugin_dirs()),
         fix="install CRIU 4.x built with its CUDA plugin into /usr/lib/criu (Debian's criu has none)",
     )
 

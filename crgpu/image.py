@@ -72,7 +72,8 @@ class Manifest(BaseModel):
     container: ContainerRecord
     options: dict[str, Any] = Field(default_factory=dict)
     host: HostRecord = Field(default_factory=HostRecord)
-    stats: dict[str, int] = Field(default_factory=dict)
+    stats: dict[str, float] = Field(default_factory=dict)
+    cuda: dict[str, Any] = Field(default_factory=dict)
     sizes: SizesRecord = Field(default_factory=SizesRecord)
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from crgpu import config
 from crgpu.criu import criu_log_errors, dirty_tracking, headline, hint_for, read_stats
+from crgpu.cuda import CudaProcess, cuda_processes, device_map, host_pids_for, load_driver
+from crgpu.cuda_flow import DriverApiSession, select_mode
 from crgpu.errors import (
     CrgpuError,
     ImagePathError,
@@ -79,7 +81,7 @@ class OperationResult:
     criu_errors: list[str] = field(default_factory=list)
     log_path: str | None = None
     container_status: str | None = None
-    stats: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
     interrupted_by: int | None = None
     removed_image: bool = False
     pre_dump_argv: list[list[str]] = field(default_factory=list)
@@ -97,6 +99,7 @@ class CheckpointPlan:
     work_dir: Path
     invocation: Invocation
     status_before: str
+    cuda_mode: str = "off"
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,9 @@ def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
             f"container {container.id!r} is {status or 'in an unknown state'}, not running",
             hint=f"start it first; `{adapter.name} --root {container.root} state {container.id}` shows it",
         )
-    return CheckpointPlan(opts, adapter, container, work_dir, invocation, status)
+    cuda_mode, cuda_notes = select_mode(opts.cuda, container.gpu, container.runtime, container.id)
+    invocation.notes.extend(cuda_notes)
+    return CheckpointPlan(opts, adapter, container, work_dir, invocation, status, cuda_mode)
 
 
 def _require_dirty_tracking() -> None:
@@ -338,7 +343,14 @@ def execute_checkpoint(plan: CheckpointPlan, sink: LineSink) -> OperationResult:
         prepare_image_dir(opts.image_path)
         prepare_work_dir(plan.work_dir)
         started = time.monotonic()
+        session = _cuda_session(plan) if plan.cuda_mode == "driver-api" else None
         try:
+            if session is not None:
+                try:
+                    session.suspend()
+                except CrgpuError:
+                    shutil.rmtree(opts.image_path, ignore_errors=True)
+                    raise
             _write_config(plan.invocation)
             for k, pre in enumerate(plan.invocation.before, start=1):
                 (plan.work_dir / f"predump-{k}").mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -358,8 +370,11 @@ def execute_checkpoint(plan: CheckpointPlan, sink: LineSink) -> OperationResult:
             if result.ok:
                 _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "checkpoint", info.root)
         except BaseException:
+            _resume_cuda(session, result)
             _after_failed_checkpoint(plan, result)
             raise
+        if session is not None and (not result.ok or opts.leave_running):
+            _resume_cuda(session, result)
         if result.ok and not opts.leave_running:
             plan.adapter.cleanup_after_checkpoint(info.id, info.root)
         result.container_status = _safe_status(plan.adapter, info.id, info.root)
@@ -368,6 +383,8 @@ def execute_checkpoint(plan: CheckpointPlan, sink: LineSink) -> OperationResult:
             _raise_if_interrupted(result, plan.adapter, info.root)
             return result
         result.stats = _stats(plan.work_dir / "stats-dump", "runtime_checkpoint_duration", result.duration_s)
+        if session is not None:
+            result.stats.update(session.stats())
         manifest = Manifest(
             runtime=RuntimeRecord(
                 name=plan.adapter.name,
@@ -385,6 +402,12 @@ def execute_checkpoint(plan: CheckpointPlan, sink: LineSink) -> OperationResult:
             options=opts.model_dump(mode="json"),
             host=host_record(with_criu=plan.adapter.name == "runc"),
             stats=result.stats,
+            cuda={
+                "mode": plan.cuda_mode,
+                "processes": [
+                    {"ns_pid": p.ns_pid, "comm": p.comm} for p in (session.processes if session else [])
+                ],
+            },
             sizes=image_sizes(opts.image_path),
         )
         write_manifest(opts.image_path, manifest)
@@ -393,6 +416,34 @@ def execute_checkpoint(plan: CheckpointPlan, sink: LineSink) -> OperationResult:
             result.notes.append("interrupted after the checkpoint completed: the image is complete")
             _raise_if_interrupted(result, plan.adapter, info.root)
         return result
+
+
+def _cuda_session(plan: CheckpointPlan) -> DriverApiSession:
+    driver = load_driver()
+    processes = cuda_processes(plan.container.pid) if plan.container.pid else []
+    if not processes:
+        plan.invocation.notes.append("driver-api: no CUDA process found in the container")
+    return DriverApiSession(driver, processes, plan.options.cuda_lock_timeout_ms)
+
+
+def _resume_cuda(session: DriverApiSession | None, result: OperationResult) -> None:
+    """Put every CUDA process back to running; what could not be is said, never hidden."""
+    if session is None or all(state == "running" for state in session.state.values()):
+        return
+    problems = session.resume()
+    result.stats.update(
+        {k: v for k, v in session.stats().items() if k in ("cuda_restore_time", "cuda_unlock_time")}
+    )
+    if problems:
+        result.ok = False
+        result.error = (
+            (result.error + "; " if result.error else "")
+            + "CUDA processes left behind: "
+            + "; ".join(problems)
+        )
+        result.hint = (
+            "check them with `crgpu cuda state --pid PID`; unlock with `crgpu cuda unlock --pid PID`"
+        )
 
 
 def _raise_if_interrupted(result: OperationResult, adapter: Adapter, root: Path) -> None:
@@ -481,6 +532,8 @@ def execute_restore(plan: RestorePlan, sink: LineSink) -> OperationResult:
             result.stats = _stats(
                 plan.work_dir / "stats-restore", "runtime_restore_duration", result.duration_s
             )
+            if plan.manifest is not None and plan.manifest.cuda.get("mode") == "driver-api":
+                _restore_cuda(plan, result)
             if lazy_s is not None:
                 result.stats["time_to_running"] = result.stats["runtime_restore_duration"]
                 result.stats["lazy_pages_complete"] = int(lazy_s * 1_000_000)
@@ -545,9 +598,31 @@ def _finish_lazy_pages(
     return time.monotonic() - started
 
 
-def _stats(criu_stats: Path, duration_name: str, duration_s: float) -> dict[str, int]:
+def _restore_cuda(plan: RestorePlan, result: OperationResult) -> None:
+    """After the runtime restore: put the GPU state back (onto other GPUs if they differ), unlock."""
+    assert plan.manifest is not None
+    ns_pids = [int(p["ns_pid"]) for p in plan.manifest.cuda.get("processes", [])]
+    if not ns_pids:
+        return
+    info = find_container(plan.container_id, plan.adapter.name, plan.root)  # type: ignore[arg-type]
+    mapping = host_pids_for(info.pid or 0, ns_pids)
+    missing = [pid for pid in ns_pids if pid not in mapping]
+    processes = [CudaProcess(host_pid=mapping[n], ns_pid=n, comm="?") for n in ns_pids if n in mapping]
+    session = DriverApiSession(load_driver(), processes, 0)
+    session.state = {p.host_pid: "checkpointed" for p in processes}
+    here = [g.uuid for g in host_record(with_criu=False).gpus]
+    problems = session.resume(device_map([g.uuid for g in plan.manifest.host.gpus], here))
+    result.stats.update(session.stats())
+    problems += [f"container pid {pid}: not found after the runtime restore" for pid in missing]
+    if problems:
+        result.ok = False
+        result.error = "GPU restore incomplete: " + "; ".join(problems)
+        result.hint = "check them with `crgpu cuda state --pid PID`"
+
+
+def _stats(criu_stats: Path, duration_name: str, duration_s: float) -> dict[str, float]:
     """CRIU's own statistics (runc) plus the runtime's wall time, all in microseconds."""
-    stats = read_stats(criu_stats)
+    stats: dict[str, float] = dict(read_stats(criu_stats))
     stats[duration_name] = int(duration_s * 1_000_000)
     return stats
 

@@ -15,6 +15,7 @@ RuntimeName = Literal["runc", "runsc"]
 RuntimeChoice = Literal["auto", "runc", "runsc"]
 CgroupsMode = Literal["soft", "full", "strict", "ignore"]
 Compression = Literal["none", "flate-best-speed"]
+CudaMode = Literal["auto", "plugin", "driver-api", "off"]
 
 
 def check_container_id(value: str) -> str:
@@ -77,6 +78,8 @@ class CheckpointOptions(_CommonOptions):
     cuda_checkpoint_path: str | None = None
     keep_failed: bool = False
     pre_dump: int = Field(default=0, ge=0, le=16)
+    cuda: CudaMode = "auto"
+    cuda_lock_timeout_ms: int = Field(default=10_000, ge=0, le=3_600_000)
 
     @field_validator("container_id", mode="after")
     @classmethod

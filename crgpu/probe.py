@@ -42,7 +42,7 @@ class ProbeResult:
     counter_restored: int | None = None
     error: str | None = None
     hint: str | None = None
-    stats: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,7 +168,8 @@ def probe_runtime(runtime: RuntimeName, binary: Path) -> ProbeResult:
             result.error, result.hint = done.error, done.hint
             return result
         result.checkpoint_s = done.duration_s
-        result.frozen_time_us = done.stats.get("frozen_time")
+        frozen = done.stats.get("frozen_time")
+        result.frozen_time_us = int(frozen) if frozen is not None else None
         result.stats = done.stats
         result.counter_saved = saved_before
         restored = operations.execute_restore(

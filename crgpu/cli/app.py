@@ -9,6 +9,7 @@ import typer
 
 from crgpu import __version__
 from crgpu.cli import checkpoint as checkpoint_cmd
+from crgpu.cli import cuda as cuda_cmd
 from crgpu.cli import doctor as doctor_cmd
 from crgpu.cli import inspect as inspect_cmd
 from crgpu.cli import restore as restore_cmd
@@ -70,6 +71,7 @@ def main_callback(
 app.command("checkpoint", epilog=checkpoint_cmd.EXAMPLES + "\n" + EXIT_CODES_TEXT)(checkpoint_cmd.checkpoint)
 app.command("restore", epilog=restore_cmd.EXAMPLES + "\n" + EXIT_CODES_TEXT)(restore_cmd.restore)
 app.command("doctor", epilog=doctor_cmd.EXAMPLES + "\n" + EXIT_CODES_TEXT)(doctor_cmd.doctor)
+app.add_typer(cuda_cmd.cuda_app, name="cuda")
 app.command("inspect", epilog=inspect_cmd.EXAMPLES + "\n" + EXIT_CODES_TEXT)(inspect_cmd.inspect)
 
 

@@ -83,6 +83,21 @@ def checkpoint(
             "--pre-dump", metavar="N", help="runc: N pre-dump rounds first, to shorten the final freeze."
         ),
     ] = 0,
+    cuda: Annotated[
+        str,
+        typer.Option(
+            "--cuda",
+            help="runc GPU containers: auto, plugin (CRIU's), driver-api (crgpu drives the driver) or off.",
+        ),
+    ] = "auto",
+    cuda_lock_timeout_ms: Annotated[
+        int,
+        typer.Option(
+            "--cuda-lock-timeout",
+            metavar="MS",
+            help="driver-api: how long to wait for each CUDA process to lock.",
+        ),
+    ] = 10_000,
     keep_failed: Annotated[
         bool,
         typer.Option(
@@ -137,6 +152,8 @@ def checkpoint(
                 "cuda_checkpoint_path": cuda_checkpoint_path,
                 "keep_failed": keep_failed,
                 "pre_dump": pre_dump,
+                "cuda": cuda,
+                "cuda_lock_timeout_ms": cuda_lock_timeout_ms,
                 "wait": wait,
                 "runtime": runtime,
                 "root": root,

@@ -98,7 +98,7 @@ class Renderer:
             return
         self.failure(result.error or f"{result.verb} failed", result.hint, _failure_detail(result))
 
-    def stats(self, stats: dict[str, int]) -> None:
+    def stats(self, stats: dict[str, float]) -> None:
         rows = format_stats(stats)
         if self.quiet or not rows:
             return
@@ -159,17 +159,25 @@ STATS_SHOWN = (
     "pages_restored",
     "runtime_checkpoint_duration",
     "runtime_restore_duration",
+    "time_to_running",
+    "lazy_pages_complete",
+    "cuda_lock_time",
+    "cuda_checkpoint_time",
+    "cuda_restore_time",
+    "cuda_unlock_time",
+    "gpu_bytes",
+    "gpu_checkpoint_gbps",
 )
 
 
-def format_stats(stats: dict[str, int]) -> list[tuple[str, str]]:
+def format_stats(stats: dict[str, float]) -> list[tuple[str, str]]:
     """The statistics operators know from podman --print-stats; times (µs) shown in ms."""
     rows = []
     for name in STATS_SHOWN:
         if name in stats:
             value = stats[name]
-            timed = name.endswith("_time") or name.endswith("_duration")
-            rows.append((name, f"{value / 1000:.1f} ms" if timed else str(value)))
+            timed = name.endswith(("_time", "_duration", "_complete", "time_to_running"))
+            rows.append((name, f"{value / 1000:.1f} ms" if timed else f"{value:g}"))
     return rows
 
 

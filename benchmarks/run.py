@@ -1,0 +1,301 @@
+"""crgpu against the raw runtimes, and crgpu's own start-up. Writes BENCHMARKS.md.
+
+    sudo .venv/bin/python benchmarks/run.py [--reps N] [--sizes 16,200,1024] [--out BENCHMARKS.md]
+
+Each (runtime, size) runs a fresh container per arm and alternates which arm goes first (A/B),
+so page-cache and disk state favour neither; medians and crgpu/raw ratios are reported. The raw
+runsc arm includes `runsc delete`, which crgpu's checkpoint does too so that the ID can be restored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CRGPU = str(Path(sys.executable).parent / "crgpu")
+RUNSC_GLOBALS = ["--network=none", "--ignore-cgroups"]
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    # Output to a file, never a pipe: a detached container inherits the runtime's stdio and would
+    # hold a pipe open for ever.
+    with tempfile.TemporaryFile() as out:
+        start = time.perf_counter()
+        code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env).returncode
+        elapsed = time.perf_counter() - start
+        if code != 0:
+            out.seek(0)
+            raise RuntimeError(f"{' '.join(argv)} failed: {out.read().decode(errors='replace')[-400:]}")
+    return elapsed
+
+
+def build_hog(work: Path) -> Path:
+    out = work / "hog"
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(out), str(HERE / "hog.c")], check=True)
+    return out
+
+
+def bundle_for(work: Path, hog: Path, mib: int, runtime: str) -> Path:
+    bundle = work / f"bundle-{runtime}-{mib}"
+    if bundle.exists():
+        shutil.rmtree(bundle)
+    rootfs = bundle / "rootfs"
+    for sub in ("bin", "tmp", "proc", "dev", "sys"):
+        (rootfs / sub).mkdir(parents=True)
+    shutil.copy2(hog, rootfs / "bin" / "hog")
+    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")  # busybox-static: `cat` for runsc exec
+    (rootfs / "bin" / "cat").symlink_to("busybox")
+    subprocess.run([runtime, "spec", "--bundle", str(bundle)], check=True, capture_output=True)
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"].update(terminal=False, args=["/bin/hog", str(mib)])
+    config["root"]["readonly"] = False
+    (bundle / "config.json").write_text(json.dumps(config))
+    return bundle
+
+
+class Arm:
+    def __init__(self, runtime: str, root: Path, bundle: Path, cid: str) -> None:
+        self.runtime, self.root, self.bundle, self.id = runtime, root, bundle, cid
+
+    def rooted(self) -> list[str]:
+        """The runtime with its state root: enough for exec, state and delete."""
+        if self.runtime == "runc":
+            return ["runc", "--root", str(self.root)]
+        return ["runsc", f"--root={self.root}"]
+
+    def base(self) -> list[str]:
+        """The runtime with every global flag the container was started with."""
+        return self.rooted() + (RUNSC_GLOBALS if self.runtime == "runsc" else [])
+
+    def start(self) -> None:
+        for stale in (self.bundle / "rootfs" / "tmp").iterdir():  # the last run's counter and log
+            stale.unlink()
+        detach = "-d" if self.runtime == "runc" else "--detach"
+        timed([*self.base(), "run", detach, "--bundle", str(self.bundle), self.id])
+        count = self.bundle / "rootfs" / "tmp" / "count"
+        deadline = time.monotonic() + 120
+        while self.runtime == "runc" and not count.exists():  # the hog counts once its memory is filled
+            if time.monotonic() > deadline:
+                raise RuntimeError("the hog never filled its memory")
+            time.sleep(0.05)
+        if self.runtime == "runsc":
+            while True:
+                out = subprocess.run(
+                    [*self.rooted(), "exec", self.id, "cat", "/tmp/count"], capture_output=True, text=True
+                )
+                if out.stdout.strip().isdigit():
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the runsc hog never filled its memory")
+                time.sleep(0.1)
+
+    def delete(self) -> None:
+        subprocess.run([*self.rooted(), "delete", "--force", self.id], capture_output=True)
+
+    def raw(self, image: Path) -> tuple[float, float]:
+        if self.runtime == "runc":
+            ckpt = timed([*self.base(), "checkpoint", "--image-path", str(image), self.id])
+            rest = timed(
+                [
+                    *self.base(),
+                    "restore",
+                    "-d",
+                    "--bundle",
+                    str(self.bundle),
+                    "--image-path",
+                    str(image),
+                    self.id,
+                ]
+            )
+            return ckpt, rest
+        ckpt = timed([*self.base(), "checkpoint", "--compression=none", "--image-path", str(image), self.id])
+        ckpt += timed([*self.rooted(), "delete", "--force", self.id])
+        rest = timed(
+            [
+                *self.base(),
+                "restore",
+                "--detach",
+                "--bundle",
+                str(self.bundle),
+                "--image-path",
+                str(image),
+                self.id,
+            ]
+        )
+        return ckpt, rest
+
+    def crgpu(self, image: Path) -> tuple[float, float]:
+        extra = ["--compression", "none"] if self.runtime == "runsc" else []
+        ckpt = timed([CRGPU, "checkpoint", "-q", "--root", str(self.root), *extra, "-i", str(image), self.id])
+        rest = timed([CRGPU, "restore", "-q", "-i", str(image)])
+        return ckpt, rest
+
+
+def compare(runtime: str, mib: int, reps: int, work: Path, hog: Path) -> dict[str, list[float]]:
+    bundle = bundle_for(work, hog, mib, runtime)
+    root = work / f"root-{runtime}"
+    samples: dict[str, list[float]] = {"raw_ckpt": [], "raw_rest": [], "crgpu_ckpt": [], "crgpu_rest": []}
+    for rep in range(reps):
+        order: list[tuple[str, Callable[[Arm, Path], tuple[float, float]]]] = [
+            ("raw", Arm.raw),
+            ("crgpu", Arm.crgpu),
+        ]
+        if rep % 2:
+            order.reverse()
+        for name, method in order:
+            arm = Arm(runtime, root, bundle, f"bench-{runtime}-{mib}-{name}")
+            image = work / f"img-{runtime}-{mib}-{name}-{rep}"
+            for leftover in bundle.glob("rootfs/.gvisor.filestore.*"):
+                leftover.unlink()
+            for attempt in (1, 2):
+                arm.start()
+                try:
+                    ckpt, rest = method(arm, image)
+                    break
+                except RuntimeError as exc:  # said, and retried once: one flaky dump must not void the run
+                    print(f"  {name} attempt {attempt} failed: {exc}", file=sys.stderr)
+                    if attempt == 2:
+                        raise
+                finally:
+                    arm.delete()
+                    shutil.rmtree(image, ignore_errors=True)
+            samples[f"{name}_ckpt"].append(ckpt)
+            samples[f"{name}_rest"].append(rest)
+        print(f"  {runtime} {mib} MiB rep {rep + 1}/{reps}", file=sys.stderr)
+    shutil.rmtree(bundle, ignore_errors=True)
+    return samples
+
+
+def lazy_vs_eager(mib: int, reps: int, work: Path, hog: Path) -> dict[str, list[float]]:
+    bundle = bundle_for(work, hog, mib, "runc")
+    root = work / "root-lazy"
+    out: dict[str, list[float]] = {"eager": [], "lazy_running": [], "lazy_complete": []}
+    for rep in range(reps):
+        for lazy in [False, True] if rep % 2 == 0 else [True, False]:
+            arm = Arm("runc", root, bundle, f"bench-lazy-{int(lazy)}")
+            image = work / f"img-lazy-{rep}-{int(lazy)}"
+            arm.start()
+            try:
+                subprocess.run(
+                    [CRGPU, "checkpoint", "-q", "--root", str(root), "-i", str(image), arm.id],
+                    check=True,
+                    capture_output=True,
+                )
+                done = subprocess.run(
+                    [CRGPU, "restore", "--json", *(["--lazy-pages"] if lazy else []), "-i", str(image)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                stats = json.loads(done.stdout)["stats"]
+                if lazy:
+                    out["lazy_running"].append(stats["time_to_running"] / 1e6)
+                    out["lazy_complete"].append(stats["lazy_pages_complete"] / 1e6)
+                else:
+                    out["eager"].append(stats["runtime_restore_duration"] / 1e6)
+            finally:
+                arm.delete()
+                shutil.rmtree(image, ignore_errors=True)
+    return out
+
+
+def startup(samples: int) -> dict[str, float]:
+    def median(argv: list[str]) -> float:
+        return statistics.median(timed(argv) for _ in range(samples))
+
+    return {
+        "python -c pass": median([sys.executable, "-c", "pass"]),
+        "crgpu --version": median([CRGPU, "--version"]),
+        "crgpu --help": median([CRGPU, "--help"]),
+        "completion request (crgpu __complete ids)": median([CRGPU, "__complete", "ids"]),
+        "crgpu doctor": median([CRGPU, "doctor", "--json"]) if os.geteuid() == 0 else float("nan"),
+    }
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def report(
+    rows: dict[tuple[str, int], dict[str, list[float]]],
+    lazy: dict[str, list[float]] | None,
+    start: dict[str, float],
+    reps: int,
+    lazy_mib: int,
+) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Made by `benchmarks/run.py` on {time.strftime('%Y-%m-%d')}: {platform.node() and 'this machine'}, "
+        f"{os.cpu_count()} cores, kernel {platform.release()}, {reps} runs per arm (A/B alternating), medians in seconds.",
+        "runc is Debian's 1.1.15 with CRIU 4.1.1; runsc is Debian's 0.0~20240729 with `--compression none` in both arms.",
+        "",
+        "## Checkpoint and restore: crgpu against the raw runtime",
+        "",
+        "| runtime | memory | raw checkpoint | crgpu checkpoint | ratio | raw restore | crgpu restore | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (runtime, mib), s in rows.items():
+        rc, cc, rr, cr = med(s["raw_ckpt"]), med(s["crgpu_ckpt"]), med(s["raw_rest"]), med(s["crgpu_rest"])
+        lines.append(
+            f"| {runtime} | {mib} MiB | {rc:.3f} | {cc:.3f} | {cc / rc:.2f} | {rr:.3f} | {cr:.3f} | {cr / rr:.2f} |"
+        )
+    lines += ["", "## Start-up", "", "| command | median |", "|---|---|"]
+    for name, value in start.items():
+        lines.append(f"| `{name}` | {value * 1000:.0f} ms |")
+    base = start["python -c pass"]
+    lines.append(f"| `crgpu --version` / `python -c pass` | {start['crgpu --version'] / base:.1f}x |")
+    if lazy:
+        lines += [
+            "",
+            f"## Lazy restore at {lazy_mib} MiB (runc)",
+            "",
+            "| restore | time to running | all pages in |",
+            "|---|---|---|",
+            f"| eager | {med(lazy['eager']):.3f} | {med(lazy['eager']):.3f} |",
+            f"| `--lazy-pages` | {med(lazy['lazy_running']):.3f} | {med(lazy['lazy_complete']):.3f} |",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--sizes", default="16,200,1024")
+    parser.add_argument("--runtimes", default="runc,runsc")
+    parser.add_argument("--out", default=str(HERE.parent / "BENCHMARKS.md"))
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("run as root: the benchmarks start real containers", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="crgpu-bench-"))
+    try:
+        hog = build_hog(work)
+        rows: dict[tuple[str, int], dict[str, list[float]]] = {}
+        for runtime in args.runtimes.split(","):
+            for mib in (int(s) for s in args.sizes.split(",")):
+                rows[(runtime, mib)] = compare(runtime, mib, args.reps, work, hog)
+        lazy_mib = max(int(s) for s in args.sizes.split(","))
+        lazy = lazy_vs_eager(lazy_mib, args.reps, work, hog) if "runc" in args.runtimes else None
+        start = startup(15)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text = report(rows, lazy, start, args.reps, lazy_mib)
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""The CUDA driver's checkpoint API (driver 570+), and the CUDA processes of a container.
+
+`BindingsDriver` reaches cuCheckpointProcess* through NVIDIA's cuda-bindings, imported only when
+used. Every failure becomes a CudaError with one line naming the call and the CUresult.
+`CRGPU_CUDA_DRIVER=python:MODULE:ATTR` swaps in another implementation (the tests' fake driver).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from crgpu.errors import ExitCode, PreconditionError
+from crgpu.gpu import host_path
+
+STATES = ("running", "locked", "checkpointed", "failed")
+DEFAULT_LOCK_TIMEOUT_MS = 10_000
+
+
+class CudaError(PreconditionError):
+    """A CUDA driver call failed, or the driver cannot be reached."""
+
+    exit_code = ExitCode.RUNTIME_FAILED
+
+
+class CudaDriver(Protocol):
+    def state(self, pid: int) -> str: ...
+
+    def lock(self, pid: int, timeout_ms: int) -> None: ...
+
+    def checkpoint(self, pid: int) -> None: ...
+
+    def restore(self, pid: int, device_map: dict[str, str] | None = None) -> None: ...
+
+    def unlock(self, pid: int) -> None: ...
+
+    def gpu_memory_bytes(self, pid: int) -> int: ...
+
+
+class BindingsDriver:
+    """cuCheckpointProcess* through cuda-bindings (`cuda.bindings.driver`)."""
+
+    def __init__(self) -> None:
+        try:
+            from cuda.bindings import driver  # type: ignore[import-not-found, unused-ignore]
+        except ImportError as exc:
+            raise CudaError(
+                "cannot reach the CUDA driver API: the cuda-bindings package is not installed",
+                hint="pip install 'crgpu[cuda]' (NVIDIA's cuda-bindings)",
+            ) from exc
+        self.cu: Any = driver
+        try:
+            self._check("cuInit", self.cu.cuInit(0))
+        except CudaError:
+            raise
+        except Exception as exc:  # the library loader raises its own types when libcuda is absent
+            raise CudaError(
+                f"cannot reach the CUDA driver: {str(exc).splitlines()[0]}",
+                hint="this needs a node with the NVIDIA driver (570 or newer) installed",
+            ) from exc
+
+    def _check(self, call: str, result: Any) -> Any:
+        err, *rest = result if isinstance(result, tuple) else (result,)
+        if int(err) != 0:
+            name = self.cu.cuGetErrorName(err)
+            text = self.cu.cuGetErrorString(err)
+            label = name[1].decode() if int(name[0]) == 0 else f"CUresult {int(err)}"
+            words = text[1].decode() if int(text[0]) == 0 else ""
+            raise CudaError(f"{call} failed: {label}" + (f" ({words})" if words else ""), hint=_hint(label))
+        return rest[0] if rest else None
+
+    def state(self, pid: int) -> str:
+        value = self._check("cuCheckpointProcessGetState", self.cu.cuCheckpointProcessGetState(pid))
+        return STATES[int(value)] if 0 <= int(value) < len(STATES) else f"unknown ({int(value)})"
+
+    def lock(self, pid: int, timeout_ms: int) -> None:
+        args = self.cu.CUcheckpointLockArgs()
+        args.timeoutMs = timeout_ms
+        self._check("cuCheckpointProcessLock", self.cu.cuCheckpointProcessLock(pid, args))
+
+    def checkpoint(self, pid: int) -> None:
+        self._check(
+            "cuCheckpointProcessCheckpoint",
+            self.cu.cuCheckpointProcessCheckpoint(pid, self.cu.CUcheckpointCheckpointArgs()),
+        )
+
+    def restore(self, pid: int, device_map: dict[str, str] | None = None) -> None:
+        args = self.cu.CUcheckpointRestoreArgs()
+        if device_map:
+            if not hasattr(self.cu, "CUcheckpointGpuPair"):
+                raise CudaError(
+                    "restoring onto other GPUs needs driver 580 and a cuda-bindings that knows it"
+                )
+            pairs = []
+            for old, new in device_map.items():
+                pair = self.cu.CUcheckpointGpuPair()
+                pair.oldUuid = _uuid(self.cu, old)
+                pair.newUuid = _uuid(self.cu, new)
+                pairs.append(pair)
+            args.gpuPairs = pairs
+            args.gpuPairsCount = len(pairs)
+        self._check("cuCheckpointProcessRestore", self.cu.cuCheckpointProcessRestore(pid, args))
+
+    def unlock(self, pid: int) -> None:
+        self._check(
+            "cuCheckpointProcessUnlock",
+            self.cu.cuCheckpointProcessUnlock(pid, self.cu.CUcheckpointUnlockArgs()),
+        )
+
+    def gpu_memory_bytes(self, pid: int) -> int:
+        """The GPU memory a process holds, from NVML when it is installed; 0 when unknown."""
+        try:
+            import pynvml  # type: ignore[import-not-found, unused-ignore]
+        except ImportError:
+            return 0
+        try:
+            pynvml.nvmlInit()
+            try:
+                total = 0
+                for index in range(pynvml.nvmlDeviceGetCount()):
+                    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                    for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                        if proc.pid == pid and proc.usedGpuMemory:
+                            total += int(proc.usedGpuMemory)
+                return total
+            finally:
+                pynvml.nvmlShutdown()
+        except Exception:
+            return 0
+
+
+def _uuid(cu: Any, text: str) -> Any:
+    raw = bytes.fromhex(text.removeprefix("GPU-").replace("-", ""))
+    value = cu.CUuuid()
+    value.bytes = raw
+    return value
+
+
+def _hint(label: str) -> str:
+    hints = {
+        "CUDA_ERROR_NOT_INITIALIZED": "the process has not initialised CUDA: it is not a CUDA process",
+        "CUDA_ERROR_ILLEGAL_STATE": "the process is not in the state this step needs: check `crgpu cuda state --pid PID`",
+        "CUDA_ERROR_NOT_SUPPORTED": "the driver lacks the checkpoint API (570+), or the process uses UVM, IPC, MIG or MPS",
+        "CUDA_ERROR_TIMEOUT": "the process did not reach a lockable point in time: raise the lock timeout",
+        "CUDA_ERROR_INVALID_VALUE": "no such CUDA process (check the PID)",
+    }
+    return hints.get(label, "see the NVIDIA driver's checkpoint documentation for this CUresult")
+
+
+def load_driver() -> CudaDriver:
+    spec = os.environ.get("CRGPU_CUDA_DRIVER", "")
+    if spec.startswith("python:"):
+        _, module, attr = spec.split(":", 2)
+        factory = getattr(importlib.import_module(module), attr)
+        driver: CudaDriver = factory()
+        return driver
+    return BindingsDriver()
+
+
+# ---------------------------------------------------------------- the container's CUDA processes
+@dataclass(frozen=True)
+class CudaProcess:
+    host_pid: int
+    ns_pid: int
+    comm: str
+
+
+def _pid_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(host_path(f"/proc/{pid}/ns/pid"))
+    except OSError:
+        return None
+
+
+def _ns_pid(pid: int) -> int:
+    try:
+        for line in host_path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])  # the innermost namespace: the container's view
+    except (OSError, ValueError):
+        pass
+    return pid
+
+
+def _uses_cuda(pid: int) -> bool:
+    fd_dir = host_path(f"/proc/{pid}/fd")
+    try:
+        for fd in fd_dir.iterdir():
+            try:
+                if os.readlink(fd).startswith("/dev/nvidia"):
+                    return True
+            except OSError:
+                continue
+    except OSError:
+        pass
+    try:
+        return "libcuda.so" in host_path(f"/proc/{pid}/maps").read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def container_processes(init_pid: int) -> list[int]:
+    """Every process in the PID namespace of the container's init process."""
+    namespace = _pid_namespace(init_pid)
+    if namespace is None:
+        return []
+    found = []
+    for entry in host_path("/proc").iterdir():
+        if entry.name.isdigit() and _pid_namespace(int(entry.name)) == namespace:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def cuda_processes(init_pid: int) -> list[CudaProcess]:
+    """The container's processes that hold /dev/nvidia* open or map libcuda."""
+    result = []
+    for pid in container_processes(init_pid):
+        if _uses_cuda(pid):
+            try:
+                comm = host_path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                comm = "?"
+            result.append(CudaProcess(host_pid=pid, ns_pid=_ns_pid(pid), comm=comm))
+    return result
+
+
+def host_pids_for(init_pid: int, ns_pids: list[int]) -> dict[int, int]:
+    """After a restore: the host PID now behind each container-side PID."""
+    wanted = set(ns_pids)
+    mapping = {}
+    for pid in container_processes(init_pid):
+        ns = _ns_pid(pid)
+        if ns in wanted:
+            mapping[ns] = pid
+    return mapping
+
+
+_GPU_UUID = re.compile(r"^GPU-[0-9a-fA-F-]{36}$")
+
+
+def device_map(old: list[str], new: list[str]) -> dict[str, str] | None:
+    """Pair the image's GPUs with this host's, in order, when they differ; None when identical."""
+    if old == new or not old:
+        return None
+    if not all(_GPU_UUID.match(u) for u in [*old, *new]):
+        return None
+    return dict(zip(old, new, strict=False))

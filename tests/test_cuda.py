@@ -1,0 +1,237 @@
+"""CUDA without the plugin: the driver-API orchestration against a fake driver, fake /proc and a fake
+runc; a failure injected at each phase must leave every process unlocked and running."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crgpu.cuda import cuda_processes, device_map
+from crgpu.cuda_flow import select_mode
+from crgpu.errors import PreconditionError
+from tests.helpers import crgpu
+
+HELP = Path(__file__).parent / "fixtures" / "help"
+NS = "pid:[4026532001]"
+CUDA_PIDS = (101, 102)
+
+
+class Node:
+    """A GPU node in miniature: driver files, a /proc with one container, a fake runc and driver."""
+
+    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch, driver: str = "570.124.06") -> None:
+        self.tmp = tmp
+        self.host = tmp / "host"
+        self.state = tmp / "cuda.json"
+        self.root = tmp / "root"
+        monkeypatch.setenv("CRGPU_HOST_ROOT", str(self.host))
+        monkeypatch.setenv("CRGPU_CUDA_DRIVER", "python:tests.fake_cuda:FakeDriver")
+        monkeypatch.setenv("CRGPU_FAKE_CUDA", str(self.state))
+        monkeypatch.setenv("CRGPU_RUNC_ROOTS", str(self.root))
+        monkeypatch.setenv("CRGPU_RUNSC_ROOTS", str(tmp / "none"))
+        (self.host / "sys/module/nvidia").mkdir(parents=True)
+        (self.host / "sys/module/nvidia/version").write_text(driver + "\n")
+        self.process(100, NS, ns_pid=1, cuda=False, comm="init")
+        self.process(101, NS, ns_pid=7, cuda=True, comm="train")
+        self.process(102, NS, ns_pid=8, cuda=True, comm="serve", libcuda=True)
+        self.process(103, NS, ns_pid=9, cuda=False, comm="sh")
+        self.process(200, "pid:[4026531836]", ns_pid=200, cuda=True, comm="other-container")
+        self.set_states("running")
+        self.runc(checkpoint="exit 0")
+        self.container()
+        bundle = tmp / "bundle"
+        bundle.mkdir()
+        (bundle / "config.json").write_text("{}")
+
+    def process(self, pid: int, ns: str, ns_pid: int, cuda: bool, comm: str, libcuda: bool = False) -> None:
+        proc = self.host / "proc" / str(pid)
+        (proc / "ns").mkdir(parents=True)
+        (proc / "ns" / "pid").symlink_to(ns)
+        (proc / "fd").mkdir()
+        (proc / "fd" / "0").symlink_to("/dev/null")
+        if cuda and not libcuda:
+            (proc / "fd" / "5").symlink_to("/dev/nvidia0")
+        (proc / "maps").write_text("7f00 r-xp /usr/lib/x86_64-linux-gnu/libcuda.so.570\n" if libcuda else "")
+        (proc / "status").write_text(f"Name:\t{comm}\nNSpid:\t{pid}\t{ns_pid}\n")
+        (proc / "comm").write_text(comm + "\n")
+
+    def set_states(self, state: str, fail: dict[str, dict[str, int]] | None = None) -> None:
+        self.state.write_text(json.dumps({"procs": {str(p): state for p in CUDA_PIDS}, "fail": fail or {}}))
+
+    def data(self) -> dict[str, Any]:
+        return json.loads(self.state.read_text())  # type: ignore[no-any-return]
+
+    def container(self) -> None:
+        (self.root / "c1").mkdir(parents=True, exist_ok=True)
+        state = {
+            "init_process_pid": 100,
+            "config": {"labels": [f"bundle={self.tmp / 'bundle'}"], "devices": [{"path": "/dev/nvidiactl"}]},
+        }
+        (self.root / "c1" / "state.json").write_text(json.dumps(state))
+
+    def runc(self, checkpoint: str) -> None:
+        script = self.tmp / "runc"
+        state_json = self.root / "c1" / "state.json"
+        script.write_text(
+            f"""#!/bin/sh
+case "$*" in
+  --version) cat {HELP}/runc-1.1.15-version.txt ;;
+  "checkpoint --help") cat {HELP}/runc-1.1.15-checkpoint.txt ;;
+  "restore --help") cat {HELP}/runc-1.1.15-restore.txt ;;
+  *" state "*) if [ -f {state_json} ]; then echo '{{"id": "c1", "status": "running"}}'; else exit 1; fi ;;
+  *" checkpoint "*) {checkpoint} ;;
+  *" restore "*) mkdir -p {self.root}/c1 && echo '{{"init_process_pid": 100, "config": {{}}}}' > {state_json} ;;
+  *" delete "*) rm -rf {self.root}/c1 ;;
+esac
+"""
+        )
+        script.chmod(0o755)
+        os.environ["CRGPU_RUNC"] = str(script)
+
+    def checkpoint(self, *extra: str) -> tuple[int, dict[str, Any]]:
+        result = crgpu("checkpoint", "--json", "-i", str(self.tmp / "img"), *extra, "c1")
+        return result.exit_code, json.loads(result.stdout)
+
+
+@pytest.fixture
+def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Node:
+    monkeypatch.setenv("CRGPU_RUNC", "")
+    return Node(tmp_path, monkeypatch)
+
+
+def test_cuda_processes_are_the_containers_holding_the_gpu(node: Node) -> None:
+    found = cuda_processes(100)
+    assert [(p.host_pid, p.ns_pid, p.comm) for p in found] == [(101, 7, "train"), (102, 8, "serve")]
+
+
+def test_mode_selection(node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert select_mode("auto", True, "runc", "c1")[0] == "driver-api"
+    assert select_mode("auto", False, "runc", "c1")[0] == "off"
+    with pytest.raises(PreconditionError, match=r"cuda_plugin\.so is missing"):
+        select_mode("plugin", True, "runc", "c1")
+    with pytest.raises(PreconditionError, match="is for runc"):
+        select_mode("driver-api", True, "runsc", "c1")
+    (node.host / "usr/lib/criu").mkdir(parents=True)
+    (node.host / "usr/lib/criu/cuda_plugin.so").write_bytes(b"")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "cuda-checkpoint").write_text("#!/bin/sh\n")
+    (bin_dir / "cuda-checkpoint").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    assert select_mode("auto", True, "runc", "c1")[0] == "plugin"
+    assert select_mode("driver-api", True, "runc", "c1")[0] == "driver-api"
+
+
+def test_old_driver_and_no_plugin_refuses_a_gpu_container(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRGPU_RUNC", "")
+    node = Node(tmp_path, monkeypatch, driver="550.54.15")
+    code, doc = node.checkpoint()
+    assert code == 4
+    assert "neither through CRIU's plugin" in doc["error"] and "driver 550.54.15 is below 570" in doc["error"]
+
+
+def test_checkpoint_locks_and_checkpoints_every_cuda_process_then_dumps(node: Node) -> None:
+    code, doc = node.checkpoint()
+    assert code == 0, doc
+    calls = node.data()["calls"]
+    assert calls == [["lock", 101], ["lock", 102], ["checkpoint", 101], ["checkpoint", 102]]
+    manifest = json.loads((node.tmp / "img" / "crgpu.json").read_text())
+    assert manifest["cuda"] == {
+        "mode": "driver-api",
+        "processes": [{"ns_pid": 7, "comm": "train"}, {"ns_pid": 8, "comm": "serve"}],
+    }
+    stats = doc["stats"]
+    assert stats["gpu_bytes"] == 2 << 30 and stats["gpu_checkpoint_gbps"] > 0
+    assert {"cuda_lock_time", "cuda_checkpoint_time", "runtime_checkpoint_duration"} <= set(stats)
+
+
+def test_leave_running_gives_every_process_back(node: Node) -> None:
+    code, doc = node.checkpoint("--leave-running")
+    assert code == 0, doc
+    assert node.data()["procs"] == {"101": "running", "102": "running"}
+    assert {"cuda_restore_time", "cuda_unlock_time"} <= set(doc["stats"])
+
+
+@pytest.mark.parametrize(
+    ("phase", "fail", "runtime"),
+    [
+        ("lock", {"lock": {"102": 1}}, "exit 0"),
+        ("gpu checkpoint", {"checkpoint": {"102": 1}}, "exit 0"),
+        ("runtime dump", {}, "echo 'Error (criu/cr-dump.c:1): Dumping FAILED.' >&2; exit 1"),
+    ],
+)
+def test_a_failure_at_any_phase_leaves_every_process_unlocked_and_running(
+    node: Node, phase: str, fail: dict[str, dict[str, int]], runtime: str
+) -> None:
+    node.set_states("running", fail)
+    node.runc(checkpoint=runtime)
+    code, doc = node.checkpoint()
+    assert code == 1, (phase, doc)
+    assert node.data()["procs"] == {"101": "running", "102": "running"}, phase
+    assert not (node.tmp / "img").exists(), phase
+
+
+def test_a_transient_failure_while_giving_back_is_retried(node: Node) -> None:
+    node.set_states("running", {"restore": {"101": 1}, "unlock": {"102": 1}})
+    code, doc = node.checkpoint("--leave-running")
+    assert code == 0, doc
+    assert node.data()["procs"] == {"101": "running", "102": "running"}
+
+
+def test_a_process_that_cannot_be_given_back_is_named(node: Node) -> None:
+    node.set_states("running", {"unlock": {"102": 5}})
+    code, doc = node.checkpoint("--leave-running")
+    assert code == 1
+    assert "pid 102 (serve): unlock failed" in doc["error"]
+    assert node.data()["procs"]["101"] == "running"
+
+
+def test_restore_puts_gpu_state_back_and_unlocks(node: Node) -> None:
+    code, _ = node.checkpoint()
+    assert code == 0
+    (node.root / "c1" / "state.json").unlink()  # the checkpointed container is gone
+    node.set_states("checkpointed")
+    result = crgpu("restore", "--json", "-i", str(node.tmp / "img"))
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 0, doc
+    assert node.data()["procs"] == {"101": "running", "102": "running"}
+    assert [c[:2] for c in node.data()["calls"]] == [
+        ["restore", 101],
+        ["restore", 102],
+        ["unlock", 101],
+        ["unlock", 102],
+    ]
+    assert {"cuda_restore_time", "cuda_unlock_time", "runtime_restore_duration"} <= set(doc["stats"])
+
+
+def test_device_map_pairs_gpus_in_order_when_they_differ() -> None:
+    old = ["GPU-00000000-0000-0000-0000-000000000001", "GPU-00000000-0000-0000-0000-000000000002"]
+    new = ["GPU-00000000-0000-0000-0000-0000000000a1", "GPU-00000000-0000-0000-0000-0000000000a2"]
+    assert device_map(old, old) is None
+    assert device_map(old, new) == {old[0]: new[0], old[1]: new[1]}
+
+
+def test_cuda_verbs_drive_the_fake_driver(node: Node) -> None:
+    assert crgpu("cuda", "state", "--pid", "101").stdout.strip() == "running"
+    assert crgpu("cuda", "lock", "--pid", "101").stdout.strip() == "locked"
+    doc = json.loads(crgpu("cuda", "checkpoint", "--pid", "101", "--json").stdout)
+    assert doc == {"ok": True, "pid": 101, "action": "checkpoint", "state": "checkpointed"}
+    bad = crgpu("cuda", "unlock", "--pid", "101")
+    assert bad.exit_code == 1 and "CUDA_ERROR_ILLEGAL_STATE" in bad.stderr
+    assert crgpu("cuda", "restore", "--pid", "101").stdout.strip() == "locked"
+    assert crgpu("cuda", "unlock", "--pid", "101").stdout.strip() == "running"
+
+
+def test_cuda_state_without_a_driver_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CRGPU_CUDA_DRIVER", raising=False)
+    result = crgpu("cuda", "state", "--pid", "1")
+    assert result.exit_code != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("crgpu: error:")]
+    assert len(errors) == 1 and "CUDA driver" in errors[0]
+    assert "Traceback" not in result.output
