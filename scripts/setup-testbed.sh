@@ -40,8 +40,8 @@ fi
 
 apt-get update -q
 apt-get install "${apt_opts[@]}" "${target[@]}" criu runc runsc iptables busybox-static
-# For the tests of the shell completions and man pages.
-apt-get install "${apt_opts[@]}" zsh fish groff-base
+# For the tests of the shell completions and man pages, and the static memory hog (benchmarks/hog.c).
+apt-get install "${apt_opts[@]}" zsh fish groff-base gcc libc6-dev
 
 # A second runc, newer than 1.3, beside the system one: unpacked from sid, never installed.
 if [ ! -x "$TESTBED/runc-new/usr/sbin/runc" ]; then
