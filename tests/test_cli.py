@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import install_fake_runc
 from tests.helpers import crgpu
 
 HELP = Path(__file__).parent / "fixtures" / "help"
@@ -14,31 +15,8 @@ HELP = Path(__file__).parent / "fixtures" / "help"
 
 @pytest.fixture
 def fake_runc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A runc stand-in that answers help/version/state from the captured 1.1 texts and logs calls."""
-    calls = tmp_path / "calls"
-    script = tmp_path / "runc"
-    script.write_text(
-        f"""#!/bin/sh
-echo "$@" >> {calls}
-case "$*" in
-  --version) cat {HELP}/runc-1.1.15-version.txt ;;
-  "checkpoint --help") cat {HELP}/runc-1.1.15-checkpoint.txt ;;
-  "restore --help") cat {HELP}/runc-1.1.15-restore.txt ;;
-  *" state "*) echo '{{"status": "running"}}' ;;
-  *) echo "unexpected: $*" >&2; exit 99 ;;
-esac
-"""
-    )
-    script.chmod(0o755)
-    monkeypatch.setenv("CRGPU_RUNC", str(script))
-    root = tmp_path / "root"
-    (root / "c1").mkdir(parents=True)
-    (root / "c1" / "state.json").write_text(
-        json.dumps({"init_process_pid": 5, "config": {"labels": ["bundle=/b"]}})
-    )
-    monkeypatch.setenv("CRGPU_RUNC_ROOTS", str(root))
-    monkeypatch.setenv("CRGPU_RUNSC_ROOTS", str(tmp_path / "none"))
-    return calls
+    """The shared fake runc (tests/fakes.py): answers from the captured 1.1 help texts, logs calls."""
+    return install_fake_runc(tmp_path, monkeypatch)
 
 
 def test_version() -> None:

@@ -16,6 +16,9 @@ from crgpu.errors import CrgpuError, ExitCode, UsageError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from crgpu.operations import OperationResult
+    from crgpu.process import LineSink
+
 # pydantic loads only when a command runs: `crgpu --help` and `--version` stay fast.
 M = TypeVar("M", bound="BaseModel")
 
@@ -71,3 +74,23 @@ def run_guarded(renderer: Renderer, debug: bool, body: Callable[[], int]) -> Non
         )
         raise typer.Exit(int(ExitCode.RUNTIME_FAILED)) from None
     raise typer.Exit(code)
+
+
+def show_and_run(
+    renderer: Renderer,
+    dry_run: bool,
+    notes: list[str],
+    title: str,
+    preview: Callable[[], OperationResult],
+    execute: Callable[[LineSink], OperationResult],
+) -> int:
+    """The shared tail of checkpoint and restore: the plan, or its notes, live output and result."""
+    if dry_run:
+        renderer.result(preview())
+        return 0
+    for note in notes:
+        renderer.status(f"[dim]note:[/dim] {note}")
+    with renderer.stream(title) as sink:
+        result = execute(sink)
+    renderer.result(result)
+    return int(result.ok is False)

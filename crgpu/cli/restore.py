@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from crgpu.cli.common import DebugOpt, DryRunOpt, JsonOpt, QuietOpt, run_guarded, validated
+from crgpu.cli.common import DebugOpt, DryRunOpt, JsonOpt, QuietOpt, run_guarded, show_and_run, validated
 from crgpu.cli.render import Renderer
 
 EXAMPLES = """
@@ -128,15 +128,13 @@ def restore(
             },
         )
         plan = operations.plan_restore(opts)
-        if dry_run:
-            renderer.result(operations.restore_dry_run(plan))
-            return 0
-        for note in plan.invocation.notes:
-            renderer.status(f"[dim]note:[/dim] {note}")
-        title = f"{plan.adapter.label} restore {plan.container_id}"
-        with renderer.stream(title) as sink:
-            result = operations.execute_restore(plan, sink)
-        renderer.result(result)
-        return int(result.ok is False)
+        return show_and_run(
+            renderer,
+            dry_run,
+            plan.invocation.notes,
+            f"{plan.adapter.label} restore {plan.container_id}",
+            lambda: operations.restore_dry_run(plan),
+            lambda sink: operations.execute_restore(plan, sink),
+        )
 
     run_guarded(renderer, debug, body)
