@@ -45,7 +45,7 @@ class BindingsDriver:
 
     def __init__(self) -> None:
         try:
-            from cuda.bindings import driver  # type: ignore[import-not-found, unused-ignore]
+            from cuda.bindings import driver  # type: ignore[import-untyped, import-not-found, unused-ignore]
         except ImportError as exc:
             raise CudaError(
                 "cannot reach the CUDA driver API: the cuda-bindings package is not installed",
@@ -113,7 +113,7 @@ class BindingsDriver:
     def gpu_memory_bytes(self, pid: int) -> int:
         """The GPU memory a process holds, from NVML when it is installed; 0 when unknown."""
         try:
-            import pynvml  # type: ignore[import-not-found, unused-ignore]
+            import pynvml  # type: ignore[import-untyped, import-not-found, unused-ignore]
         except ImportError:
             return 0
         try:

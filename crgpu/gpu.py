@@ -49,7 +49,7 @@ def _from_nvml() -> str | None:
     if os.environ.get("CRGPU_HOST_ROOT"):
         return None  # a fixture tree: the real library would answer for the real host
     try:
-        import pynvml  # type: ignore[import-not-found]  # nvidia-ml-py, optional
+        import pynvml  # type: ignore[import-untyped, import-not-found, unused-ignore]  # nvidia-ml-py, optional
     except ImportError:
         return None
     try:
