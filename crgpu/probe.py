@@ -20,10 +20,13 @@ from crgpu.errors import CrgpuError
 from crgpu.options import CheckpointOptions, RestoreOptions, RuntimeName
 
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox")
-APPLETS = ("sh", "sleep", "cat", "echo")
+APPLETS = ("sh", "sleep", "cat", "echo", "mv")
+# Written aside and renamed, so a reader never meets a half-written (empty) counter.
 COUNTER = (
-    "exec </dev/null >/tmp/log 2>&1; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.02; done"
+    "exec </dev/null >/tmp/log 2>&1; i=0; "
+    "while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.02; done"
 )
+READ_TRIES = 5
 RUNSC_GLOBALS = ("--network=none", "--ignore-cgroups")
 START_TIMEOUT_S = 60
 COUNTER_WAIT_S = 20.0
@@ -181,7 +184,12 @@ def probe_runtime(runtime: RuntimeName, binary: Path) -> ProbeResult:
             return result
         result.restore_s = restored.duration_s
         time.sleep(SETTLE_S)
-        after = sandbox.counter()
+        after = None
+        for _ in range(READ_TRIES):  # `runsc exec` can fail while the sandbox settles
+            after = sandbox.counter()
+            if after is not None:
+                break
+            time.sleep(0.05)
         result.counter_restored = after
         # A workload started afresh would be far below SAVED_AT_LEAST after SETTLE_S.
         if after is None or after < saved_before:

@@ -22,7 +22,8 @@ def test_probe_round_trips_runc_and_runsc() -> None:
     result = crgpu("doctor", "--probe", "--json")
 
     doc = json.loads(result.stdout)
-    assert result.exit_code == 0, doc["summary"]
+    failing = [(c["id"], c["detail"]) for c in doc["checks"] if c["status"] == "fail"]
+    assert result.exit_code == 0, (doc["summary"], failing)
     probes = {p["runtime"]: p for p in doc["probe"]}
     assert set(probes) == {"runc", "runsc"}
     for runtime, probe in probes.items():
