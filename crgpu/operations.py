@@ -297,10 +297,11 @@ def _run(
     work_dir: Path,
     verb: str,
     root: Path,
+    timeout_s: float | None = None,
 ) -> None:
     output_log = work_dir / f"crgpu-{verb}-output.log"
     try:
-        run = run_streaming(inv.argv, sink, output_log, inv.env)
+        run = run_streaming(inv.argv, sink, output_log, inv.env, timeout_s=timeout_s)
     except OSError as exc:
         raise ImagePathError(f"cannot write {output_log}: {exc.strerror}") from exc
     result.exit_code = run.exit_code
@@ -332,7 +333,9 @@ def require_privileges(verb: str) -> None:
         )
 
 
-def execute_checkpoint(plan: CheckpointPlan, sink: LineSink) -> OperationResult:
+def execute_checkpoint(
+    plan: CheckpointPlan, sink: LineSink, timeout_s: float | None = None
+) -> OperationResult:
     """Run the checkpoint under the container's lock. A failed or interrupted one leaves no image
     (unless --keep-failed), keeps its logs, and never leaves the container paused."""
     opts = plan.options
@@ -368,7 +371,16 @@ def execute_checkpoint(plan: CheckpointPlan, sink: LineSink) -> OperationResult:
                     result.error = f"pre-dump {k}: {result.error}"
                     break
             if result.ok:
-                _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "checkpoint", info.root)
+                _run(
+                    result,
+                    plan.adapter,
+                    plan.invocation,
+                    sink,
+                    plan.work_dir,
+                    "checkpoint",
+                    info.root,
+                    timeout_s,
+                )
         except BaseException:
             _resume_cuda(session, result)
             _after_failed_checkpoint(plan, result)
@@ -511,7 +523,7 @@ def _move_logs(image: Path, container_id: str) -> Path:
     return target
 
 
-def execute_restore(plan: RestorePlan, sink: LineSink) -> OperationResult:
+def execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None = None) -> OperationResult:
     opts = plan.options
     require_privileges("restore")
     with container_lock(plan.adapter.name, plan.root, plan.container_id, opts.wait):
@@ -523,7 +535,7 @@ def execute_restore(plan: RestorePlan, sink: LineSink) -> OperationResult:
         daemon = _start_lazy_pages(plan) if plan.invocation.helper_argv else None
         lazy_s: float | None = None
         try:
-            _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "restore", plan.root)
+            _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "restore", plan.root, timeout_s)
         finally:
             if daemon is not None:
                 lazy_s = _finish_lazy_pages(daemon, result, plan.work_dir)

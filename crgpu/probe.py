@@ -27,6 +27,7 @@ COUNTER = (
     "while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.02; done"
 )
 READ_TRIES = 5
+RUNTIME_TIMEOUT_S = 120.0  # doctor --probe must never hang on a stuck runtime
 RUNSC_GLOBALS = ("--network=none", "--ignore-cgroups")
 START_TIMEOUT_S = 60
 COUNTER_WAIT_S = 20.0
@@ -166,7 +167,7 @@ def probe_runtime(runtime: RuntimeName, binary: Path) -> ProbeResult:
             CheckpointOptions(container_id=sandbox.id, image_path=image, runtime=runtime, root=sandbox.root)
         )
         saved_before = sandbox.counter() or 0
-        done = operations.execute_checkpoint(plan, lambda _line: None)
+        done = operations.execute_checkpoint(plan, lambda _line: None, timeout_s=RUNTIME_TIMEOUT_S)
         if not done.ok:
             result.error, result.hint = done.error, done.hint
             return result
@@ -178,6 +179,7 @@ def probe_runtime(runtime: RuntimeName, binary: Path) -> ProbeResult:
         restored = operations.execute_restore(
             operations.plan_restore(RestoreOptions(image_path=image, work_path=base / "restore-work")),
             lambda _line: None,
+            timeout_s=RUNTIME_TIMEOUT_S,
         )
         if not restored.ok:
             result.error, result.hint = restored.error, restored.hint

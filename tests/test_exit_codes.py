@@ -164,3 +164,49 @@ def test_random_input_never_gives_a_traceback(
     restore = crgpu("restore", "--dry-run", "--image-path", image or "/nonexistent", *flags[:2])
     assert restore.exit_code in {int(code) for code in ExitCode}
     assert "Traceback" not in restore.output
+
+
+def test_a_runtime_left_paused_after_a_failure_is_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    status = tmp_path / "status"
+    status.write_text("running")
+    calls = install_fake_runc(
+        tmp_path, monkeypatch, on_checkpoint=f"echo paused > {status}; echo 'criu failed' >&2; exit 1"
+    )
+    script = tmp_path / "fake-runc"
+    text = script.read_text()
+    text = text.replace(
+        """  *" state "*) echo '{"id": "c1", "status": "running"}' ;;""",
+        f"""  *" state "*) echo "{{\\"id\\": \\"c1\\", \\"status\\": \\"$(cat {status})\\"}}" ;;
+  *" resume "*) echo running > {status} ;;""",
+    )
+    script.write_text(text)
+    result = crgpu("checkpoint", "--json", "-i", str(tmp_path / "img"), "c1")
+    assert result.exit_code == 1
+    assert " resume c1" in calls.read_text()
+    assert '"container_status": "running"' in result.stdout
+
+
+def test_restore_with_a_bundle_without_config_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crgpu.image import ContainerRecord, Manifest, RuntimeRecord, write_manifest
+
+    install_fake_runc(tmp_path, monkeypatch)
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "img").mkdir()
+    manifest = Manifest(
+        runtime=RuntimeRecord(name="runc", version="1.1.15", path="/usr/sbin/runc", root=str(tmp_path / "r")),
+        container=ContainerRecord(id="c9", bundle=str(tmp_path / "bundle")),
+    )
+    write_manifest(tmp_path / "img", manifest)
+    result = crgpu("restore", "-i", str(tmp_path / "img"))
+    assert result.exit_code == ExitCode.NOT_FOUND
+    assert "has no config.json" in result.stderr
+
+
+def test_a_hung_runtime_is_stopped_after_its_timeout(tmp_path: Path) -> None:
+    from crgpu.process import run_streaming
+
+    started = time.monotonic()
+    run = run_streaming(["sleep", "30"], lambda _line: None, tmp_path / "out.log", timeout_s=0.3)
+    assert run.exit_code != 0 and time.monotonic() - started < 5
