@@ -177,6 +177,10 @@ def test_tcp_close_round_trip_hands_criu_a_config_file(runc_container: Start, sh
     assert "--tcp-close" not in doc["argv"]
     assert doc["env"] == {"CRIU_CONFIG_FILE": str(image / "crgpu-criu-dump.conf")}
     assert "tcp-close" in (image / "crgpu-criu-dump.conf").read_text().splitlines()
+    # CRIU records tcp-close in the image: a restore without it fails, proving the dump got it.
+    code, doc = crgpu_json("restore", "-i", str(image))
+    assert code == 1 and "Need to set the --tcp-close options." in doc["error"]
+    assert "--tcp-close" in doc["hint"] and container.status() is None
     code, doc = crgpu_json("restore", "--tcp-close", "-i", str(image))
     assert code == 0, doc
     config = Path(doc["env"]["CRIU_CONFIG_FILE"])
