@@ -132,7 +132,23 @@ class Renderer:
 
     def error(self, exc: CrgpuError, extra: dict[str, Any] | None = None) -> None:
         if self.as_json:
-            doc = {"ok": False, "error": exc.message, "hint": exc.hint, "exit_code": int(exc.exit_code)}
+            # The same keys as a run's document, so scripts read one shape; unknown ones are null.
+            doc: dict[str, Any] = {
+                "ok": False,
+                "runtime": None,
+                "runtime_version": None,
+                "container_id": None,
+                "image_path": None,
+                "work_path": None,
+                "argv": [],
+                "exit_code": int(exc.exit_code),
+                "duration_s": 0.0,
+                "error": exc.message,
+                "hint": exc.hint,
+                "criu_errors": [],
+                "log_path": None,
+                "detail": exc.detail,
+            }
             doc.update(extra or {})
             print(json.dumps(doc, indent=2))
         self.failure(exc.message, exc.hint, exc.detail)
