@@ -121,6 +121,22 @@ def parse_help_flags(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def binary_from_texts(name: str, path: Path, texts: dict[str, str]) -> RuntimeBinary:
+    """What a runtime binary accepts, from the outputs of `--version`, `checkpoint --help`,
+    `restore --help` and (runsc) `flags`."""
+    first = texts["version"].strip().splitlines()
+    version = first[0].removeprefix(f"{name} version ").strip() if first else "unknown"
+    return RuntimeBinary(
+        name=name,
+        path=path,
+        version=version,
+        checkpoint_flags=parse_help_flags(texts["checkpoint"]),
+        restore_flags=parse_help_flags(texts["restore"]),
+        global_flags=parse_help_flags(texts.get("flags", "")),
+        help_texts=texts,
+    )
+
+
 def version_tuple(version: str) -> tuple[int, ...]:
     match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
     if not match:

@@ -21,8 +21,8 @@ from crgpu.runtimes.base import (
     ContainerInfo,
     Invocation,
     RuntimeBinary,
+    binary_from_texts,
     cached_texts,
-    parse_help_flags,
     resolve_binary,
     run_capture,
 )
@@ -87,17 +87,7 @@ def discover_runc() -> RuntimeBinary:
 
 
 def runc_binary_from_texts(path: Path, texts: dict[str, str]) -> RuntimeBinary:
-    """What a runc binary accepts, from its `--version`, `checkpoint --help`, `restore --help`."""
-    first = texts["version"].strip().splitlines()
-    version = first[0].removeprefix("runc version ").strip() if first else "unknown"
-    return RuntimeBinary(
-        name="runc",
-        path=path,
-        version=version,
-        checkpoint_flags=parse_help_flags(texts["checkpoint"]),
-        restore_flags=parse_help_flags(texts["restore"]),
-        help_texts=texts,
-    )
+    return binary_from_texts("runc", path, texts)
 
 
 def _flag_name(field: str) -> str:

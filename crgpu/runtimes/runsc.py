@@ -18,8 +18,8 @@ from crgpu.runtimes.base import (
     ContainerInfo,
     Invocation,
     RuntimeBinary,
+    binary_from_texts,
     cached_texts,
-    parse_help_flags,
     resolve_binary,
     run_capture,
 )
@@ -63,17 +63,7 @@ def discover_runsc() -> RuntimeBinary:
 
 
 def runsc_binary_from_texts(path: Path, texts: dict[str, str]) -> RuntimeBinary:
-    first = texts["version"].strip().splitlines()
-    version = first[0].removeprefix("runsc version ").strip() if first else "unknown"
-    return RuntimeBinary(
-        name="runsc",
-        path=path,
-        version=version,
-        checkpoint_flags=parse_help_flags(texts["checkpoint"]),
-        restore_flags=parse_help_flags(texts["restore"]),
-        global_flags=parse_help_flags(texts.get("flags", "")),
-        help_texts=texts,
-    )
+    return binary_from_texts("runsc", path, texts)
 
 
 def sandbox_global_flags(cmdline: list[str]) -> list[str]:
