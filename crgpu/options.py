@@ -40,6 +40,7 @@ def _absolute(value: Path | None) -> Path | None:
 class _CommonOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    image_path: Path
     runtime: RuntimeChoice = "auto"
     root: Path | None = None
     work_path: Path | None = None
@@ -57,6 +58,13 @@ class _CommonOptions(BaseModel):
     def _paths_absolute(cls, value: Path | None) -> Path | None:
         return _absolute(value)
 
+    @field_validator("image_path", mode="after")
+    @classmethod
+    def _image_absolute(cls, value: Path) -> Path:
+        result = _absolute(value)
+        assert result is not None
+        return result
+
     @model_validator(mode="after")
     def _tcp_modes_exclusive(self) -> _CommonOptions:
         # CRIU either dumps established connections in repair mode or drops them: not both.
@@ -67,7 +75,6 @@ class _CommonOptions(BaseModel):
 
 class CheckpointOptions(_CommonOptions):
     container_id: str
-    image_path: Path
     leave_running: bool = False
     skip_in_flight: bool = False
     link_remap: bool = False
@@ -86,16 +93,8 @@ class CheckpointOptions(_CommonOptions):
     def _id_ok(cls, value: str) -> str:
         return check_container_id(value)
 
-    @field_validator("image_path", mode="after")
-    @classmethod
-    def _image_absolute(cls, value: Path) -> Path:
-        result = _absolute(value)
-        assert result is not None
-        return result
-
 
 class RestoreOptions(_CommonOptions):
-    image_path: Path
     container_id: str | None = None
     bundle: Path | None = None
     detach: bool = True
@@ -108,13 +107,6 @@ class RestoreOptions(_CommonOptions):
     @classmethod
     def _id_ok(cls, value: str | None) -> str | None:
         return None if value is None else check_container_id(value)
-
-    @field_validator("image_path", mode="after")
-    @classmethod
-    def _image_absolute(cls, value: Path) -> Path:
-        result = _absolute(value)
-        assert result is not None
-        return result
 
     @field_validator("bundle", "pid_file", mode="after")
     @classmethod

@@ -68,6 +68,24 @@ class RuntimeBinary:
         return version_tuple(self.version)
 
 
+def option_flag(field: str) -> str:
+    """The crgpu flag of an options field: `link_remap` -> `--link-remap`."""
+    return "--" + field.replace("_", "-")
+
+
+class BinaryAdapter:
+    """What both adapters share: the binary they drive, and how they name it to the operator."""
+
+    name = ""
+
+    def __init__(self, binary: RuntimeBinary) -> None:
+        self.binary = binary
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.binary.version}"
+
+
 class RuntimeAdapter(Protocol):
     """What operations.py needs of a runtime; runc.py and runsc.py each implement it."""
 

@@ -18,11 +18,13 @@ from crgpu.criu import config_text
 from crgpu.errors import NotFoundError, PreconditionError
 from crgpu.options import CheckpointOptions, RestoreOptions
 from crgpu.runtimes.base import (
+    BinaryAdapter,
     ContainerInfo,
     Invocation,
     RuntimeBinary,
     binary_from_texts,
     cached_texts,
+    option_flag,
     resolve_binary,
     run_capture,
 )
@@ -90,19 +92,8 @@ def runc_binary_from_texts(path: Path, texts: dict[str, str]) -> RuntimeBinary:
     return binary_from_texts("runc", path, texts)
 
 
-def _flag_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-class RuncAdapter:
+class RuncAdapter(BinaryAdapter):
     name = "runc"
-
-    def __init__(self, binary: RuntimeBinary) -> None:
-        self.binary = binary
-
-    @property
-    def label(self) -> str:
-        return f"runc {self.binary.version}"
 
     def _base(self, root: Path) -> list[str]:
         return [str(self.binary.path), "--root", str(root)]
@@ -128,11 +119,11 @@ class RuncAdapter:
                     f"{self.label} has no --{route.flag} flag" if route.flag else "no runc has a flag for it"
                 )
                 notes.append(
-                    f"{_flag_name(route.field)} reaches CRIU as `{route.criu_key}` in a CRIU config file: {why}"
+                    f"{option_flag(route.field)} reaches CRIU as `{route.criu_key}` in a CRIU config file: {why}"
                 )
             else:
                 raise PreconditionError(
-                    f"{_flag_name(route.field)} cannot reach CRIU through {self.label}: "
+                    f"{option_flag(route.field)} cannot reach CRIU through {self.label}: "
                     f"its `{verb}` has no --{route.flag} flag",
                     hint=f"use a runc that has `{verb} --{route.flag}`, or drop the option",
                 )
@@ -166,8 +157,8 @@ class RuncAdapter:
         for field in RUNSC_ONLY_CHECKPOINT:
             if getattr(opts, field):
                 raise PreconditionError(
-                    f"{_flag_name(field)} is a runsc option; runc (CRIU) has no such setting",
-                    hint=f"drop {_flag_name(field)} for runc containers",
+                    f"{option_flag(field)} is a runsc option; runc (CRIU) has no such setting",
+                    hint=f"drop {option_flag(field)} for runc containers",
                 )
         flags = self.binary.checkpoint_flags
         args, config, notes = self._map_routes(CHECKPOINT_ROUTES, opts.model_dump(), flags, "checkpoint")

@@ -15,11 +15,13 @@ from crgpu.errors import PreconditionError
 from crgpu.gpu import driver_version
 from crgpu.options import CheckpointOptions, RestoreOptions
 from crgpu.runtimes.base import (
+    BinaryAdapter,
     ContainerInfo,
     Invocation,
     RuntimeBinary,
     binary_from_texts,
     cached_texts,
+    option_flag,
     resolve_binary,
     run_capture,
 )
@@ -88,19 +90,8 @@ def has_nvproxy(flags: list[str]) -> bool:
     return any(_flag_key(flag) == "nvproxy" and not flag.endswith("=false") for flag in flags)
 
 
-def _flag_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-class RunscAdapter:
+class RunscAdapter(BinaryAdapter):
     name = "runsc"
-
-    def __init__(self, binary: RuntimeBinary) -> None:
-        self.binary = binary
-
-    @property
-    def label(self) -> str:
-        return f"runsc {self.binary.version}"
 
     def _base(self, root: Path, global_flags: list[str]) -> list[str]:
         return [str(self.binary.path), f"--root={root}", *global_flags]
@@ -121,7 +112,7 @@ class RunscAdapter:
     def _common_notes(self, values: dict[str, object]) -> list[str]:
         for field, message in REFUSED.items():
             if values.get(field):
-                raise PreconditionError(message, hint=f"drop {_flag_name(field)} for runsc containers")
+                raise PreconditionError(message, hint=f"drop {option_flag(field)} for runsc containers")
         notes = [message for field, message in HANDLED_IN_SANDBOX.items() if values.get(field)]
         if values.get("work_path"):
             notes.append("--work-path is crgpu's own log dir: runsc ignores --work-path")
@@ -158,8 +149,8 @@ class RunscAdapter:
                 continue
             if flag not in self.binary.checkpoint_flags:
                 raise PreconditionError(
-                    f"{_flag_name(field)} cannot reach {self.label}: its checkpoint has no --{flag}",
-                    hint=f"use a newer runsc, or drop {_flag_name(field)}",
+                    f"{option_flag(field)} cannot reach {self.label}: its checkpoint has no --{flag}",
+                    hint=f"use a newer runsc, or drop {option_flag(field)}",
                 )
             args += [f"--{flag}"] if value is True else [f"--{flag}={value}"]
         global_flags = self._tcp_globals(list(info.global_flags), opts.tcp_established)
