@@ -93,27 +93,33 @@ def image_sizes(image_dir: Path) -> SizesRecord:
     return SizesRecord(total_bytes=total, memory_pages_bytes=pages if seen_pages else None)
 
 
-def prepare_image_dir(path: Path) -> Path:
-    """Create the image dir 0700, or take an existing empty one; refuse anything else, untouched."""
+def check_image_path_free(path: Path) -> bool:
+    """Refuse, untouched, an image path crgpu must not write: a symlink, a file, a non-empty dir.
+    True when it exists (an empty dir crgpu may take), False when it is still to be made."""
     try:
         info = path.lstat()
     except FileNotFoundError:
-        info = None
+        return False
     except OSError as exc:
         raise ImagePathError(f"cannot check image path {path}: {exc.strerror}") from exc
-    if info is not None:
-        if stat.S_ISLNK(info.st_mode):
-            raise ImagePathError(
-                f"image path {path} is a symlink; crgpu does not follow symlinks",
-                hint="give the real directory",
-            )
-        if not stat.S_ISDIR(info.st_mode):
-            raise ImagePathError(f"image path {path} exists and is not a directory", hint="choose a new path")
-        if any(path.iterdir()):
-            raise ImagePathError(
-                f"image path {path} exists and is not empty; crgpu never overwrites a checkpoint",
-                hint="choose a new --image-path, or remove the old checkpoint yourself",
-            )
+    if stat.S_ISLNK(info.st_mode):
+        raise ImagePathError(
+            f"image path {path} is a symlink; crgpu does not follow symlinks",
+            hint="give the real directory",
+        )
+    if not stat.S_ISDIR(info.st_mode):
+        raise ImagePathError(f"image path {path} exists and is not a directory", hint="choose a new path")
+    if any(path.iterdir()):
+        raise ImagePathError(
+            f"image path {path} exists and is not empty; crgpu never overwrites a checkpoint",
+            hint="choose a new --image-path, or remove the old checkpoint yourself",
+        )
+    return True
+
+
+def prepare_image_dir(path: Path) -> Path:
+    """Create the image dir 0700, or take an existing empty one; refuse anything else, untouched."""
+    if check_image_path_free(path):
         return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from crgpu.image import (
     ContainerRecord,
     Manifest,
     RuntimeRecord,
+    check_image_path_free,
     image_sizes,
     prepare_image_dir,
     prepare_work_dir,
@@ -114,21 +115,8 @@ class RestorePlan:
     manifest: Manifest | None
 
 
-def _check_image_path_free(path: Path) -> None:
-    if path.is_symlink():
-        raise ImagePathError(f"image path {path} is a symlink; crgpu does not follow symlinks")
-    if path.exists():
-        if not path.is_dir():
-            raise ImagePathError(f"image path {path} exists and is not a directory", hint="choose a new path")
-        if any(path.iterdir()):
-            raise ImagePathError(
-                f"image path {path} exists and is not empty; crgpu never overwrites a checkpoint",
-                hint="choose a new --image-path, or remove the old checkpoint yourself",
-            )
-
-
 def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
-    _check_image_path_free(opts.image_path)
+    check_image_path_free(opts.image_path)
     container = find_container(opts.container_id, opts.runtime, opts.root)
     if container.gpu and opts.cuda_checkpoint_path is None:
         node_default = config.get("cuda_checkpoint_path").value
