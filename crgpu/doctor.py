@@ -7,7 +7,6 @@ available when its runtime is installed (and, for CUDA, when an NVIDIA driver is
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,7 @@ from crgpu import config
 from crgpu.criu import cuda_plugin_path, dirty_tracking, plugin_dirs
 from crgpu.errors import CrgpuError
 from crgpu.gpu import DriverVersion, Gpu, driver_version, gpus, host_path
-from crgpu.hostinfo import has_checkpoint_privileges, kernel_release
+from crgpu.hostinfo import criu_version, has_checkpoint_privileges, kernel_release
 from crgpu.options import RuntimeName
 from crgpu.runtimes.base import RuntimeBinary, run_capture, version_tuple
 
@@ -161,9 +160,7 @@ def check_criu_binary(facts: _Facts) -> Check:
             "criu not found on PATH",
             fix="apt-get install criu (Debian 12: from trixie, for CRIU 4.1+)",
         )
-    text = _capture([facts.criu_path, "--version"])
-    match = re.search(r"Version:\s*(\S+)", text)
-    version = match.group(1) if match else "unknown"
+    version = criu_version() or "unknown"
     facts.criu_version = version_tuple(version)
     if os.geteuid() != 0:
         return Check(

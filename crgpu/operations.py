@@ -150,10 +150,10 @@ def _require_dirty_tracking() -> None:
         )
 
 
-def _default_restore_work_dir(container_id: str) -> Path:
-    base = Path(config.get("work_root").value)
+def _work_dir(container_id: str, kind: str) -> Path:
+    """A new dir under the node's work root: WORK_ROOT/ID/KIND-TIMESTAMP."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
-    return base / container_id / f"restore-{stamp}"
+    return Path(config.get("work_root").value) / container_id / f"{kind}-{stamp}"
 
 
 def plan_restore(opts: RestoreOptions) -> RestorePlan:
@@ -222,7 +222,7 @@ def plan_restore(opts: RestoreOptions) -> RestorePlan:
         warnings += enforce(
             restore_findings(manifest, host_record(with_criu=runtime == "runc"), runtime), opts.force
         )
-    work_dir = opts.work_path or _default_restore_work_dir(container_id)
+    work_dir = opts.work_path or _work_dir(container_id, "restore")
     global_flags = manifest.runtime.global_flags if manifest else []
     invocation = adapter.restore_invocation(opts, container_id, root, bundle, work_dir, global_flags)
     invocation.notes.extend(warnings)
@@ -498,8 +498,7 @@ LOG_SUFFIXES = (".log", ".conf")
 
 def _move_logs(image: Path, container_id: str) -> Path:
     """Move the work files (logs, CRIU configs, stats) out of an image dir about to be removed."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
-    target = Path(config.get("work_root").value) / container_id / f"failed-checkpoint-{stamp}"
+    target = _work_dir(container_id, "failed-checkpoint")
     target.mkdir(mode=0o700, parents=True, exist_ok=True)
     for entry in image.iterdir():
         if (
