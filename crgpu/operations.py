@@ -377,11 +377,11 @@ def execute_checkpoint(
             _resume_cuda(session, result)
         if result.ok and not opts.leave_running:
             plan.adapter.cleanup_after_checkpoint(info.id, info.root)
-        result.container_status = _safe_status(plan.adapter, info.id, info.root)
         if not result.ok:
-            _after_failed_checkpoint(plan, result)
+            _after_failed_checkpoint(plan, result)  # it reports the container's state afterwards
             _raise_if_interrupted(result, plan.adapter, info.root)
             return result
+        result.container_status = _safe_status(plan.adapter, info.id, info.root)
         result.stats = _stats(plan.work_dir / "stats-dump", "runtime_checkpoint_duration", result.duration_s)
         if session is not None:
             result.stats.update(session.stats())
