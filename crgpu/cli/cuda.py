@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Optional
 
 import typer
@@ -53,7 +52,7 @@ def _run(verb: str, pid: int, as_json: bool, quiet: bool, debug: bool, **kwargs:
             driver.unlock(pid)
         state = driver.state(pid)
         if as_json:
-            print(json.dumps({"ok": True, "pid": pid, "action": verb, "state": state}))
+            renderer.json({"ok": True, "pid": pid, "action": verb, "state": state})
         else:
             print(state)
         return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -11,6 +10,7 @@ import typer
 
 from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, run_guarded
 from crgpu.cli.render import Renderer
+from crgpu.textsafe import printable
 
 if TYPE_CHECKING:
     from crgpu.doctor import DoctorReport
@@ -69,7 +69,7 @@ def doctor(
 
 def render_report(report: DoctorReport, renderer: Renderer) -> None:
     if renderer.as_json:
-        print(json.dumps(report.to_json(), indent=2))
+        renderer.json(report.to_json())
         return
     groups = sorted(
         {c.group for c in report.checks}, key=lambda g: GROUP_ORDER.index(g) if g in GROUP_ORDER else 99
@@ -77,6 +77,7 @@ def render_report(report: DoctorReport, renderer: Renderer) -> None:
     if renderer.rich:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(title="crgpu doctor", show_lines=False)
         for column in ("", "check", "status", "detail"):
@@ -84,19 +85,19 @@ def render_report(report: DoctorReport, renderer: Renderer) -> None:
         for group in groups:
             table.add_section()
             for check in (c for c in report.checks if c.group == group):
-                detail = check.detail + (
-                    f"\n[yellow]fix:[/yellow] {check.fix}"
-                    if check.fix and check.status in ("fail", "warn")
-                    else ""
-                )
-                table.add_row(group, check.id, f"[{STYLE[check.status]}]{MARK[check.status]}[/]", detail)
+                detail = Text(printable(check.detail))
+                if check.fix and check.status in ("fail", "warn"):
+                    detail += Text("\nfix: ", style="yellow") + Text(printable(check.fix))
+                table.add_row(group, check.id, Text(MARK[check.status], style=STYLE[check.status]), detail)
         console = Console()
         console.print(table)
         settings = Table(title="effective config", show_header=True)
         for column in ("setting", "value", "from"):
             settings.add_column(column, overflow="fold")
         for item in report.config:
-            settings.add_row(item["name"], _show(item["value"]), item["source"])
+            settings.add_row(
+                item["name"], Text(printable(_show(item["value"]))), Text(printable(item["source"]))
+            )
         console.print(settings)
         console.print(f"[{'green' if report.ok else 'bold red'}]{report.summary}[/]")
         return
@@ -104,12 +105,14 @@ def render_report(report: DoctorReport, renderer: Renderer) -> None:
     for group in groups:
         print(f"{group}:", file=out)
         for check in (c for c in report.checks if c.group == group):
-            print(f"  [{MARK[check.status]:>4}] {check.id}: {check.detail}", file=out)
+            print(f"  [{MARK[check.status]:>4}] {check.id}: {printable(check.detail)}", file=out)
             if check.fix and check.status in ("fail", "warn"):
-                print(f"         fix: {check.fix}", file=out)
+                print(f"         fix: {printable(check.fix)}", file=out)
     print("config:", file=out)
     for item in report.config:
-        print(f"  {item['name']} = {_show(item['value'])}  ({item['source']})", file=out)
+        print(
+            f"  {item['name']} = {printable(_show(item['value']))}  ({printable(item['source'])})", file=out
+        )
     print(report.summary, file=out)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,9 +9,10 @@ import typer
 
 from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, run_guarded
 from crgpu.cli.render import Renderer, format_stats
+from crgpu.textsafe import printable
 
 if TYPE_CHECKING:
-    from crgpu.image import Manifest
+    from crgpu.image import Image
 
 EXAMPLES = """
 Examples:
@@ -33,29 +33,33 @@ def inspect(
     renderer = Renderer(as_json=as_json, quiet=quiet)
 
     def body() -> int:
-        from crgpu.image import read_manifest
+        from crgpu.image import read_image
 
         path = image_path.expanduser().absolute()
-        manifest = read_manifest(path)
+        image = read_image(path)
         if as_json:
-            print(
-                json.dumps(
-                    {"path": str(path), "complete": True, **manifest.model_dump(mode="json")}, indent=2
-                )
+            renderer.json(
+                {
+                    "path": str(path),
+                    "complete": True,
+                    "trust": image.trust.level,
+                    **image.manifest.model_dump(mode="json"),
+                }
             )
         else:
-            print_manifest(path, manifest, renderer.rich)
+            print_manifest(path, image, renderer.rich)
         return 0
 
     run_guarded(renderer, debug, body)
 
 
-def _sections(manifest: Manifest) -> list[tuple[str, list[str]]]:
+def _sections(image: Image) -> list[tuple[str, list[str]]]:
+    manifest = image.manifest
     rt, ct, host, sizes = manifest.runtime, manifest.container, manifest.host, manifest.sizes
     options = [
         f"{k} = {v}"
         for k, v in manifest.options.items()
-        if v not in (None, False, "auto") and k not in ("container_id", "image_path")
+        if v not in (None, False, "auto", []) and k not in ("container_id", "image_path")
     ]
     mib = 1024 * 1024
     return [
@@ -75,6 +79,7 @@ def _sections(manifest: Manifest) -> list[tuple[str, list[str]]]:
             "created",
             [f"{manifest.created_at} by crgpu {manifest.crgpu_version} (schema {manifest.schema_version})"],
         ),
+        ("trust", _trust_lines(image)),
         ("options", options or ["defaults"]),
         (
             "host",
@@ -98,21 +103,36 @@ def _sections(manifest: Manifest) -> list[tuple[str, list[str]]]:
     ]
 
 
-def print_manifest(path: Path, manifest: Manifest, rich: bool) -> None:
-    sections = _sections(manifest)
+def _trust_lines(image: Image) -> list[str]:
+    trust = image.trust
+    lines = [trust.describe()]
+    if trust.trusted:
+        lines.append("restore may take the state root and bundle from it")
+    else:
+        lines.append("restore needs --root and --bundle (or --trust-image)")
+    flags = image.manifest.runtime.global_flags
+    if flags and image.manifest.runtime.name == "runsc":
+        lines.append("runtime flags pass crgpu's allow-list at restore (see --dry-run)")
+    return lines
+
+
+def print_manifest(path: Path, image: Image, rich: bool) -> None:
+    """Every line is data from the image: shown literally, never as markup or terminal codes."""
+    sections = _sections(image)
     if rich:
         from rich.console import Console
+        from rich.text import Text
         from rich.tree import Tree
 
-        tree = Tree(f"[bold]{path}[/bold] (complete)")
+        tree = Tree(Text(printable(path), style="bold") + Text(" (complete)"))
         for title, lines in sections:
-            branch = tree.add(f"[cyan]{title}[/cyan]")
+            branch = tree.add(Text(title, style="cyan"))
             for line in lines:
-                branch.add(line)
+                branch.add(Text(printable(line)))
         Console().print(tree)
         return
-    print(f"{path} (complete)")
+    print(f"{printable(path)} (complete)")
     for title, lines in sections:
         print(f"{title}:")
         for line in lines:
-            print(f"  {line}")
+            print(f"  {printable(line)}")

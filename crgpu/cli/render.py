@@ -1,11 +1,12 @@
 """Rendering: Rich panels on a terminal, plain lines when piped, one JSON document with --json.
 
-Status and panels go to stderr; data (IDs, dry-run plans, JSON) to stdout.
+Status and panels go to stderr; data (IDs, dry-run plans, JSON) to stdout. Every string that came
+from outside (an image, a runtime, a path) is shown through `printable` and never as Rich markup:
+Rich reads markup only in the few labels written here.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
@@ -13,6 +14,8 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+
+from crgpu.textsafe import printable, strict_json
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -40,13 +43,20 @@ class Renderer:
         self.rich = stderr_is_terminal()
 
     # --- status lines (stderr) ---
-    def status(self, text: str) -> None:
+    def status(self, message: str, *, label: str = "", style: str = "") -> None:
+        """One line: crgpu's own `label` (styled on a terminal), then `message`, shown literally."""
         if self.quiet:
             return
         if self.rich:
-            _console().print(text)
+            from rich.text import Text
+
+            line = Text(label + " ", style=style) if label else Text()
+            _console().print(line + Text(printable(message)))
         else:
-            print(_strip_markup(text), file=sys.stderr, flush=True)
+            print((label + " " if label else "") + printable(message), file=sys.stderr, flush=True)
+
+    def json(self, document: Any) -> None:
+        print(strict_json(document))
 
     # --- live runtime output (stderr) ---
     @contextmanager
@@ -57,7 +67,7 @@ class Renderer:
         if not self.rich:
 
             def plain(line: str) -> None:
-                print(line, file=sys.stderr, flush=True)
+                print(printable(line), file=sys.stderr, flush=True)
 
             yield plain
             return
@@ -73,7 +83,7 @@ class Renderer:
         with Live(panel(), console=_console(), refresh_per_second=12, transient=False) as live:
 
             def to_panel(line: str) -> None:
-                shown.append(line)
+                shown.append(printable(line))
                 live.update(panel())
 
             yield to_panel
@@ -81,20 +91,24 @@ class Renderer:
     # --- results ---
     def result(self, result: OperationResult) -> None:
         if self.as_json:
-            print(json.dumps(result.to_json(), indent=2))
+            self.json(result.to_json())
             return
         if result.dry_run:
             print(format_plan(result))
             return
+        for warning in result.warnings:
+            self.status(warning, label="warning:", style="bold yellow")
         if result.ok:
             verb = "Checkpointed" if result.verb == "checkpoint" else "Restored"
             self.status(
-                f"[green]{verb}[/green] {result.container_id} with {result.runtime} "
+                f"{result.container_id} with {result.runtime} "
                 f"{result.runtime_version} in {result.duration_s:.2f} s; image {result.image_path}, "
-                f"work {result.work_path}"
+                f"work {result.work_path}",
+                label=verb,
+                style="green",
             )
             self.stats(result.stats)
-            print(result.container_id)
+            print(printable(result.container_id))
             return
         self.failure(result.error or f"{result.verb} failed", result.hint, _failure_detail(result))
 
@@ -113,6 +127,9 @@ class Renderer:
         print("statistics: " + ", ".join(f"{name} {value}" for name, value in rows), file=sys.stderr)
 
     def failure(self, message: str, hint: str | None, detail: list[str]) -> None:
+        message = printable(message)
+        hint = printable(hint) if hint else None
+        detail = [printable(line) for line in detail]
         if self.rich:
             from rich.panel import Panel
             from rich.text import Text
@@ -150,7 +167,7 @@ class Renderer:
                 "detail": exc.detail,
             }
             doc.update(extra or {})
-            print(json.dumps(doc, indent=2))
+            self.json(doc)
         self.failure(exc.message, exc.hint, exc.detail)
 
 
@@ -214,10 +231,4 @@ def format_plan(result: OperationResult) -> str:
         lines.append("criu config:")
         lines += [f"  {line}" for line in result.criu_config.splitlines()]
     lines += [f"note: {note}" for note in result.notes]
-    return "\n".join(lines)
-
-
-def _strip_markup(text: str) -> str:
-    import re
-
-    return re.sub(r"\[/?[a-z ]+\]", "", text)
+    return "\n".join(printable(line) for line in lines)
