@@ -11,15 +11,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from crgpu.errors import BusyError, ImagePathError
+from crgpu.safedirs import make_private_dirs
 
 DEFAULT_LOCK_DIR = Path("/run/crgpu")
 POLL_S = 0.1
 
 
 def lock_path(runtime: str, root: Path, container_id: str) -> Path:
+    """One lock file per container: keyed on the state root as the kernel resolves it (so
+    `/run/x` and `/run/../run/x` are one lock) and the ID, hashed so any length fits."""
     base = Path(os.environ.get("CRGPU_LOCK_DIR") or DEFAULT_LOCK_DIR)
-    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
-    return base / f"{runtime}-{digest}-{container_id}.lock"
+    key = f"{runtime}\0{os.path.realpath(root)}\0{container_id}".encode()
+    return base / f"{runtime}-{hashlib.sha256(key).hexdigest()[:32]}.lock"
 
 
 def _holder(path: Path) -> str:
@@ -37,8 +40,8 @@ def container_lock(
     """Hold the container's lock; exit code 6 at once when busy, or after wait_s seconds."""
     path = lock_path(runtime, root, container_id)
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        make_private_dirs(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise ImagePathError(
             f"cannot open the lock {path}: {exc.strerror}", hint="run crgpu as root"

@@ -3,6 +3,11 @@
 The runtime writes into a log file, not a pipe, which crgpu follows: a restored container or
 sandbox inherits the runtime's stdio, and a pipe would die with crgpu (EPIPE in the container)
 and keep crgpu's reader waiting for an EOF that never comes.
+
+The runtime runs with umask 077 (CRIU's images hold process memory: they end 0600), in a process
+group of its own (so a stuck CRIU under it can be stopped with it), and dies with crgpu
+(PR_SET_PDEATHSIG): a crgpu killed mid-dump leaves no runtime behind, and CRIU, losing runc,
+aborts the dump and lets the container run on, as after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 from crgpu.errors import NotFoundError
+from crgpu.safedirs import open_private_append
 
 TAIL_LINES = 200
 MAX_LINE_CHARS = 4096
@@ -27,6 +33,26 @@ POLL_S = 0.02
 READ_CHUNK = 64 * 1024
 
 LineSink = Callable[[str], None]
+# Called on every poll while the runtime runs; a message stops it (the whole process group).
+Watchdog = Callable[[], str | None]
+RUNTIME_UMASK = 0o077
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """A preexec function that asks the kernel to SIGKILL the child when crgpu dies. Prepared
+    before the fork: the child only makes one system call."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # crgpu died before the request took effect
+            os._exit(137)
+
+    return preexec
 
 
 @dataclass
@@ -35,6 +61,7 @@ class RunResult:
     duration_s: float
     tail: list[str] = field(default_factory=list)
     interrupted_by: int | None = None
+    stopped_because: str | None = None
 
 
 class _LineFollower:
@@ -74,6 +101,7 @@ def run_streaming(
     output_log: Path,
     env_add: dict[str, str] | None = None,
     timeout_s: float | None = None,
+    watchdog: Watchdog | None = None,
 ) -> RunResult:
     """Run argv (never through a shell) with stdout and stderr appended to output_log;
     each new line goes to sink as it comes. Only the last TAIL_LINES lines are kept in memory.
@@ -82,16 +110,28 @@ def run_streaming(
     env = dict(os.environ)
     env.update(env_add or {})
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    with output_log.open("ab") as out:
+    out = open_private_append(output_log)
+    try:
         follower = _LineFollower(output_log, sink, tail)
         start = time.monotonic()
         try:
             child = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, close_fds=True
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                close_fds=True,
+                umask=RUNTIME_UMASK,
+                process_group=0,
+                preexec_fn=_die_with_parent(),
             )
         except OSError as exc:
             follower.close()
             raise NotFoundError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+    finally:
+        os.close(out)
+    stopped: list[str] = []
     received: list[int] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -112,8 +152,14 @@ def run_streaming(
                 exit_code = child.wait(timeout=POLL_S)  # returns the moment the runtime exits
                 break
             except subprocess.TimeoutExpired:
+                if stopped:
+                    continue
                 if timeout_s is not None and time.monotonic() - start > timeout_s:
-                    child.kill()
+                    stopped.append(f"it ran longer than {timeout_s:g} s")
+                elif watchdog is not None and (why := watchdog()):
+                    stopped.append(why)
+                if stopped:
+                    _kill_group(child)
     finally:
         for restored, handler in previous.items():
             signal.signal(restored, handler)
@@ -123,4 +169,72 @@ def run_streaming(
         duration_s=time.monotonic() - start,
         tail=list(tail),
         interrupted_by=received[0] if received else None,
+        stopped_because=stopped[0] if stopped else None,
     )
+
+
+def _kill_group(child: subprocess.Popen[bytes]) -> None:
+    """Stop the runtime and everything it started: its process group (CRIU) and every process
+    below it, the tasks CRIU is restoring included (they sit in sessions of their own, and a
+    restorer looping over a damaged image would otherwise run on after runc is gone)."""
+    tree = _descendants(child.pid)
+    for pid in tree:
+        _signal(pid, signal.SIGSTOP)  # nothing forks away while the tree is read again
+    tree |= _descendants(child.pid)
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for pid in [child.pid, *tree]:
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _descendants(root: int) -> set[int]:
+    """Every process below `root`, from /proc's parent links."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: fields start after the last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            if pid not in found:
+                found.add(pid)
+                todo.append(pid)
+    return found
+
+
+def spawn_beside(argv: list[str], output_log: Path) -> subprocess.Popen[bytes]:
+    """Start a helper that runs beside the runtime (CRIU's lazy-pages daemon) with the runtime's
+    own rules: umask 077, its own process group, dies with crgpu."""
+    out = open_private_append(output_log)
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
+            umask=RUNTIME_UMASK,
+            process_group=0,
+            preexec_fn=_die_with_parent(),
+        )
+    finally:
+        os.close(out)
