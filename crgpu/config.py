@@ -45,6 +45,11 @@ SETTINGS: dict[str, Setting] = {
     "cuda_checkpoint_path": Setting(
         "CRGPU_CUDA_CHECKPOINT_PATH", None, help="cuda-checkpoint's path inside runsc GPU containers"
     ),
+    "node_key": Setting(
+        "CRGPU_NODE_KEY",
+        "/var/lib/crgpu/node.key",
+        help="this node's key for signing manifests (made 0600 on first checkpoint)",
+    ),
     "work_root": Setting(
         "CRGPU_WORK_ROOT", "/var/lib/crgpu/work", help="where restore and failed-checkpoint work dirs go"
     ),

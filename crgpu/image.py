@@ -2,72 +2,82 @@
 
 from __future__ import annotations
 
-import errno
+import json
 import os
-import stat
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from crgpu import __version__
 from crgpu.errors import ImagePathError, PreconditionError
+from crgpu.options import check_container_id, check_path_lengths
+from crgpu.safedirs import check_private_dir, read_nofollow, space_hint, take_private_dir
+from crgpu.signing import Trust, sign, verify
 
 MANIFEST_NAME = "crgpu.json"
 SCHEMA_VERSION = 1
+MANIFEST_MAX_BYTES = 4 * 1024 * 1024
+# Sizes and counts crgpu writes stay far below this; anything above is not from crgpu.
+MAX_COUNT = 2**63 - 1
 
 
-class RuntimeRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    name: str
-    version: str
-    path: str
-    root: str
-    global_flags: list[str] = Field(default_factory=list)
+def _absolute_path(value: str) -> str:
+    check_path_lengths(value)
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} is not an absolute path")
+    return value
 
 
-class ContainerRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
+AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
+ContainerId = Annotated[str, AfterValidator(check_container_id)]
 
-    id: str
-    bundle: str | None = None
-    pid: int | None = None
+
+class _Record(BaseModel):
+    # Unknown members are kept (a newer crgpu may add some) but never used; NaN/Infinity refused.
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+
+class RuntimeRecord(_Record):
+    name: Literal["runc", "runsc"]
+    version: str = Field(max_length=256)
+    path: str = Field(max_length=4096)
+    root: AbsolutePath
+    global_flags: list[str] = Field(default_factory=list, max_length=256)
+
+
+class ContainerRecord(_Record):
+    id: ContainerId
+    bundle: AbsolutePath | None = None
+    pid: int | None = Field(default=None, ge=0, le=2**31)
     gpu: bool = False
 
 
-class GpuRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    name: str
-    uuid: str
-    memory_mib: int
+class GpuRecord(_Record):
+    name: str = Field(max_length=256)
+    uuid: str = Field(max_length=256)
+    memory_mib: int = Field(ge=0, le=MAX_COUNT)
 
 
-class HostRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    kernel: str = ""
-    arch: str = ""
-    criu_version: str | None = None
-    driver_version: str | None = None
-    gpus: list[GpuRecord] = Field(default_factory=list)
+class HostRecord(_Record):
+    kernel: str = Field(default="", max_length=256)
+    arch: str = Field(default="", max_length=64)
+    criu_version: str | None = Field(default=None, max_length=256)
+    driver_version: str | None = Field(default=None, max_length=256)
+    gpus: list[GpuRecord] = Field(default_factory=list, max_length=1024)
 
 
-class SizesRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    total_bytes: int = 0
-    memory_pages_bytes: int | None = None
+class SizesRecord(_Record):
+    total_bytes: int = Field(default=0, ge=0, le=MAX_COUNT)
+    memory_pages_bytes: int | None = Field(default=None, ge=0, le=MAX_COUNT)
 
 
-class Manifest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class Manifest(_Record):
     schema_version: int = SCHEMA_VERSION
-    crgpu_version: str = __version__
-    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+    crgpu_version: str = Field(default=__version__, max_length=256)
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(), max_length=64)
     runtime: RuntimeRecord
     container: ContainerRecord
     options: dict[str, Any] = Field(default_factory=dict)
@@ -75,6 +85,39 @@ class Manifest(BaseModel):
     stats: dict[str, float] = Field(default_factory=dict)
     cuda: dict[str, Any] = Field(default_factory=dict)
     sizes: SizesRecord = Field(default_factory=SizesRecord)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {value} is not one this crgpu reads (it reads {SCHEMA_VERSION})"
+            )
+        return value
+
+    @field_validator("stats")
+    @classmethod
+    def _stats_bounded(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(abs(v) > MAX_COUNT for v in value.values()):
+            raise ValueError("a statistic is out of range")
+        return value
+
+    @field_validator("cuda")
+    @classmethod
+    def _cuda_pids(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for process in value.get("processes") or []:
+            pid = process.get("ns_pid") if isinstance(process, dict) else None
+            if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**22:
+                raise ValueError("cuda.processes holds an entry without a valid ns_pid")
+        return value
+
+
+@dataclass(frozen=True)
+class Image:
+    """A checkpoint's manifest, and who wrote it as far as this node can tell."""
+
+    manifest: Manifest
+    trust: Trust
 
 
 def image_sizes(image_dir: Path) -> SizesRecord:
@@ -94,70 +137,35 @@ def image_sizes(image_dir: Path) -> SizesRecord:
 
 
 def check_image_path_free(path: Path) -> bool:
-    """Refuse, untouched, an image path crgpu must not write: a symlink, a file, a non-empty dir.
-    True when it exists (an empty dir crgpu may take), False when it is still to be made."""
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise ImagePathError(f"cannot check image path {path}: {exc.strerror}") from exc
-    if stat.S_ISLNK(info.st_mode):
-        raise ImagePathError(
-            f"image path {path} is a symlink; crgpu does not follow symlinks",
-            hint="give the real directory",
-        )
-    if not stat.S_ISDIR(info.st_mode):
-        raise ImagePathError(f"image path {path} exists and is not a directory", hint="choose a new path")
-    if any(path.iterdir()):
+    """Refuse, untouched, an image path crgpu must not write: a symlink, a file, a non-empty dir,
+    one prepared by someone else. True when it exists (an empty dir crgpu may take), False when
+    it is still to be made."""
+    exists = check_private_dir(path, "image path")
+    if exists and any(path.iterdir()):
         raise ImagePathError(
             f"image path {path} exists and is not empty; crgpu never overwrites a checkpoint",
             hint="choose a new --image-path, or remove the old checkpoint yourself",
         )
-    return True
+    return exists
 
 
 def prepare_image_dir(path: Path) -> Path:
-    """Create the image dir 0700, or take an existing empty one; refuse anything else, untouched."""
-    if check_image_path_free(path):
-        return path
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.mkdir(mode=0o700)
-        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
-    except OSError as exc:
-        raise ImagePathError(
-            f"cannot create image path {path}: {exc.strerror}",
-            hint=_space_hint(exc) or "check the parent directory's permissions and mount",
-        ) from exc
-    return path
+    """Create the image dir 0700, or take an existing empty one of root's; refuse anything else."""
+    return take_private_dir(path, "image path", empty=True)
 
 
 def prepare_work_dir(path: Path) -> Path:
-    if path.is_symlink():
-        raise ImagePathError(f"work path {path} is a symlink; crgpu does not follow symlinks")
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ImagePathError(
-            f"cannot create work path {path}: {exc.strerror}", hint=_space_hint(exc)
-        ) from exc
-    return path
-
-
-def _space_hint(exc: OSError) -> str | None:
-    if exc.errno == errno.ENOSPC:
-        return "the filesystem is full: free space or choose another path"
-    if exc.errno == errno.EROFS:
-        return "the filesystem is read-only: choose a writable path"
-    return None
+    return take_private_dir(path, "work path", empty=False)
 
 
 def write_manifest(image_dir: Path, manifest: Manifest) -> Path:
-    """Write crgpu.json atomically (temporary file, fsync, rename, fsync of the dir)."""
+    """Write crgpu.json, signed with this node's key, atomically (temporary file, fsync, rename,
+    fsync of the dir)."""
     target = image_dir / MANIFEST_NAME
     tmp = image_dir / f".{MANIFEST_NAME}.tmp"
-    data = manifest.model_dump_json(indent=2).encode() + b"\n"
+    document = manifest.model_dump(mode="json", exclude={"signature"})
+    document["signature"] = sign(document)
+    data = json.dumps(document, indent=2, allow_nan=False).encode() + b"\n"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
@@ -173,25 +181,49 @@ def write_manifest(image_dir: Path, manifest: Manifest) -> Path:
             os.close(dir_fd)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise ImagePathError(f"cannot write {target}: {exc.strerror}", hint=_space_hint(exc)) from exc
+        raise ImagePathError(f"cannot write {target}: {exc.strerror}", hint=space_hint(exc)) from exc
     return target
 
 
-def read_manifest(image_dir: Path) -> Manifest:
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def read_image(image_dir: Path) -> Image:
+    """The manifest of a checkpoint directory, validated as hostile input, and its trust."""
     path = image_dir / MANIFEST_NAME
     if not image_dir.is_dir():
         raise ImagePathError(
             f"image path {image_dir} is not a directory", hint="give the checkpoint's directory"
         )
-    if not path.is_file():
+    damaged = "restore with --force plus the container ID, --runtime, --root and --bundle"
+    try:
+        raw = read_nofollow(path, MANIFEST_MAX_BYTES + 1)
+    except FileNotFoundError:
         raise PreconditionError(
             f"{image_dir} has no {MANIFEST_NAME}: the checkpoint is incomplete or not made by crgpu",
             hint="restore it with --force plus the container ID, --runtime and --bundle, at your own risk",
-        )
-    try:
-        return Manifest.model_validate_json(path.read_bytes())
-    except (OSError, ValidationError) as exc:
+        ) from None
+    except OSError as exc:
         raise PreconditionError(
-            f"{path} is unreadable or damaged: {str(exc).splitlines()[0]}",
-            hint="restore with --force plus the container ID, --runtime and --bundle",
+            f"{path} is not a regular file crgpu can read ({exc.strerror})", hint=damaged
         ) from exc
+    if len(raw) > MANIFEST_MAX_BYTES:
+        raise PreconditionError(f"{path} is larger than {MANIFEST_MAX_BYTES} bytes: not a crgpu manifest")
+    try:
+        document = json.loads(raw, parse_constant=_no_constants)
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+        manifest = Manifest.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        raise PreconditionError(f"{path} is damaged or not crgpu's: {where}: {reason}", hint=damaged) from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise PreconditionError(f"{path} is not valid JSON: {str(exc)[:200]}", hint=damaged) from exc
+    return Image(manifest, verify(document))
+
+
+def read_manifest(image_dir: Path) -> Manifest:
+    return read_image(image_dir).manifest

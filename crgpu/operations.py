@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from crgpu import config
 from crgpu.criu import criu_log_errors, dirty_tracking, headline, hint_for, read_stats
@@ -34,14 +34,15 @@ from crgpu.image import (
     image_sizes,
     prepare_image_dir,
     prepare_work_dir,
-    read_manifest,
+    read_image,
     write_manifest,
 )
 from crgpu.locks import container_lock
-from crgpu.options import CheckpointOptions, RestoreOptions
-from crgpu.process import LineSink, run_streaming
+from crgpu.options import CheckpointOptions, RestoreOptions, RuntimeName
+from crgpu.process import LineSink, Watchdog, run_streaming, spawn_beside
 from crgpu.runtimes.base import ContainerInfo, Invocation, RuntimeAdapter, run_capture
 from crgpu.runtimes.detect import choose_runtime, find_container, locate
+from crgpu.safedirs import space_hint
 
 Adapter = RuntimeAdapter
 CHECKPOINTABLE = ("running", "paused")
@@ -87,6 +88,8 @@ class OperationResult:
     removed_image: bool = False
     pre_dump_argv: list[list[str]] = field(default_factory=list)
     helper_argv: list[str] = field(default_factory=list)
+    # What went wrong around a run that still succeeded (statistics or logs not written).
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,14 +159,30 @@ def _work_dir(container_id: str, kind: str) -> Path:
     return Path(config.get("work_root").value) / container_id / f"{kind}-{stamp}"
 
 
-def plan_restore(opts: RestoreOptions) -> RestorePlan:
-    manifest: Manifest | None
+def _image_for_restore(opts: RestoreOptions) -> tuple[Manifest | None, list[str]]:
+    """The image's manifest, and what may be taken from it: a manifest this node signed names
+    the state root and bundle; any other needs them from the operator (or --trust-image)."""
     try:
-        manifest = read_manifest(opts.image_path)
+        image = read_image(opts.image_path)
     except PreconditionError:
         if not opts.force:
             raise
-        manifest = None
+        return None, []
+    if image.trust.trusted:
+        return image.manifest, []
+    missing = [flag for flag, given in (("--root", opts.root), ("--bundle", opts.bundle)) if given is None]
+    if missing and not opts.trust_image:
+        raise PreconditionError(
+            f"the image's crgpu.json is {image.trust.describe()}: crgpu does not let it choose the "
+            f"state root and bundle",
+            hint=f"give {' and '.join(missing)} yourself, or --trust-image if you know where it comes from",
+        )
+    how = "--trust-image" if missing else "the state root and bundle given on the command line"
+    return image.manifest, [f"the image's crgpu.json is {image.trust.describe()}; restoring with {how}"]
+
+
+def plan_restore(opts: RestoreOptions) -> RestorePlan:
+    manifest, trust_notes = _image_for_restore(opts)
     runtime_choice = choose_runtime(opts.runtime)
     if manifest is not None:
         runtime = manifest.runtime.name
@@ -201,19 +220,14 @@ def plan_restore(opts: RestoreOptions) -> RestorePlan:
         or (Path(manifest.runtime.root) if manifest else None)
         or Path("/run/runc" if runtime == "runc" else "/var/run/runsc")
     )
-    existing = locate(container_id, runtime, root)  # type: ignore[arg-type]
-    if existing:
-        raise PreconditionError(
-            f"a container {container_id!r} already exists under {root}",
-            hint=f"delete it (`{runtime} --root {root} delete {container_id}`) or restore under another ID",
-        )
+    _refuse_existing(container_id, runtime, root)
     try:
         adapter = adapter_for(runtime)
     except NotFoundError as exc:
         raise PreconditionError(
             f"the image needs {runtime}, which is not usable here: {exc.message}", hint=exc.hint
         ) from exc
-    warnings: list[str] = []
+    warnings: list[str] = list(trust_notes)
     if manifest is not None:
         if manifest.runtime.name != runtime:
             warnings.append(
@@ -229,6 +243,14 @@ def plan_restore(opts: RestoreOptions) -> RestorePlan:
     if manifest is not None and manifest.container.gpu:
         invocation.notes.extend(adapter.check_gpu_restore(opts.force))
     return RestorePlan(opts, adapter, container_id, root, bundle, work_dir, invocation, manifest)
+
+
+def _refuse_existing(container_id: str, runtime: str, root: Path) -> None:
+    if locate(container_id, runtime, root):  # type: ignore[arg-type]
+        raise PreconditionError(
+            f"a container {container_id!r} already exists under {root}",
+            hint=f"delete it (`{runtime} --root {root} delete {container_id}`) or restore under another ID",
+        )
 
 
 def _result(
@@ -286,12 +308,13 @@ def _run(
     verb: str,
     root: Path,
     timeout_s: float | None = None,
+    watchdog: Watchdog | None = None,
 ) -> None:
     output_log = work_dir / f"crgpu-{verb}-output.log"
     try:
-        run = run_streaming(inv.argv, sink, output_log, inv.env, timeout_s=timeout_s)
+        run = run_streaming(inv.argv, sink, output_log, inv.env, timeout_s=timeout_s, watchdog=watchdog)
     except OSError as exc:
-        raise ImagePathError(f"cannot write {output_log}: {exc.strerror}") from exc
+        raise ImagePathError(f"cannot write {output_log}: {exc.strerror}", hint=space_hint(exc)) from exc
     result.exit_code = run.exit_code
     result.duration_s = round(run.duration_s, 4)
     result.interrupted_by = run.interrupted_by
@@ -308,6 +331,9 @@ def _run(
         headline(errors) or headline(runtime_errors) or next((line for line in run.tail if line.strip()), "")
     )
     result.error = f"{adapter.label} {verb} failed (exit {run.exit_code})" + (f": {first}" if first else "")
+    if run.stopped_because:
+        result.error = f"crgpu stopped {adapter.label} {verb}: {run.stopped_because}"
+        result.hint = result.hint or f"see {result.log_path}; the image may be damaged: check its files"
 
 
 _ERRORISH = re.compile(r"(?i)error|fail|cannot|can't|not defined|does not exist|invalid")
@@ -387,7 +413,7 @@ def execute_checkpoint(
             result.stats.update(session.stats())
         manifest = Manifest(
             runtime=RuntimeRecord(
-                name=plan.adapter.name,
+                name=cast(RuntimeName, plan.adapter.name),
                 version=plan.adapter.binary.version,
                 path=str(plan.adapter.binary.path),
                 root=str(info.root),
@@ -498,8 +524,7 @@ LOG_SUFFIXES = (".log", ".conf")
 
 def _move_logs(image: Path, container_id: str) -> Path:
     """Move the work files (logs, CRIU configs, stats) out of an image dir about to be removed."""
-    target = _work_dir(container_id, "failed-checkpoint")
-    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = prepare_work_dir(_work_dir(container_id, "failed-checkpoint"))
     for entry in image.iterdir():
         if (
             entry.is_file()
@@ -514,6 +539,8 @@ def execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None =
     opts = plan.options
     require_privileges("restore")
     with container_lock(plan.adapter.name, plan.root, plan.container_id, opts.wait):
+        # Checked again under the lock: another restore may have made the ID while this one waited.
+        _refuse_existing(plan.container_id, plan.adapter.name, plan.root)
         result = _result(
             "restore", plan.adapter, plan.container_id, opts.image_path, plan.work_dir, plan.invocation
         )
@@ -521,8 +548,20 @@ def execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None =
         _write_config(plan.invocation)
         daemon = _start_lazy_pages(plan) if plan.invocation.helper_argv else None
         lazy_s: float | None = None
+        logs = plan.adapter.log_paths("restore", plan.work_dir, plan.invocation.global_flags)
+        watchdog = _LogWatch(logs) if plan.adapter.name == "runc" else None
         try:
-            _run(result, plan.adapter, plan.invocation, sink, plan.work_dir, "restore", plan.root, timeout_s)
+            _run(
+                result,
+                plan.adapter,
+                plan.invocation,
+                sink,
+                plan.work_dir,
+                "restore",
+                plan.root,
+                timeout_s,
+                watchdog,
+            )
         finally:
             if daemon is not None:
                 lazy_s = _finish_lazy_pages(daemon, result, plan.work_dir)
@@ -531,17 +570,83 @@ def execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None =
             result.stats = _stats(
                 plan.work_dir / "stats-restore", "runtime_restore_duration", result.duration_s
             )
+            if plan.adapter.name == "runc" and "restore_time" not in result.stats:
+                result.warnings.append(
+                    f"CRIU's statistics could not be read from {plan.work_dir / 'stats-restore'} "
+                    "(is the work path full?): this restore has no CRIU statistics"
+                )
             if plan.manifest is not None and plan.manifest.cuda.get("mode") == "driver-api":
                 _restore_cuda(plan, result)
             if lazy_s is not None:
                 result.stats["time_to_running"] = result.stats["runtime_restore_duration"]
                 result.stats["lazy_pages_complete"] = int(lazy_s * 1_000_000)
-        elif result.container_status not in (None, "running"):
-            # A half-restored container would block the next try under the same ID.
+        elif result.container_status not in (None, "running") and not _said_it_exists(result):
+            # A half-restored container would block the next try under the same ID. It is this
+            # run's own: the ID was free under the lock, and the runtime did not find it taken.
             plan.adapter.delete(plan.container_id, plan.root)
             result.container_status = _safe_status(plan.adapter, plan.container_id, plan.root)
+        if watchdog is not None:
+            watchdog.cap_logs()  # after the delete: the looping restorer runs inside the container
         _raise_if_interrupted(result, plan.adapter, plan.root)
         return result
+
+
+# A restore whose CRIU log passes this has stopped making progress (a damaged image makes CRIU
+# log the same failed read forever, ~30 MB/s); a real restore of many GiB logs a few MB.
+RESTORE_LOG_CAP_BYTES = 128 * 1024 * 1024
+# No new CRIU log line for this long: stuck.
+RESTORE_STALL_S = 120.0
+
+
+class _LogWatch:
+    """Stops a runc restore that loops (its CRIU log past the cap) or stalls (silent too long);
+    once the runtime is gone, `cap_logs` cuts what the loop wrote down to the cap."""
+
+    def __init__(self, logs: list[Path]) -> None:
+        self.logs = logs
+        self.last_size = -1
+        self.last_change = time.monotonic()
+        self.capped = False
+
+    def __call__(self) -> str | None:
+        size = 0
+        for log in self.logs:
+            try:
+                size += log.lstat().st_size
+            except OSError:
+                pass
+        now = time.monotonic()
+        if size != self.last_size:
+            self.last_size, self.last_change = size, now
+        if size > RESTORE_LOG_CAP_BYTES:
+            self.capped = True
+            return (
+                f"CRIU's restore log passed {RESTORE_LOG_CAP_BYTES // (1024 * 1024)} MiB: CRIU is "
+                "looping, most likely over a damaged or truncated image file (the log is cut there)"
+            )
+        if now - self.last_change > RESTORE_STALL_S:
+            return f"CRIU wrote nothing for {RESTORE_STALL_S:g} s: the restore is stuck"
+        return None
+
+    def cap_logs(self) -> None:
+        if self.capped:
+            for log in self.logs:
+                _truncate(log, RESTORE_LOG_CAP_BYTES)
+
+
+def _truncate(path: Path, size: int) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _said_it_exists(result: OperationResult) -> bool:
+    return any("exist" in line for line in [result.error or "", *result.criu_errors])
 
 
 LAZY_SOCKET_WAIT_S = 10.0
@@ -550,11 +655,7 @@ LAZY_TRANSFER_TIMEOUT_S = 3600.0
 
 def _start_lazy_pages(plan: RestorePlan) -> tuple[subprocess.Popen[bytes], float]:
     """Start CRIU's lazy-pages daemon over the image; return once its socket is up."""
-    log = plan.work_dir / "crgpu-lazy-pages-output.log"
-    with log.open("ab") as out:
-        daemon = subprocess.Popen(
-            plan.invocation.helper_argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-        )
+    daemon = spawn_beside(plan.invocation.helper_argv, plan.work_dir / "crgpu-lazy-pages-output.log")
     started = time.monotonic()
     socket = plan.work_dir / "lazy-pages.socket"
     while not socket.exists():

@@ -8,8 +8,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-# runc's own rule for container IDs (libcontainer: `^[\w+-\.]+$`); "." and ".." would escape a root.
-CONTAINER_ID_PATTERN = re.compile(r"^[\w+\-.]+$", re.ASCII)
+# runc's rule for container IDs (libcontainer: `^[\w+-\.]+$`, never "." or ".."), made stricter: the
+# first character is a letter or digit, so an ID can never be read as a flag, and the whole ID fits
+# in one file name (NAME_MAX 255). fullmatch: `$` would let a trailing newline through.
+ID_MAX_CHARS = 255
+CONTAINER_ID_PATTERN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.+-]{{0,{ID_MAX_CHARS - 1}}}", re.ASCII)
+PATH_MAX_BYTES = 4095
+NAME_MAX_BYTES = 255
 
 RuntimeName = Literal["runc", "runsc"]
 RuntimeChoice = Literal["auto", "runc", "runsc"]
@@ -18,23 +23,36 @@ Compression = Literal["none", "flate-best-speed"]
 CudaMode = Literal["auto", "plugin", "driver-api", "off"]
 
 
-def check_container_id(value: str) -> str:
-    """Return the ID when runc would accept it and no path can be escaped with it."""
-    if not value or len(value) > 1024 or value in (".", "..") or not CONTAINER_ID_PATTERN.match(value):
+def check_container_id(value: object) -> str:
+    """Return the ID when runc would accept it, it cannot pass for a flag and no path can be
+    escaped with it; ValueError otherwise. Applied to the command line and to every ID an image holds."""
+    if not isinstance(value, str) or not CONTAINER_ID_PATTERN.fullmatch(value):
         raise ValueError(
-            f"invalid container ID {value!r}: use letters, digits and + - . _ only (runc's rule)"
+            f"invalid container ID {value!r}: start with a letter or digit, then letters, digits and "
+            f"+ - . _ only, at most {ID_MAX_CHARS} characters"
         )
+    return value
+
+
+def check_path_lengths(value: str) -> str:
+    """A path the kernel can take: no NUL, no component over NAME_MAX, not over PATH_MAX."""
+    if "\x00" in value:
+        raise ValueError("path contains a NUL byte")
+    encoded = value.encode("utf-8", "surrogateescape")
+    if len(encoded) > PATH_MAX_BYTES:
+        raise ValueError(f"path is longer than {PATH_MAX_BYTES} bytes")
+    if any(len(part) > NAME_MAX_BYTES for part in encoded.split(b"/")):
+        raise ValueError(f"path has a name longer than {NAME_MAX_BYTES} bytes")
     return value
 
 
 def _absolute(value: Path | None) -> Path | None:
     if value is None:
         return None
-    if "\x00" in str(value):
-        raise ValueError("path contains a NUL byte")
     if str(value) == "":
         raise ValueError("path is empty")
-    return Path(value).expanduser().absolute()
+    check_path_lengths(str(value))
+    return Path(check_path_lengths(str(Path(value).expanduser().absolute())))
 
 
 class _CommonOptions(BaseModel):
@@ -52,6 +70,15 @@ class _CommonOptions(BaseModel):
     manage_cgroups_mode: CgroupsMode | None = None
     # crgpu's own: how long to wait for another crgpu holding the container (None: not at all).
     wait: float | None = Field(default=None, ge=0, le=86400)
+    # runsc global flags the operator passes (they win over the sandbox's and the image's).
+    runtime_flags: tuple[str, ...] = ()
+
+    @field_validator("runtime_flags", mode="after")
+    @classmethod
+    def _runtime_flags_ok(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from crgpu.runtimes.runsc_globals import check_operator_flag
+
+        return tuple(check_operator_flag(flag) for flag in value)
 
     @field_validator("root", "work_path", mode="after")
     @classmethod
@@ -102,6 +129,8 @@ class RestoreOptions(_CommonOptions):
     direct: bool = False
     force: bool = False
     lazy_pages: bool = False
+    # Take the state root and bundle from an image this node did not sign.
+    trust_image: bool = False
 
     @field_validator("container_id", mode="after")
     @classmethod

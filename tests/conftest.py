@@ -19,6 +19,7 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("CRGPU_CACHE_DIR", str(base / "cache"))
     monkeypatch.setenv("CRGPU_WORK_ROOT", str(base / "work"))
     monkeypatch.setenv("CRGPU_LOCK_DIR", str(base / "locks"))
+    monkeypatch.setenv("CRGPU_NODE_KEY", str(base / "key" / "node.key"))
     (base / "config.toml").write_text("")  # never the node's /etc/crgpu/config.toml
     monkeypatch.setenv("CRGPU_CONFIG", str(base / "config.toml"))
     for name in ("CRGPU_RUNC", "CRGPU_RUNSC", "CRGPU_RUNTIME", "CRIU_CONFIG_FILE", "CRGPU_DEBUG"):

@@ -184,7 +184,7 @@ def test_a_runtime_left_paused_after_a_failure_is_resumed(
     script.write_text(text)
     result = crgpu("checkpoint", "--json", "-i", str(tmp_path / "img"), "c1")
     assert result.exit_code == 1
-    assert " resume c1" in calls.read_text()
+    assert " resume -- c1" in calls.read_text()
     assert '"container_status": "running"' in result.stdout
 
 

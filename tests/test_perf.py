@@ -76,6 +76,7 @@ def test_pre_dump_mapping() -> None:
                 "/ckpt/img/predump-1",
                 "--work-path",
                 "/ckpt/work/predump-1",
+                "--",
                 "c1",
             ],
             [
@@ -87,10 +88,11 @@ def test_pre_dump_mapping() -> None:
                 "/ckpt/work/predump-2",
                 "--parent-path",
                 "../predump-1",
+                "--",
                 "c1",
             ],
         ]
-        assert inv.argv[-4:] == ["--leave-running", "--parent-path", "predump-2", "c1"]
+        assert inv.argv[-5:] == ["--leave-running", "--parent-path", "predump-2", "--", "c1"]
 
 
 def test_pre_dump_and_lazy_pages_on_runsc_are_handled() -> None:

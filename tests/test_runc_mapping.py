@@ -111,13 +111,13 @@ def test_checkpoint_mapping(
 ) -> None:
     for runc, flags, conf in ((RUNC_11, flags11, conf11), (RUNC_13, flags13, conf13)):
         inv = ckpt(runc, **options)
-        assert inv.argv == [*BASE_CKPT, *flags, "c1"]
+        assert inv.argv == [*BASE_CKPT, *flags, "--", "c1"]
         assert config_lines(inv.criu_config) == conf
         assert inv.env == (CONF_DUMP if conf else {})
         assert inv.criu_config_path == (WORK / "crgpu-criu-dump.conf" if conf else None)
         # Never a flag the binary does not know.
         known = runc.checkpoint_flags
-        assert all(a.removeprefix("--") in known for a in inv.argv[3:] if a.startswith("--"))
+        assert all(a.removeprefix("--") in known for a in inv.argv[3:] if a.startswith("--") and a != "--")
 
 
 RESTORE_CASES = [
@@ -139,7 +139,7 @@ def test_restore_mapping(
     runc: RuntimeBinary, options: dict[str, object], flags: list[str], conf: list[str]
 ) -> None:
     inv = rest(runc, **options)
-    assert inv.argv == [*BASE_RESTORE, *flags, "c1"]
+    assert inv.argv == [*BASE_RESTORE, *flags, "--", "c1"]
     assert config_lines(inv.criu_config) == conf
     assert inv.env == (CONF_RESTORE if conf else {})
 
@@ -147,7 +147,12 @@ def test_restore_mapping(
 def test_cgroups_ignore_needs_runc_1_2() -> None:
     with pytest.raises(PreconditionError, match=r"needs runc 1\.2 or newer; this is runc 1\.1\.15"):
         ckpt(RUNC_11, manage_cgroups_mode="ignore")
-    assert ckpt(RUNC_13, manage_cgroups_mode="ignore").argv[-3:] == ["--manage-cgroups-mode", "ignore", "c1"]
+    assert ckpt(RUNC_13, manage_cgroups_mode="ignore").argv[-4:] == [
+        "--manage-cgroups-mode",
+        "ignore",
+        "--",
+        "c1",
+    ]
 
 
 def test_runsc_only_options_are_refused_on_runc() -> None:

@@ -53,6 +53,7 @@ def test_sandbox_globals_are_the_flags_before_boot_minus_root() -> None:
         "--root=/tmp/r",
         "boot",
         "--bundle=/b",
+        "--",
         "g1",
     ]
     assert sandbox_global_flags(cmdline) == GLOBALS
@@ -70,6 +71,7 @@ def test_plain_checkpoint_carries_the_sandbox_globals(runsc: RuntimeBinary) -> N
         "--image-path",
         "/ckpt/g",
         "--leave-running",
+        "--",
         "g1",
     ]
     assert inv.env == {} and inv.criu_config is None
@@ -84,6 +86,7 @@ def test_runsc_own_options() -> None:
         "--compression=none",
         "--direct",
         "--exclude-committed-zero-pages",
+        "--",
         "g1",
     ]
 
@@ -145,6 +148,7 @@ def test_gpu_container_on_2026_runsc_passes_cuda_checkpoint_path() -> None:
         "--image-path",
         "/ckpt/g",
         "--cuda-checkpoint-path=/usr/bin/cuda-checkpoint",
+        "--",
         "g1",
     ]
     with pytest.raises(PreconditionError, match="needs the path of cuda-checkpoint"):
@@ -174,6 +178,7 @@ def test_restore_uses_the_stored_globals(runsc: RuntimeBinary) -> None:
         "--pid-file",
         "/run/g1.pid",
         "--direct",
+        "--",
         "g1",
     ]
     assert any("--nvproxy" in note for note in inv.notes)
@@ -191,7 +196,8 @@ def test_every_flag_passed_is_known_to_the_binary() -> None:
     }
     for runsc in (RUNSC_2024, RUNSC_2026):
         inv = ckpt(runsc, **everything)
-        verb_args = inv.argv[inv.argv.index("checkpoint") + 1 : -1]
+        verb_args = inv.argv[inv.argv.index("checkpoint") + 1 : -2]
+        assert inv.argv[-2:] == ["--", "g1"]
         names = {arg.lstrip("-").split("=")[0] for arg in verb_args if arg.startswith("-")}
         assert names <= runsc.checkpoint_flags
 

@@ -160,7 +160,7 @@ def test_manifest_round_trip_and_incomplete_image(tmp_path: Path) -> None:
     assert read_manifest(tmp_path).container.id == "c1"
     assert not list(tmp_path.glob(".*tmp"))
     (tmp_path / "crgpu.json").write_text("{")
-    with pytest.raises(PreconditionError, match="damaged"):
+    with pytest.raises(PreconditionError, match="not valid JSON"):
         read_manifest(tmp_path)
 
 

@@ -7,7 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from crgpu.cli.common import DebugOpt, DryRunOpt, JsonOpt, QuietOpt, run_guarded, show_and_run, validated
+from crgpu.cli.common import (
+    DebugOpt,
+    DryRunOpt,
+    JsonOpt,
+    QuietOpt,
+    RuntimeFlagOpt,
+    run_guarded,
+    show_and_run,
+    validated,
+)
 from crgpu.cli.render import Renderer
 
 EXAMPLES = """
@@ -119,6 +128,7 @@ def checkpoint(
         Optional[Path],
         typer.Option("--root", help="The runtime's state root (default: search the known roots)."),
     ] = None,
+    runtime_flags: RuntimeFlagOpt = None,
     as_json: JsonOpt = False,
     dry_run: DryRunOpt = False,
     debug: DebugOpt = False,
@@ -157,6 +167,7 @@ def checkpoint(
                 "wait": wait,
                 "runtime": runtime,
                 "root": root,
+                "runtime_flags": tuple(runtime_flags or ()),
             },
         )
         plan = operations.plan_checkpoint(opts)

@@ -6,12 +6,13 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
 import typer
 
 from crgpu.cli.render import Renderer
 from crgpu.errors import CrgpuError, ExitCode, UsageError
+from crgpu.textsafe import printable
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -30,6 +31,14 @@ DryRunOpt = Annotated[
 ]
 DebugOpt = Annotated[
     bool, typer.Option("--debug", help="Show tracebacks of internal errors.", envvar="CRGPU_DEBUG")
+]
+RuntimeFlagOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--runtime-flag",
+        metavar="FLAG",
+        help="runsc: a global flag to pass (--name=value; repeatable); wins over the sandbox's and the image's.",
+    ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and data.")]
 
@@ -63,6 +72,17 @@ def run_guarded(renderer: Renderer, debug: bool, body: Callable[[], int]) -> Non
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     except (typer.Exit, SystemExit):
         raise
+    except OSError as exc:
+        # A path the kernel refused that no check above caught: a path problem, not a crash.
+        where = f" {printable(exc.filename)}" if exc.filename else ""
+        renderer.error(
+            CrgpuError(
+                f"cannot use{where}: {exc.strerror or exc}",
+                hint="check the path and its permissions",
+                exit_code=ExitCode.IMAGE_PATH,
+            )
+        )
+        raise typer.Exit(int(ExitCode.IMAGE_PATH)) from None
     except Exception as exc:
         if debug or os.environ.get("CRGPU_DEBUG"):
             traceback.print_exc(file=sys.stderr)
@@ -89,7 +109,7 @@ def show_and_run(
         renderer.result(preview())
         return 0
     for note in notes:
-        renderer.status(f"[dim]note:[/dim] {note}")
+        renderer.status(note, label="note:", style="dim")
     with renderer.stream(title) as sink:
         result = execute(sink)
     renderer.result(result)

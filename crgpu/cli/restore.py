@@ -7,7 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from crgpu.cli.common import DebugOpt, DryRunOpt, JsonOpt, QuietOpt, run_guarded, show_and_run, validated
+from crgpu.cli.common import (
+    DebugOpt,
+    DryRunOpt,
+    JsonOpt,
+    QuietOpt,
+    RuntimeFlagOpt,
+    run_guarded,
+    show_and_run,
+    validated,
+)
 from crgpu.cli.render import Renderer
 
 EXAMPLES = """
@@ -74,6 +83,13 @@ def restore(
         bool,
         typer.Option("--force", help="Proceed past the image checks (missing crgpu.json, runtime mismatch)."),
     ] = False,
+    trust_image: Annotated[
+        bool,
+        typer.Option(
+            "--trust-image",
+            help="Let an image this node did not sign choose the state root and bundle.",
+        ),
+    ] = False,
     lazy_pages: Annotated[
         bool,
         typer.Option(
@@ -92,6 +108,7 @@ def restore(
     root: Annotated[
         Optional[Path], typer.Option("--root", help="The runtime's state root (default: from crgpu.json).")
     ] = None,
+    runtime_flags: RuntimeFlagOpt = None,
     as_json: JsonOpt = False,
     dry_run: DryRunOpt = False,
     debug: DebugOpt = False,
@@ -123,8 +140,10 @@ def restore(
                 "force": force,
                 "wait": wait,
                 "lazy_pages": lazy_pages,
+                "trust_image": trust_image,
                 "runtime": runtime,
                 "root": root,
+                "runtime_flags": tuple(runtime_flags or ()),
             },
         )
         plan = operations.plan_restore(opts)

@@ -92,6 +92,14 @@ def runc_binary_from_texts(path: Path, texts: dict[str, str]) -> RuntimeBinary:
     return binary_from_texts("runc", path, texts)
 
 
+def _no_runtime_flags(flags: tuple[str, ...]) -> None:
+    if flags:
+        raise PreconditionError(
+            "--runtime-flag is for runsc's global flags; crgpu passes no global flags to runc",
+            hint="drop --runtime-flag for runc containers",
+        )
+
+
 class RuncAdapter(BinaryAdapter):
     name = "runc"
 
@@ -154,6 +162,7 @@ class RuncAdapter(BinaryAdapter):
     def checkpoint_invocation(
         self, opts: CheckpointOptions, info: ContainerInfo, work_dir: Path
     ) -> Invocation:
+        _no_runtime_flags(opts.runtime_flags)
         for field in RUNSC_ONLY_CHECKPOINT:
             if getattr(opts, field):
                 raise PreconditionError(
@@ -183,6 +192,7 @@ class RuncAdapter(BinaryAdapter):
                         str(work_dir / f"predump-{k}"),
                         *parent,
                         *[a for a in args if a != "--leave-running"],
+                        "--",
                         info.id,
                     ]
                 )
@@ -195,6 +205,7 @@ class RuncAdapter(BinaryAdapter):
             "--work-path",
             str(work_dir),
             *args,
+            "--",
             info.id,
         ]
         return Invocation(
@@ -210,10 +221,18 @@ class RuncAdapter(BinaryAdapter):
         work_dir: Path,
         global_flags: list[str],
     ) -> Invocation:
+        _no_runtime_flags(opts.runtime_flags)
         if opts.direct:
             raise PreconditionError("--direct is a runsc option; runc (CRIU) has no such setting")
+        if global_flags:
+            notes_before = [
+                f"the image's runtime global flags are not used (runc takes none from an image): {' '.join(global_flags)}"
+            ]
+        else:
+            notes_before = []
         flags = self.binary.restore_flags
         args, config, notes = self._map_routes(RESTORE_ROUTES, opts.model_dump(), flags, "restore")
+        notes = notes_before + notes
         args += self._cgroups_args(opts.manage_cgroups_mode, flags, "restore")
         if opts.detach:
             args.append("--detach")
@@ -250,6 +269,7 @@ class RuncAdapter(BinaryAdapter):
             "--bundle",
             str(bundle),
             *args,
+            "--",
             container_id,
         ]
         return Invocation(
@@ -258,7 +278,7 @@ class RuncAdapter(BinaryAdapter):
 
     def status(self, container_id: str, root: Path) -> str | None:
         """runc's own view (`running`, `paused`, `stopped`, ...), or None when it has none."""
-        out = run_capture([*self._base(root), "state", container_id])
+        out = run_capture([*self._base(root), "state", "--", container_id])
         try:
             return str(json.loads(out).get("status"))
         except ValueError:
@@ -268,10 +288,10 @@ class RuncAdapter(BinaryAdapter):
         """runc removes a container it checkpointed without --leave-running itself."""
 
     def resume(self, container_id: str, root: Path) -> None:
-        run_capture([*self._base(root), "resume", container_id])
+        run_capture([*self._base(root), "resume", "--", container_id])
 
     def delete(self, container_id: str, root: Path) -> None:
-        run_capture([*self._base(root), "delete", "--force", container_id])
+        run_capture([*self._base(root), "delete", "--force", "--", container_id])
 
     def check_gpu_restore(self, force: bool) -> list[str]:
         return []

@@ -25,6 +25,7 @@ from crgpu.runtimes.base import (
     resolve_binary,
     run_capture,
 )
+from crgpu.runtimes.runsc_globals import RESERVED, carried_globals, flag_key, is_boot_only
 
 # Options CRIU has and runsc does not; what crgpu tells the operator about each.
 HANDLED_IN_SANDBOX = {
@@ -45,8 +46,6 @@ CHECKPOINT_FLAGS = {
     "exclude_committed_zero_pages": "exclude-committed-zero-pages",
     "cuda_checkpoint_path": "cuda-checkpoint-path",
 }
-# Global flags that runsc sets for itself in the sandbox's command line, never for a user.
-SANDBOX_ONLY_GLOBALS = ("root",)
 
 
 def discover_runsc() -> RuntimeBinary:
@@ -69,15 +68,15 @@ def runsc_binary_from_texts(path: Path, texts: dict[str, str]) -> RuntimeBinary:
 
 
 def sandbox_global_flags(cmdline: list[str]) -> list[str]:
-    """The global flags of a `runsc-sandbox <globals> boot ...` command line, minus --root."""
+    """The global flags of a `runsc-sandbox <globals> boot ...` command line, minus --root and the
+    boot-only file descriptors. Still untrusted: carried_globals judges them before any use."""
     if "boot" not in cmdline:
         return []
     flags = cmdline[1 : cmdline.index("boot")]
-    return [flag for flag in flags if _flag_key(flag) not in SANDBOX_ONLY_GLOBALS]
+    return [flag for flag in flags if not is_boot_only(_flag_key(flag)) and _flag_key(flag) not in RESERVED]
 
 
-def _flag_key(flag: str) -> str:
-    return flag.lstrip("-").split("=", 1)[0]
+_flag_key = flag_key
 
 
 def set_global(flags: list[str], name: str, value: str | None) -> list[str]:
@@ -153,8 +152,15 @@ class RunscAdapter(BinaryAdapter):
                     hint=f"use a newer runsc, or drop {option_flag(field)}",
                 )
             args += [f"--{flag}"] if value is True else [f"--{flag}={value}"]
-        global_flags = self._tcp_globals(list(info.global_flags), opts.tcp_established)
-        argv = [*self._base(info.root, global_flags), "checkpoint", *args, info.id]
+        carried, dropped = carried_globals(
+            info.global_flags,
+            opts.runtime_flags,
+            self.binary.global_flags,
+            "the sandbox's command line",
+        )
+        notes += dropped
+        global_flags = self._tcp_globals(carried, opts.tcp_established)
+        argv = [*self._base(info.root, global_flags), "checkpoint", *args, "--", info.id]
         return Invocation(argv=argv, notes=notes, global_flags=global_flags)
 
     def restore_invocation(
@@ -186,10 +192,14 @@ class RunscAdapter(BinaryAdapter):
             if "direct" not in self.binary.restore_flags:
                 raise PreconditionError(f"--direct cannot reach {self.label}: its restore has no --direct")
             args.append("--direct")
-        flags = self._tcp_globals(list(global_flags), opts.tcp_established)
+        carried, dropped = carried_globals(
+            global_flags, opts.runtime_flags, self.binary.global_flags, "the image"
+        )
+        notes += dropped
+        flags = self._tcp_globals(carried, opts.tcp_established)
         if has_nvproxy(flags):
             notes.append("the sandbox ran with --nvproxy: kept for the restored sandbox")
-        argv = [*self._base(root, flags), "restore", *args, container_id]
+        argv = [*self._base(root, flags), "restore", *args, "--", container_id]
         return Invocation(argv=argv, notes=notes, global_flags=flags)
 
     def check_gpu_restore(self, force: bool) -> list[str]:
@@ -211,7 +221,7 @@ class RunscAdapter(BinaryAdapter):
         raise PreconditionError(message, hint="install a supported driver or a newer runsc (or --force)")
 
     def status(self, container_id: str, root: Path) -> str | None:
-        out = run_capture([str(self.binary.path), f"--root={root}", "state", container_id])
+        out = run_capture([str(self.binary.path), f"--root={root}", "state", "--", container_id])
         try:
             state = json.loads(out)
         except ValueError:
@@ -224,10 +234,10 @@ class RunscAdapter(BinaryAdapter):
         self.delete(container_id, root)
 
     def resume(self, container_id: str, root: Path) -> None:
-        run_capture([str(self.binary.path), f"--root={root}", "resume", container_id])
+        run_capture([str(self.binary.path), f"--root={root}", "resume", "--", container_id])
 
     def delete(self, container_id: str, root: Path) -> None:
-        run_capture([str(self.binary.path), f"--root={root}", "delete", "--force", container_id])
+        run_capture([str(self.binary.path), f"--root={root}", "delete", "--force", "--", container_id])
 
     def log_paths(self, verb: str, work_dir: Path, global_flags: list[str]) -> list[Path]:
         for flag in global_flags:
