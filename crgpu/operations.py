@@ -570,11 +570,8 @@ def execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None =
             result.stats = _stats(
                 plan.work_dir / "stats-restore", "runtime_restore_duration", result.duration_s
             )
-            if plan.adapter.name == "runc" and "restore_time" not in result.stats:
-                result.warnings.append(
-                    f"CRIU's statistics could not be read from {plan.work_dir / 'stats-restore'} "
-                    "(is the work path full?): this restore has no CRIU statistics"
-                )
+            if plan.adapter.name == "runc":
+                result.warnings += _lost_records(plan.work_dir, result.stats, logs)
             if plan.manifest is not None and plan.manifest.cuda.get("mode") == "driver-api":
                 _restore_cuda(plan, result)
             if lazy_s is not None:
@@ -643,6 +640,24 @@ def _truncate(path: Path, size: int) -> None:
         os.ftruncate(fd, size)
     finally:
         os.close(fd)
+
+
+def _lost_records(work_dir: Path, stats: dict[str, float], logs: list[Path]) -> list[str]:
+    """What CRIU could not write during a restore that worked (a full work path does that)."""
+    lost = []
+    if "restore_time" not in stats:
+        lost.append(
+            f"CRIU's statistics could not be read from {work_dir / 'stats-restore'} "
+            "(is the work path full?): this restore has no CRIU statistics"
+        )
+    for log in logs:
+        try:
+            empty = log.lstat().st_size == 0
+        except OSError:
+            empty = True
+        if empty:
+            lost.append(f"CRIU's log {log} is missing or empty (is the work path full?)")
+    return lost
 
 
 def _said_it_exists(result: OperationResult) -> bool:

@@ -115,17 +115,7 @@ def run_streaming(
         follower = _LineFollower(output_log, sink, tail)
         start = time.monotonic()
         try:
-            child = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                close_fds=True,
-                umask=RUNTIME_UMASK,
-                process_group=0,
-                preexec_fn=_die_with_parent(),
-            )
+            child = _spawn(argv, out, env)
         except OSError as exc:
             follower.close()
             raise NotFoundError(f"cannot run {argv[0]}: {exc.strerror}") from exc
@@ -226,15 +216,22 @@ def spawn_beside(argv: list[str], output_log: Path) -> subprocess.Popen[bytes]:
     own rules: umask 077, its own process group, dies with crgpu."""
     out = open_private_append(output_log)
     try:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            close_fds=True,
-            umask=RUNTIME_UMASK,
-            process_group=0,
-            preexec_fn=_die_with_parent(),
-        )
+        return _spawn(argv, out, None)
     finally:
         os.close(out)
+
+
+def _spawn(argv: list[str], out: int, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+    """The runtime's rules for every process crgpu starts: no stdin, output into `out`, umask
+    077, a process group of its own, killed when crgpu dies."""
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+        close_fds=True,
+        umask=RUNTIME_UMASK,
+        process_group=0,
+        preexec_fn=_die_with_parent(),
+    )

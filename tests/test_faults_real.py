@@ -46,13 +46,6 @@ def _env(container: testbed.RuncContainer) -> dict[str, str]:
     return {**os.environ, "CRGPU_RUNC": container.runc}
 
 
-def _wait_for(path: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.01)
-
-
 def test_sigint_during_checkpoint_leaves_no_image_and_a_running_container(
     big: testbed.RuncContainer, short_tmp: Path
 ) -> None:
@@ -64,7 +57,7 @@ def test_sigint_during_checkpoint_leaves_no_image_and_a_running_container(
         text=True,
         env=_env(big),
     )
-    _wait_for(image / "dump.log")  # CRIU has started dumping
+    testbed.wait_for_path(image / "dump.log")  # CRIU has started dumping
     time.sleep(0.05)  # well inside the ~0.5 s dump of 300 MB
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=60)
@@ -97,7 +90,7 @@ def test_second_crgpu_on_the_same_container_is_busy(big: testbed.RuncContainer, 
         text=True,
         env=_env(big),
     )
-    _wait_for(first_image / "dump.log")
+    testbed.wait_for_path(first_image / "dump.log")
     os.environ["CRGPU_RUNC"] = big.runc
     try:
         busy = crgpu(
@@ -123,6 +116,32 @@ def test_second_crgpu_on_the_same_container_is_busy(big: testbed.RuncContainer, 
     assert first.returncode == 0
     assert (first_image / "crgpu.json").is_file() and (short_tmp / "third" / "crgpu.json").is_file()
     assert big.status() == "running"
+
+
+def test_sigkill_of_crgpu_mid_dump_leaves_no_runtime_and_a_running_container(
+    big: testbed.RuncContainer, short_tmp: Path
+) -> None:
+    image = short_tmp / "img"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "crgpu", "checkpoint", "--root", str(big.root), "-i", str(image), big.id],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(big),
+    )
+    testbed.wait_for_path(image / "dump.log")  # CRIU has started dumping
+    time.sleep(0.05)
+    child.kill()
+    child.wait()
+    deadline = time.monotonic() + 30
+    while testbed.processes_naming(str(image)):  # runc and CRIU, by their image path
+        assert time.monotonic() < deadline, testbed.processes_naming(str(image))
+        time.sleep(0.1)
+    assert not (image / "crgpu.json").exists()
+    deadline = time.monotonic() + 10
+    while big.status() != "running":
+        assert time.monotonic() < deadline, big.status()
+        time.sleep(0.1)
+    testbed.wait_counter_above(big.bundle, testbed.read_counter(big.bundle))
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,23 +16,6 @@ from tests import testbed
 from tests.helpers import crgpu, crgpu_json
 
 Start = Callable[..., testbed.RuncContainer]
-BIG = (
-    "exec </dev/null >/tmp/log 2>&1; x=$(head -c 300000000 /dev/zero | tr '\\0' a); "
-    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
-)
-
-
-def _processes_naming(text: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmdline:
-                found.append(f"{entry.name}: {cmdline}")
-    return found
 
 
 def test_images_hold_criu_files_0600_in_a_0700_dir(runc_container: Start, short_tmp: Path) -> None:
@@ -100,48 +82,6 @@ def test_a_planted_dump_log_link_is_never_written_through(runc_container: Start,
     assert container.status() == "running"
 
 
-@pytest.fixture
-def big(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[testbed.RuncContainer]:
-    testbed.require_root()
-    runc = testbed.require_binary(shutil.which("runc"), "runc")
-    bundle = testbed.make_bundle(short_tmp / "big", BIG)
-    (bundle / "rootfs" / "bin" / "tr").symlink_to("busybox")
-    container = testbed.RuncContainer(runc, short_tmp / "root", bundle, f"crgpu-kill-{os.getpid()}").start()
-    monkeypatch.setenv("CRGPU_RUNC", runc)
-    testbed.wait_counter_above(container.bundle, 1, timeout=60)
-    yield container
-    container.delete()
-
-
-def test_sigkill_of_crgpu_mid_dump_leaves_no_runtime_and_a_running_container(
-    big: testbed.RuncContainer, short_tmp: Path
-) -> None:
-    image = short_tmp / "img"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "crgpu", "checkpoint", "--root", str(big.root), "-i", str(image), big.id],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=os.environ.copy(),
-    )
-    deadline = time.monotonic() + 30
-    while not (image / "dump.log").exists():
-        assert time.monotonic() < deadline, "CRIU never started"
-        time.sleep(0.01)
-    time.sleep(0.05)
-    child.kill()
-    child.wait()
-    deadline = time.monotonic() + 30
-    while _processes_naming(str(image)):  # runc and CRIU, by their image path
-        assert time.monotonic() < deadline, _processes_naming(str(image))
-        time.sleep(0.1)
-    assert not (image / "crgpu.json").exists()
-    deadline = time.monotonic() + 10
-    while big.status() != "running":
-        assert time.monotonic() < deadline, big.status()
-        time.sleep(0.1)
-    testbed.wait_counter_above(big.bundle, testbed.read_counter(big.bundle))
-
-
 def test_a_restore_of_a_truncated_image_is_stopped_and_its_log_capped(
     runc_container: Start, short_tmp: Path
 ) -> None:
@@ -157,14 +97,16 @@ def test_a_restore_of_a_truncated_image_is_stopped_and_its_log_capped(
     started = time.monotonic()
     code, doc = crgpu_json("restore", "--work-path", str(work), "-i", str(image))
     took = time.monotonic() - started
-    assert code != 0, doc
-    assert took < 30, took
+    print(f"truncated-image restore stopped after {took:.2f} s: {doc['error']}")
+    assert code == 1, doc
+    assert "CRIU is looping" in doc["error"]
+    assert took < 10, took  # the issue: stopped within 10 s of the loop starting
     log = work / "restore.log"
     from crgpu.operations import RESTORE_LOG_CAP_BYTES
 
     assert log.stat().st_size <= RESTORE_LOG_CAP_BYTES
     assert container.status() is None  # nothing half-restored is left behind
-    assert not _processes_naming(str(image))
+    assert not testbed.processes_naming(str(image))
 
 
 def test_a_restore_whose_work_path_fills_up_says_so(runc_container: Start, short_tmp: Path) -> None:
@@ -186,7 +128,7 @@ def test_a_restore_whose_work_path_fills_up_says_so(runc_container: Start, short
         # The restore itself works (CRIU's log write fails silently); what was lost is said.
         assert code == 0, doc
         assert doc["container_status"] == "running"
-        assert len(doc["warnings"]) == 1 and "statistics could not be read" in doc["warnings"][0]
+        assert doc["warnings"] and "statistics could not be read" in doc["warnings"][0]
     finally:
         subprocess.run(["umount", "-l", str(tiny)], capture_output=True)
 

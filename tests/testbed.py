@@ -115,6 +115,28 @@ def wait_counter_above(bundle: Path, value: int, timeout: float = 5.0) -> int:
     raise AssertionError(f"counter in {bundle} did not pass {value} within {timeout} s")
 
 
+def wait_for_path(path: Path, timeout: float = 30) -> None:
+    """Until `path` exists (a runtime or CRIU has started writing there)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+def processes_naming(text: str) -> list[str]:
+    """Every process whose command line holds `text` (a runtime or CRIU, by its image path)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
 class RuncContainer:
     """A real runc container under a private root, deleted at teardown."""
 
