@@ -235,3 +235,16 @@ def test_cuda_state_without_a_driver_is_one_line(monkeypatch: pytest.MonkeyPatch
     errors = [line for line in result.stderr.splitlines() if line.startswith("crgpu: error:")]
     assert len(errors) == 1 and "CUDA driver" in errors[0]
     assert "Traceback" not in result.output
+
+
+def test_cuda_restore_with_a_device_map_calls_the_driver_with_it(node: Node) -> None:
+    old, new = "GPU-00000000-0000-0000-0000-0000000000a1", "GPU-00000000-0000-0000-0000-0000000000b1"
+    crgpu("cuda", "lock", "--pid", "101")
+    crgpu("cuda", "checkpoint", "--pid", "101")
+    result = crgpu("cuda", "restore", "--pid", "101", "--device-map", f"{old}={new}", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["state"] == "locked"
+    calls = json.loads(node.state.read_text())["calls"]
+    assert calls[-1] == ["restore", 101, {old: new}]
+    bad = crgpu("cuda", "restore", "--pid", "101", "--device-map", "nonsense")
+    assert bad.exit_code == 2 and "OLD-UUID=NEW-UUID" in bad.stderr

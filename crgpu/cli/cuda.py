@@ -112,12 +112,7 @@ def restore(
     quiet: QuietOpt = False,
 ) -> None:
     """Put a checkpointed process's GPU state back (it stays locked)."""
-    renderer = Renderer(as_json=as_json, quiet=quiet)
-    pairs: dict[str, str] = {}
-    run_guarded(
-        renderer, debug, lambda: (pairs.update(_device_map(device_map)), 0)[1]
-    ) if device_map else None
-    _run("restore", pid, as_json, quiet, debug, device_map=pairs)
+    _run("restore", pid, as_json, quiet, debug, device_map=device_map)
 
 
 @cuda_app.command("unlock", epilog=EXAMPLES)
