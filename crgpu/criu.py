@@ -22,10 +22,23 @@ class FailureHint:
 
 # Error lines CRIU logs on every run here that never explain a failure.
 BENIGN_ERRORS = (re.compile(r"rlimit: Can't setup RLIMIT_NOFILE"),)
-# Error lines that only say that something above failed.
-GENERIC_ERRORS = (re.compile(r"Dumping FAILED|Restoring FAILED|\(pid: \d+\) failed with|^Dump files"),)
+# Error lines that only say that something above failed (CRIU's, and runc's own wrappers).
+GENERIC_ERRORS = (
+    re.compile(r"Dumping FAILED|Restoring FAILED|\(pid: \d+\) failed with|^Dump files"),
+    re.compile(
+        r"(?i)^container (?:is )?still running$|^criu swrk failed: exit status \d+$|^exit status \d+$"
+        r"|^criu failed: type \w+ errno \d+"
+    ),
+)
+# runc logs through logrus: `time=".." level=error msg="first\nsecond"`, one line holding several.
+_LOGRUS_MSG = re.compile(r'\blevel=(?:error|fatal)\s+msg="((?:[^"\\]|\\.)*)"')
 
 KNOWN_FAILURES: tuple[FailureHint, ...] = (
+    FailureHint(
+        re.compile(r"CRIU version check failed"),
+        "CRIU did not start under runc: run `criu check`, and check any CRIU config file it reads "
+        "(CRIU_CONFIG_FILE, /etc/criu/runc.conf, /etc/criu/default.conf) for an option it rejects",
+    ),
     FailureHint(
         re.compile(r"Can't create link remap|Use link-remap option"),
         "a process holds a deleted file open: checkpoint again with --link-remap",
@@ -116,6 +129,20 @@ def hint_for(lines: list[str]) -> str | None:
             if known.pattern.search(line):
                 return known.hint
     return None
+
+
+def runtime_error_lines(lines: list[str]) -> list[str]:
+    """The error messages in a runtime's output, one per line: a logrus line's `msg` is unquoted
+    and split where runc joined several errors with newlines."""
+    found: list[str] = []
+    for line in lines:
+        match = _LOGRUS_MSG.search(line)
+        if match is None:
+            found.append(line)
+            continue
+        text = match.group(1).replace('\\"', '"').replace("\\t", " ")
+        found += [part.strip() for part in text.split("\\n") if part.strip()]
+    return found
 
 
 def headline(lines: list[str]) -> str | None:

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, cast
 
 from crgpu import config
-from crgpu.criu import criu_log_errors, dirty_tracking, headline, hint_for, read_stats
+from crgpu.criu import (
+    criu_log_errors,
+    dirty_tracking,
+    headline,
+    hint_for,
+    read_stats,
+    runtime_error_lines,
+)
 from crgpu.cuda import CudaProcess, cuda_processes, device_map, host_pids_for, load_driver
 from crgpu.cuda_flow import DriverApiSession, select_mode
 from crgpu.errors import (
@@ -322,7 +329,9 @@ def _run(
         return
     logs = [path for path in adapter.log_paths(verb, work_dir, inv.global_flags) if path.exists()]
     errors = criu_log_errors(logs[0]) if logs and adapter.name == "runc" else []
-    runtime_errors = [line for line in run.tail if _ERRORISH.search(line) and not line.startswith(" ")]
+    runtime_errors = runtime_error_lines(
+        [line for line in run.tail if _ERRORISH.search(line) and not line.startswith(" ")]
+    )
     result.ok = False
     result.criu_errors = errors
     result.log_path = str(logs[0]) if logs else str(output_log)

@@ -186,3 +186,25 @@ def test_tcp_close_round_trip_hands_criu_a_config_file(runc_container: Start, sh
     config = Path(doc["env"]["CRIU_CONFIG_FILE"])
     assert config.parent == Path(doc["work_path"]) and "tcp-close" in config.read_text().splitlines()
     assert container.status() == "running"
+
+
+def test_a_criu_that_does_not_start_is_named_in_the_headline(
+    runc_container: Start, short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    container = runc_container()
+    bad = short_tmp / "bad.conf"
+    bad.write_text("no-such-criu-option\n")
+    monkeypatch.setenv("CRIU_CONFIG_FILE", str(bad))
+    code, doc = crgpu_json(
+        "checkpoint",
+        "--leave-running",
+        "--root",
+        str(container.root),
+        "-i",
+        str(short_tmp / "i"),
+        container.id,
+    )
+    assert code == 1
+    assert doc["error"].endswith(": CRIU version check failed: read criu-xprt-cln: connection reset by peer")
+    assert "criu check" in doc["hint"] and "CRIU_CONFIG_FILE" in doc["hint"]
+    assert container.status() == "running"

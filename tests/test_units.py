@@ -221,3 +221,22 @@ def test_stats_decoding_matches_crit(tmp_path: Path) -> None:
     assert read_stats(tmp_path / "absent") == {}
     (tmp_path / "bad").write_bytes(b"\x00" * 8 + b"\xff\xff\x00\x00" + b"\x0a\xff")
     assert read_stats(tmp_path / "bad") == {}
+
+
+def test_the_headline_is_the_cause_not_runcs_generic_wrapper() -> None:
+    from crgpu.criu import runtime_error_lines
+
+    # Captured from runc 1.1.15 and 1.3.6 with a CRIU config file CRIU rejects.
+    real = (
+        'time="2026-11-29T18:20:29Z" level=error msg="CRIU version check failed: read criu-xprt-cln: '
+        'connection reset by peer\\ncriu swrk failed: exit status 1"'
+    )
+    lines = runtime_error_lines([real])
+    assert lines == [
+        "CRIU version check failed: read criu-xprt-cln: connection reset by peer",
+        "criu swrk failed: exit status 1",
+    ]
+    assert headline(lines) == lines[0]
+    assert "criu check" in (hint_for(lines) or "")
+    wrapped = 'time="x" level=error msg="container still running\\nconfig file: unknown option \\"bogus\\""'
+    assert headline(runtime_error_lines([wrapped])) == 'config file: unknown option "bogus"'
