@@ -1,7 +1,9 @@
-"""Completions and man pages: generated from the app, never stale, valid for their shells and groff."""
+"""Completions, man pages and the README's option table: generated from the app and the option
+table, never stale, valid for their shells and groff."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -11,15 +13,28 @@ from pathlib import Path
 
 import pytest
 
-from crgpu.cli import docs
 from tests import testbed
 
 ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("gendocs", ROOT / "scripts" / "gendocs.py")
+assert _spec is not None and _spec.loader is not None
+docs = importlib.util.module_from_spec(_spec)
+sys.modules["gendocs"] = docs  # dataclasses look their module up there
+_spec.loader.exec_module(docs)
 PAGES = ["crgpu.1", "crgpu-checkpoint.1", "crgpu-restore.1", "crgpu-doctor.1", "crgpu-inspect.1"]
 
 
 def test_generated_files_are_not_stale() -> None:
-    assert docs.main(["--check"]) == 0, "run `python -m crgpu.cli.docs` and commit the result"
+    assert docs.main(["--check"]) == 0, "run `.venv/bin/python scripts/gendocs.py` and commit the result"
+
+
+def test_the_readme_option_table_is_the_option_table() -> None:
+    from crgpu import option_table
+
+    readme = (ROOT / "README.md").read_text()
+    assert option_table.readme_table() in readme
+    edited = readme.replace("| `--link-remap` | checkpoint |", "| `--link-remap` | restore |")
+    assert edited != readme and docs.readme(edited) == readme  # a hand edit is made stale
 
 
 def test_a_changed_definition_makes_them_stale(monkeypatch: pytest.MonkeyPatch) -> None:

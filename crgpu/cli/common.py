@@ -6,7 +6,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -31,14 +31,6 @@ DryRunOpt = Annotated[
 ]
 DebugOpt = Annotated[
     bool, typer.Option("--debug", help="Show tracebacks of internal errors.", envvar="CRGPU_DEBUG")
-]
-RuntimeFlagOpt = Annotated[
-    Optional[list[str]],
-    typer.Option(
-        "--runtime-flag",
-        metavar="FLAG",
-        help="runsc: a global flag to pass (--name=value; repeatable); wins over the sandbox's and the image's.",
-    ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and data.")]
 

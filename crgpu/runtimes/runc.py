@@ -16,6 +16,7 @@ from pathlib import Path
 
 from crgpu.criu import config_text
 from crgpu.errors import NotFoundError, PreconditionError
+from crgpu.option_table import OPTIONS, options_for
 from crgpu.options import CheckpointOptions, RestoreOptions
 from crgpu.runtimes.base import (
     BinaryAdapter,
@@ -43,28 +44,17 @@ class OptionRoute:
     criu_key: str | None
 
 
-CHECKPOINT_ROUTES: tuple[OptionRoute, ...] = (
-    OptionRoute("leave_running", "leave-running", None),
-    OptionRoute("tcp_established", "tcp-established", None),
-    # runc 1.3+: a flag, and always sent over RPC; 1.1/1.2: only the config file reaches CRIU.
-    OptionRoute("skip_in_flight", "tcp-skip-in-flight", "skip-in-flight"),
-    OptionRoute("link_remap", "link-remap", "link-remap"),
-    # No runc has --tcp-close and none sends it over RPC.
-    OptionRoute("tcp_close", None, "tcp-close"),
-    OptionRoute("file_locks", "file-locks", None),
-    OptionRoute("ext_unix_sk", "ext-unix-sk", None),
-    OptionRoute("shell_job", "shell-job", None),
-)
+def _routes(verb: str) -> tuple[OptionRoute, ...]:
+    return tuple(
+        OptionRoute(option.name, option.runc_flag, option.criu_key)
+        for option in options_for(verb)
+        if option.runc_flag or option.criu_key
+    )
 
-RESTORE_ROUTES: tuple[OptionRoute, ...] = (
-    OptionRoute("tcp_established", "tcp-established", None),
-    OptionRoute("tcp_close", None, "tcp-close"),
-    OptionRoute("file_locks", "file-locks", None),
-    OptionRoute("ext_unix_sk", "ext-unix-sk", None),
-    OptionRoute("shell_job", "shell-job", None),
-)
 
-RUNSC_ONLY_CHECKPOINT = ("compression", "direct", "exclude_committed_zero_pages", "cuda_checkpoint_path")
+CHECKPOINT_ROUTES = _routes("checkpoint")
+RESTORE_ROUTES = _routes("restore")
+RUNSC_ONLY = tuple(option.name for option in OPTIONS if option.runc_refused)
 
 
 def criu_binary() -> str:
@@ -90,6 +80,15 @@ def discover_runc() -> RuntimeBinary:
 
 def runc_binary_from_texts(path: Path, texts: dict[str, str]) -> RuntimeBinary:
     return binary_from_texts("runc", path, texts)
+
+
+def _no_runsc_options(values: dict[str, object]) -> None:
+    for field in RUNSC_ONLY:
+        if values.get(field):
+            raise PreconditionError(
+                f"{option_flag(field)} is a runsc option; runc (CRIU) has no such setting",
+                hint=f"drop {option_flag(field)} for runc containers",
+            )
 
 
 def _no_runtime_flags(flags: tuple[str, ...]) -> None:
@@ -163,12 +162,7 @@ class RuncAdapter(BinaryAdapter):
         self, opts: CheckpointOptions, info: ContainerInfo, work_dir: Path
     ) -> Invocation:
         _no_runtime_flags(opts.runtime_flags)
-        for field in RUNSC_ONLY_CHECKPOINT:
-            if getattr(opts, field):
-                raise PreconditionError(
-                    f"{option_flag(field)} is a runsc option; runc (CRIU) has no such setting",
-                    hint=f"drop {option_flag(field)} for runc containers",
-                )
+        _no_runsc_options(opts.model_dump())
         flags = self.binary.checkpoint_flags
         args, config, notes = self._map_routes(CHECKPOINT_ROUTES, opts.model_dump(), flags, "checkpoint")
         args += self._cgroups_args(opts.manage_cgroups_mode, flags, "checkpoint")
@@ -222,8 +216,7 @@ class RuncAdapter(BinaryAdapter):
         global_flags: list[str],
     ) -> Invocation:
         _no_runtime_flags(opts.runtime_flags)
-        if opts.direct:
-            raise PreconditionError("--direct is a runsc option; runc (CRIU) has no such setting")
+        _no_runsc_options(opts.model_dump())
         if global_flags:
             notes_before = [
                 f"the image's runtime global flags are not used (runc takes none from an image): {' '.join(global_flags)}"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from crgpu.errors import PreconditionError
 from crgpu.gpu import driver_version
+from crgpu.option_table import OPTIONS, options_for
 from crgpu.options import CheckpointOptions, RestoreOptions
 from crgpu.runtimes.base import (
     BinaryAdapter,
@@ -27,25 +28,13 @@ from crgpu.runtimes.base import (
 )
 from crgpu.runtimes.runsc_globals import RESERVED, carried_globals, flag_key, is_boot_only
 
-# Options CRIU has and runsc does not; what crgpu tells the operator about each.
-HANDLED_IN_SANDBOX = {
-    "skip_in_flight": "--skip-in-flight: no runsc flag; the sandbox's own network stack saves in-flight connections",
-    "link_remap": "--link-remap: no runsc flag; gVisor saves deleted-but-open files inside the sandbox",
-    "tcp_close": "--tcp-close: no runsc flag; dropping connections on save is runsc's default behaviour",
-    "file_locks": "--file-locks: no runsc flag; file locks live in the sandbox's kernel and are saved with it",
-}
-REFUSED = {
-    "ext_unix_sk": "--ext-unix-sk is a CRIU option; runsc has no external unix socket support in checkpoints",
-    "shell_job": "--shell-job is a CRIU option; runsc restores a terminal through --console-socket instead",
-    "manage_cgroups_mode": "--manage-cgroups-mode is a CRIU option; runsc manages the sandbox's cgroups itself",
-}
-# crgpu option -> runsc verb flag, for options runsc has as such.
-CHECKPOINT_FLAGS = {
-    "compression": "compression",
-    "direct": "direct",
-    "exclude_committed_zero_pages": "exclude-committed-zero-pages",
-    "cuda_checkpoint_path": "cuda-checkpoint-path",
-}
+# Options CRIU has and runsc does not (what crgpu tells the operator), and runsc's own verb flags.
+HANDLED_IN_SANDBOX = {o.name: o.runsc.value for o in OPTIONS if o.runsc.kind == "sandbox"}
+REFUSED = {o.name: o.runsc.value for o in OPTIONS if o.runsc.kind == "refused"}
+
+
+def _verb_flags(verb: str) -> dict[str, str]:
+    return {o.name: o.runsc.value for o in options_for(verb) if o.runsc.kind == "flag"}
 
 
 def discover_runsc() -> RuntimeBinary:
@@ -117,17 +106,27 @@ class RunscAdapter(BinaryAdapter):
             notes.append("--work-path is crgpu's own log dir: runsc ignores --work-path")
         return notes
 
+    def _verb_args(self, verb: str, values: dict[str, object], known: frozenset[str]) -> list[str]:
+        """The options that are flags of runsc's verb, where this runsc has them; else refused."""
+        args: list[str] = []
+        for field, flag in _verb_flags(verb).items():
+            value = values.get(field)
+            if not value:
+                continue
+            if flag not in known:
+                raise PreconditionError(
+                    f"{option_flag(field)} cannot reach {self.label}: its {verb} has no --{flag}",
+                    hint=f"use a newer runsc, or drop {option_flag(field)}",
+                )
+            args += [f"--{flag}"] if value is True else [f"--{flag}={value}"]
+        return args
+
     def checkpoint_invocation(
         self, opts: CheckpointOptions, info: ContainerInfo, work_dir: Path
     ) -> Invocation:
         values = opts.model_dump()
         notes = self._common_notes(values)
         args: list[str] = ["--image-path", str(opts.image_path)]
-        if opts.pre_dump:
-            raise PreconditionError(
-                "--pre-dump is a CRIU option; runsc has no pre-dumps",
-                hint="drop --pre-dump for runsc containers",
-            )
         if opts.leave_running:
             args.append("--leave-running")
         cuda_path = opts.cuda_checkpoint_path
@@ -142,16 +141,7 @@ class RunscAdapter(BinaryAdapter):
                 f"container {info.id!r} uses a GPU: runsc needs the path of cuda-checkpoint inside the container",
                 hint="give --cuda-checkpoint-path PATH or set CRGPU_CUDA_CHECKPOINT_PATH",
             )
-        for field, flag in CHECKPOINT_FLAGS.items():
-            value = values.get(field)
-            if not value:
-                continue
-            if flag not in self.binary.checkpoint_flags:
-                raise PreconditionError(
-                    f"{option_flag(field)} cannot reach {self.label}: its checkpoint has no --{flag}",
-                    hint=f"use a newer runsc, or drop {option_flag(field)}",
-                )
-            args += [f"--{flag}"] if value is True else [f"--{flag}={value}"]
+        args += self._verb_args("checkpoint", values, self.binary.checkpoint_flags)
         carried, dropped = carried_globals(
             info.global_flags,
             opts.runtime_flags,
@@ -188,10 +178,7 @@ class RunscAdapter(BinaryAdapter):
             notes.append(
                 "--lazy-pages is runsc's --background: pages load after restore returns (uncompressed images)"
             )
-        if opts.direct:
-            if "direct" not in self.binary.restore_flags:
-                raise PreconditionError(f"--direct cannot reach {self.label}: its restore has no --direct")
-            args.append("--direct")
+        args += self._verb_args("restore", opts.model_dump(), self.binary.restore_flags)
         carried, dropped = carried_globals(
             global_flags, opts.runtime_flags, self.binary.global_flags, "the image"
         )
