@@ -73,7 +73,8 @@ KNOWN_FAILURES: tuple[FailureHint, ...] = (
     ),
     FailureHint(
         re.compile(r"Tracking memory is not available|Dirty tracking is OFF"),
-        "the kernel has no soft-dirty memory tracking: pre-dumps cannot work on this node",
+        "the kernel has no soft-dirty memory tracking: pre-dumps and --parent-path cannot work on "
+        "this node (crgpu doctor shows criu.dirty_tracking)",
     ),
     FailureHint(
         re.compile(r"is not running|container .* does not exist|not running"),

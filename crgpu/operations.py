@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -222,6 +223,17 @@ def plan_restore(opts: RestoreOptions) -> RestorePlan:
         )
     if not os.access(config, os.R_OK):
         raise PreconditionError(f"cannot read {config}", hint="run crgpu as root")
+    if opts.console_socket is None and _has_terminal(config):
+        raise PreconditionError(
+            f"the container has a terminal (terminal: true in {config}): the runtime must hand the "
+            "restored terminal to a console socket",
+            hint="give --console-socket SOCKET (a receiver listening there, such as runc's recvtty)",
+        )
+    if opts.console_socket is not None and not _is_socket(opts.console_socket):
+        raise PreconditionError(
+            f"--console-socket {opts.console_socket} is not a unix socket",
+            hint="start a console socket receiver there first (runc's recvtty, or your engine's)",
+        )
     root = (
         opts.root
         or (Path(manifest.runtime.root) if manifest else None)
@@ -250,6 +262,23 @@ def plan_restore(opts: RestoreOptions) -> RestorePlan:
     if manifest is not None and manifest.container.gpu:
         invocation.notes.extend(adapter.check_gpu_restore(opts.force))
     return RestorePlan(opts, adapter, container_id, root, bundle, work_dir, invocation, manifest)
+
+
+def _has_terminal(config: Path) -> bool:
+    import json
+
+    try:
+        spec = json.loads(config.read_bytes()[: 16 * 1024 * 1024])
+        return bool(isinstance(spec, dict) and (spec.get("process") or {}).get("terminal") is True)
+    except (OSError, ValueError, AttributeError):
+        return False  # the runtime reads it next and says what is wrong
+
+
+def _is_socket(path: Path) -> bool:
+    try:
+        return stat.S_ISSOCK(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def _refuse_existing(container_id: str, runtime: str, root: Path) -> None:

@@ -72,6 +72,7 @@ class _CommonOptions(BaseModel):
     wait: float | None = Field(default=None, ge=0, le=86400)
     # runsc global flags the operator passes (they win over the sandbox's and the image's).
     runtime_flags: tuple[str, ...] = ()
+    runtime_debug: bool = False
 
     @field_validator("runtime_flags", mode="after")
     @classmethod
@@ -112,6 +113,7 @@ class CheckpointOptions(_CommonOptions):
     cuda_checkpoint_path: str | None = None
     keep_failed: bool = False
     pre_dump: int = Field(default=0, ge=0, le=16)
+    parent_path: str | None = Field(default=None, min_length=1, max_length=4095)
     cuda: CudaMode = "auto"
     cuda_lock_timeout_ms: int = Field(default=10_000, ge=0, le=3_600_000)
 
@@ -119,6 +121,12 @@ class CheckpointOptions(_CommonOptions):
     @classmethod
     def _id_ok(cls, value: str) -> str:
         return check_container_id(value)
+
+    @model_validator(mode="after")
+    def _one_parent(self) -> CheckpointOptions:
+        if self.pre_dump and self.parent_path:
+            raise ValueError("--pre-dump chooses the parent itself: drop --parent-path or --pre-dump")
+        return self
 
 
 class RestoreOptions(_CommonOptions):
@@ -131,13 +139,14 @@ class RestoreOptions(_CommonOptions):
     lazy_pages: bool = False
     # Take the state root and bundle from an image this node did not sign.
     trust_image: bool = False
+    console_socket: Path | None = None
 
     @field_validator("container_id", mode="after")
     @classmethod
     def _id_ok(cls, value: str | None) -> str | None:
         return None if value is None else check_container_id(value)
 
-    @field_validator("bundle", "pid_file", mode="after")
+    @field_validator("bundle", "pid_file", "console_socket", mode="after")
     @classmethod
     def _more_paths_absolute(cls, value: Path | None) -> Path | None:
         return _absolute(value)

@@ -59,14 +59,14 @@ def runc_container(
     monkeypatch.setenv("CRGPU_RUNC", runc_binary)
     made: list[testbed.RuncContainer] = []
 
-    def start(script: str = testbed.COUNTER) -> testbed.RuncContainer:
+    def start(script: str = testbed.COUNTER, console_socket: Path | None = None) -> testbed.RuncContainer:
         n = next(_ids)
-        bundle = testbed.make_bundle(short_tmp / f"b{n}", script)
+        bundle = testbed.make_bundle(short_tmp / f"b{n}", script, terminal=console_socket is not None)
         container = testbed.RuncContainer(
             runc_binary, short_tmp / "root", bundle, f"crgpu-t{os.getpid()}-{n}"
         )
         made.append(container)
-        return container.start()
+        return container.start(console_socket)
 
     yield start
     for container in made:

@@ -187,3 +187,16 @@ def test_help_parser_reads_go_flag_and_urfave_styles() -> None:
     assert parse_help_flags(go) == {"image-path", "leave-running"}
     urfave = "OPTIONS:\n   --bundle value, -b value  path\n   --detach, -d  detach\n"
     assert parse_help_flags(urfave) == {"bundle", "b", "detach", "d"}
+
+
+def test_the_options_runcs_own_tests_use() -> None:
+    for runc in (RUNC_11, RUNC_13):
+        inv = ckpt(runc, runtime_debug=True, parent_path="../parent")
+        assert inv.argv[:4] == ["/usr/sbin/runc", "--debug", "--root", str(ROOT)]
+        assert inv.argv[-4:] == ["--parent-path", "../parent", "--", "c1"]
+        opts = RestoreOptions(image_path=IMG, console_socket=Path("/run/console.sock"), runtime_debug=True)
+        argv = RuncAdapter(runc).restore_invocation(opts, "c1", ROOT, Path("/srv/b"), WORK, []).argv
+        assert argv[1] == "--debug"
+        assert argv[argv.index("--console-socket") + 1] == "/run/console.sock"
+    with pytest.raises(ValueError, match="--pre-dump chooses the parent itself"):
+        CheckpointOptions(container_id="c1", image_path=IMG, pre_dump=1, parent_path="x")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -208,3 +209,121 @@ def test_a_criu_that_does_not_start_is_named_in_the_headline(
     assert doc["error"].endswith(": CRIU version check failed: read criu-xprt-cln: connection reset by peer")
     assert "criu check" in doc["hint"] and "CRIU_CONFIG_FILE" in doc["hint"]
     assert container.status() == "running"
+
+
+TTY_COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; echo tick $i; sleep 0.05; done"
+
+
+def test_a_terminal_container_round_trips_with_a_console_socket(
+    runc_container: Start, short_tmp: Path
+) -> None:
+    console = testbed.ConsoleReceiver(short_tmp / "console.sock")
+    try:
+        container = runc_container(TTY_COUNTER, console_socket=console.path)
+        saved = testbed.wait_counter_above(container.bundle, 3)
+        assert b"tick" in console.output  # the process writes to its terminal
+        image = short_tmp / "img"
+        code, doc = crgpu_json("checkpoint", "--root", str(container.root), "-i", str(image), container.id)
+        assert code == 0, doc
+        refused = crgpu("restore", "-i", str(image))
+        assert refused.exit_code == 4 and "--console-socket" in refused.stderr
+        assert container.status() is None
+        before = len(console.masters)
+        code, doc = crgpu_json("restore", "-i", str(image), "--console-socket", str(console.path))
+        assert code == 0, doc
+        assert doc["argv"][doc["argv"].index("--console-socket") + 1] == str(console.path)
+        assert len(console.masters) == before + 1  # runc handed the restored terminal over
+        after = testbed.wait_counter_above(container.bundle, saved)
+        assert after > saved
+        shown = len(console.output)
+        deadline = time.monotonic() + 5
+        while len(console.output) == shown:  # it writes to its new terminal
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        console.close()
+
+
+def test_console_socket_must_be_a_socket(runc_container: Start, short_tmp: Path) -> None:
+    container = runc_container()
+    image = short_tmp / "img"
+    code, doc = crgpu_json("checkpoint", "--root", str(container.root), "-i", str(image), container.id)
+    assert code == 0, doc
+    (short_tmp / "not-a-socket").write_text("")
+    result = crgpu("restore", "-i", str(image), "--console-socket", str(short_tmp / "not-a-socket"))
+    assert result.exit_code == 4 and "not a unix socket" in result.stderr
+    assert container.status() is None
+
+
+def test_parent_path_as_runc_does_it(runc_container: Start, short_tmp: Path) -> None:
+    """A checkpoint on top of an earlier image (runc's checkpoint.bats): where the kernel has no
+    soft-dirty tracking, raw runc fails and crgpu fails the same way and says why."""
+    container = runc_container()
+    saved = testbed.wait_counter_above(container.bundle, 3)
+    base = short_tmp / "ck"
+    code, doc = crgpu_json(
+        "checkpoint",
+        "--leave-running",
+        "--root",
+        str(container.root),
+        "-i",
+        str(base / "parent"),
+        container.id,
+    )
+    assert code == 0, doc
+    raw = subprocess.run(
+        container.cmd(
+            "checkpoint",
+            "--leave-running",
+            "--parent-path",
+            "../parent",
+            "--image-path",
+            str(base / "raw"),
+            container.id,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    code, doc = crgpu_json(
+        "checkpoint",
+        "--parent-path",
+        "../parent",
+        "--root",
+        str(container.root),
+        "-i",
+        str(base / "child"),
+        container.id,
+    )
+    assert doc["argv"][-4:] == ["--parent-path", "../parent", "--", container.id]
+    if raw.returncode != 0:
+        raw_log = (base / "raw" / "dump.log").read_text()
+        assert "Tracking memory is not available" in raw_log
+        assert code == 1
+        assert "Tracking memory is not available" in doc["error"]
+        assert "soft-dirty" in doc["hint"] and "--parent-path" in doc["hint"]
+        assert container.status() == "running"
+        return
+    assert code == 0, doc
+    code, doc = crgpu_json("restore", "-i", str(base / "child"))
+    assert code == 0, doc
+    assert testbed.wait_counter_above(container.bundle, saved) > saved
+
+
+def test_runtime_debug_reaches_runc(runc_container: Start, short_tmp: Path) -> None:
+    container = runc_container()
+    testbed.wait_counter_above(container.bundle, 2)
+    image = short_tmp / "img"
+    code, doc = crgpu_json(
+        "checkpoint",
+        "--runtime-debug",
+        "--leave-running",
+        "--root",
+        str(container.root),
+        "-i",
+        str(image),
+        container.id,
+    )
+    assert code == 0, doc
+    assert doc["argv"][1] == "--debug"
+    assert "level=debug" in (image / "crgpu-checkpoint-output.log").read_text()

@@ -249,3 +249,12 @@ def test_debug_log_path_is_reported_when_the_sandbox_had_one() -> None:
         Path("/var/log/runsc/*.log")
     ]
     assert adapter.log_paths("checkpoint", IMG, GLOBALS) == []
+
+
+def test_console_socket_debug_and_parent_path_on_runsc() -> None:
+    opts = RestoreOptions(image_path=IMG, console_socket=Path("/run/c.sock"), runtime_debug=True)
+    inv = RunscAdapter(RUNSC_2024).restore_invocation(opts, "g1", ROOT, Path("/srv/g"), Path("/w"), GLOBALS)
+    assert "--console-socket=/run/c.sock" in inv.argv and "--debug=true" in inv.argv
+    assert inv.argv.index("--debug=true") < inv.argv.index("restore")
+    with pytest.raises(PreconditionError, match="runsc has no pre-dumps"):
+        ckpt(RUNSC_2026, parent_path="../p")

@@ -137,6 +137,56 @@ def processes_naming(text: str) -> list[str]:
     return found
 
 
+class ConsoleReceiver:
+    """A console socket, as runc's tests use `recvtty`: takes the pseudoterminal master that runc
+    sends for a `terminal: true` container and drains what the container writes to it."""
+
+    def __init__(self, path: Path) -> None:
+        import socket
+        import threading
+
+        self.path = path
+        self.masters: list[int] = []
+        self.output = bytearray()
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen(4)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            with conn:
+                _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+            for fd in fds:
+                self.masters.append(fd)
+                threading.Thread(target=self._drain, args=(fd,), daemon=True).start()
+
+    def _drain(self, fd: int) -> None:
+        while True:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            self.output += data
+
+    def close(self) -> None:
+        self._server.close()
+        for fd in self.masters:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 class RuncContainer:
     """A real runc container under a private root, deleted at teardown."""
 
@@ -149,9 +199,10 @@ class RuncContainer:
     def cmd(self, *args: str) -> list[str]:
         return [self.runc, "--root", str(self.root), *args]
 
-    def start(self) -> RuncContainer:
+    def start(self, console_socket: Path | None = None) -> RuncContainer:
+        console = ["--console-socket", str(console_socket)] if console_socket else []
         done = subprocess.run(
-            self.cmd("run", "-d", "--bundle", str(self.bundle), self.id),
+            self.cmd("run", "-d", *console, "--bundle", str(self.bundle), self.id),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -102,8 +102,8 @@ def _no_runtime_flags(flags: tuple[str, ...]) -> None:
 class RuncAdapter(BinaryAdapter):
     name = "runc"
 
-    def _base(self, root: Path) -> list[str]:
-        return [str(self.binary.path), "--root", str(root)]
+    def _base(self, root: Path, debug: bool = False) -> list[str]:
+        return [str(self.binary.path), *(["--debug"] if debug else []), "--root", str(root)]
 
     def _map_routes(
         self,
@@ -116,10 +116,11 @@ class RuncAdapter(BinaryAdapter):
         config: list[str] = []
         notes: list[str] = []
         for route in routes:
-            if not values.get(route.field):
+            value = values.get(route.field)
+            if not value:
                 continue
             if route.flag and route.flag in flags:
-                args.append(f"--{route.flag}")
+                args += [f"--{route.flag}"] if value is True else [f"--{route.flag}", str(value)]
             elif route.criu_key:
                 config.append(route.criu_key)
                 why = (
@@ -177,7 +178,7 @@ class RuncAdapter(BinaryAdapter):
                 parent = ["--parent-path", f"../predump-{k - 1}"] if k > 1 else []
                 before.append(
                     [
-                        *self._base(info.root),
+                        *self._base(info.root, opts.runtime_debug),
                         "checkpoint",
                         "--pre-dump",
                         "--image-path",
@@ -192,7 +193,7 @@ class RuncAdapter(BinaryAdapter):
                 )
             args = [*args, "--parent-path", f"predump-{opts.pre_dump}"]
         argv = [
-            *self._base(info.root),
+            *self._base(info.root, opts.runtime_debug),
             "checkpoint",
             "--image-path",
             str(opts.image_path),
@@ -253,7 +254,7 @@ class RuncAdapter(BinaryAdapter):
             config, work_dir, RESTORE_CONFIG_NAME, f"restore of {container_id}", notes
         )
         argv = [
-            *self._base(root),
+            *self._base(root, opts.runtime_debug),
             "restore",
             "--image-path",
             str(opts.image_path),

@@ -150,6 +150,8 @@ class RunscAdapter(BinaryAdapter):
         )
         notes += dropped
         global_flags = self._tcp_globals(carried, opts.tcp_established)
+        if opts.runtime_debug:
+            global_flags = set_global(global_flags, "debug", "true")
         argv = [*self._base(info.root, global_flags), "checkpoint", *args, "--", info.id]
         return Invocation(argv=argv, notes=notes, global_flags=global_flags)
 
@@ -184,6 +186,8 @@ class RunscAdapter(BinaryAdapter):
         )
         notes += dropped
         flags = self._tcp_globals(carried, opts.tcp_established)
+        if opts.runtime_debug:
+            flags = set_global(flags, "debug", "true")
         if has_nvproxy(flags):
             notes.append("the sandbox ran with --nvproxy: kept for the restored sandbox")
         argv = [*self._base(root, flags), "restore", *args, "--", container_id]
