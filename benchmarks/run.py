@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from crgpu.bundle import busybox_bundle
+
 HERE = Path(__file__).resolve().parent
 CRGPU = str(Path(sys.executable).parent / "crgpu")
 RUNSC_GLOBALS = ["--network=none", "--ignore-cgroups"]
@@ -47,20 +49,12 @@ def build_hog(work: Path) -> Path:
 
 
 def bundle_for(work: Path, hog: Path, mib: int, runtime: str) -> Path:
+    """crgpu's busybox bundle (busybox-static: `cat` for runsc exec) running the hog."""
     bundle = work / f"bundle-{runtime}-{mib}"
     if bundle.exists():
         shutil.rmtree(bundle)
-    rootfs = bundle / "rootfs"
-    for sub in ("bin", "tmp", "proc", "dev", "sys"):
-        (rootfs / sub).mkdir(parents=True)
-    shutil.copy2(hog, rootfs / "bin" / "hog")
-    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")  # busybox-static: `cat` for runsc exec
-    (rootfs / "bin" / "cat").symlink_to("busybox")
-    subprocess.run([runtime, "spec", "--bundle", str(bundle)], check=True, capture_output=True)
-    config = json.loads((bundle / "config.json").read_text())
-    config["process"].update(terminal=False, args=["/bin/hog", str(mib)])
-    config["root"]["readonly"] = False
-    (bundle / "config.json").write_text(json.dumps(config))
+    busybox_bundle(bundle, Path("/bin/busybox"), runtime, ["/bin/hog", str(mib)])
+    shutil.copy2(hog, bundle / "rootfs" / "bin" / "hog")
     return bundle
 
 
@@ -227,7 +221,13 @@ def startup(samples: int) -> dict[str, float]:
 def imports_on_checkpoint_path() -> float:
     """Seconds `python -X importtime` counts for every top-level import a checkpoint needs."""
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import crgpu.cli.app, crgpu.operations"],
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-c",
+            "import crgpu.cli.app, crgpu.plan, crgpu.checkpoint, crgpu.restore",
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from crgpu.errors import NotFoundError
+from crgpu.host_root import host_path
 
 LOG_TAIL_BYTES = 4 * 1024 * 1024
 MAX_ERROR_LINES = 12
@@ -253,6 +258,18 @@ def dirty_tracking(criu: str, capture: Callable[[list[str]], str]) -> tuple[bool
     return ok, re.sub(r"^(Warn|Error)\s*\([^)]*\):\s*", "", said)
 
 
+def criu_path() -> str | None:
+    """The criu that runc uses: the one on PATH (runc 1.2+ ignore --criu)."""
+    return shutil.which("criu")
+
+
+def require_criu() -> str:
+    found = criu_path()
+    if not found:
+        raise NotFoundError("criu not found on PATH", hint="apt-get install criu")
+    return found
+
+
 CRIU_PLUGIN_DIRS = (
     "/usr/lib/criu",
     "/usr/local/lib/criu",
@@ -263,10 +280,6 @@ CRIU_PLUGIN_DIRS = (
 
 def plugin_dirs() -> list[Path]:
     """CRIU's plugin dirs: $CRIU_LIBS_DIR (as CRIU reads it), then the usual install places."""
-    import os
-
-    from crgpu.gpu import host_path
-
     override = [Path(os.environ["CRIU_LIBS_DIR"])] if os.environ.get("CRIU_LIBS_DIR") else []
     return [*override, *(host_path(d) for d in CRIU_PLUGIN_DIRS)]
 

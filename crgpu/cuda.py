@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from crgpu.errors import ExitCode, PreconditionError
-from crgpu.gpu import host_path
+from crgpu.host_root import host_path
 
 STATES = ("running", "locked", "checkpointed", "failed")
 DEFAULT_LOCK_TIMEOUT_MS = 10_000

@@ -10,14 +10,13 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Literal
 
 from crgpu.criu import cuda_plugin_path
 from crgpu.cuda import CudaDriver, CudaError, CudaProcess
 from crgpu.errors import PreconditionError
 from crgpu.gpu import driver_version
+from crgpu.options import CudaMode
 
-CudaMode = Literal["auto", "plugin", "driver-api", "off"]
 MIN_DRIVER_API = 570
 RETRIES = 2
 

@@ -14,24 +14,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crgpu import config
-from crgpu.criu import cuda_plugin_path, dirty_tracking, plugin_dirs
+from crgpu.criu import criu_path, cuda_plugin_path, dirty_tracking, plugin_dirs
 from crgpu.errors import CrgpuError
-from crgpu.gpu import DriverVersion, Gpu, driver_version, gpus, host_path
+from crgpu.gpu import DriverVersion, Gpu, driver_version, gpus
+from crgpu.host_root import host_path
 from crgpu.hostinfo import criu_version, has_checkpoint_privileges, kernel_release
 from crgpu.options import RuntimeName
-from crgpu.runtimes.base import RuntimeBinary, run_capture, version_tuple
+from crgpu.runtimes.base import RuntimeBinary, run_capture
+from crgpu.versions import version_tuple
 
 Status = Literal["ok", "warn", "fail", "skip"]
 CHECK_TIMEOUT_S = 5.0
 MIN_DRIVER = 570
 NEW_KERNEL = (6, 13)
 CRIU_FOR_NEW_KERNEL = (4, 1)
-CRIU_PLUGIN_DIRS = (
-    "/usr/lib/criu",
-    "/usr/local/lib/criu",
-    "/usr/lib64/criu",
-    "/usr/lib/x86_64-linux-gnu/criu",
-)
 
 
 @dataclass
@@ -95,7 +91,7 @@ class _Facts:
         self.runc_error: CrgpuError | None = None
         self.runsc: RuntimeBinary | None = None
         self.runsc_error: CrgpuError | None = None
-        self.criu_path = shutil.which("criu")
+        self.criu_path = criu_path()
         self.criu_version: tuple[int, ...] | None = None
         self.driver: DriverVersion | None = driver_version()
         self.gpus: list[Gpu] = gpus() if self.driver else []

@@ -10,7 +10,8 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
+
+from crgpu.host_root import host_path
 
 NVIDIA_SMI_TIMEOUT_S = 5.0
 _VERSION = re.compile(r"\b(\d{3,4}\.\d{1,3}(?:\.\d{1,3})?)\b")
@@ -31,11 +32,6 @@ class Gpu:
     name: str
     uuid: str
     memory_mib: int
-
-
-def host_path(path: str) -> Path:
-    root = os.environ.get("CRGPU_HOST_ROOT")
-    return Path(root + path) if root else Path(path)
 
 
 def _read(path: str) -> str | None:

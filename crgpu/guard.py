@@ -9,7 +9,7 @@ from collections import Counter
 
 from crgpu.errors import PreconditionError
 from crgpu.image import HostRecord, Manifest
-from crgpu.runtimes.base import version_tuple
+from crgpu.versions import version_tuple
 
 
 def restore_findings(manifest: Manifest, here: HostRecord, runtime: str) -> list[str]:

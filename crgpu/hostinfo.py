@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import platform
 import re
-import shutil
 from pathlib import Path
 
+from crgpu.criu import criu_path
 from crgpu.errors import CrgpuError
-from crgpu.gpu import driver_version, gpus, host_path
+from crgpu.gpu import driver_version, gpus
+from crgpu.host_root import host_path
 from crgpu.image import GpuRecord, HostRecord
 from crgpu.runtimes.base import cached_texts
 
@@ -22,7 +23,7 @@ def kernel_release() -> str:
 
 
 def criu_version() -> str | None:
-    criu = shutil.which("criu")
+    criu = criu_path()
     if not criu:
         return None
     try:

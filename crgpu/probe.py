@@ -6,7 +6,6 @@ and is removed afterwards, container included, whatever happens.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -16,11 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crgpu.bundle import busybox_bundle, static_busybox
 from crgpu.errors import CrgpuError
 from crgpu.options import CheckpointOptions, RestoreOptions, RuntimeName
 
-BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox")
-APPLETS = ("sh", "sleep", "cat", "echo", "mv")
 # Written aside and renamed, so a reader never meets a half-written (empty) counter.
 COUNTER = (
     "exec </dev/null >/tmp/log 2>&1; i=0; "
@@ -61,18 +59,6 @@ class ProbeResult:
         )
 
 
-def static_busybox() -> Path | None:
-    for candidate in BUSYBOX_PATHS:
-        path = Path(candidate)
-        try:
-            head = path.read_bytes()[:4096]
-        except OSError:
-            continue
-        if b"ld-linux" not in head:
-            return path
-    return None
-
-
 class _Sandbox:
     """The throwaway container of one runtime."""
 
@@ -94,22 +80,7 @@ class _Sandbox:
         )
 
     def build(self, busybox: Path) -> None:
-        rootfs = self.bundle / "rootfs"
-        (rootfs / "bin").mkdir(parents=True)
-        for sub in ("tmp", "proc", "dev", "sys"):
-            (rootfs / sub).mkdir()
-        shutil.copy2(busybox, rootfs / "bin" / "busybox")
-        for applet in APPLETS:
-            (rootfs / "bin" / applet).symlink_to("busybox")
-        done = self._run([str(self.binary), "spec", "--bundle", str(self.bundle)])
-        if done.returncode != 0:
-            raise CrgpuError(f"{self.runtime} spec failed: {done.stderr.strip() or done.stdout.strip()}")
-        config_path = self.bundle / "config.json"
-        config = json.loads(config_path.read_text())
-        config["process"]["terminal"] = False
-        config["process"]["args"] = ["sh", "-c", COUNTER]
-        config["root"]["readonly"] = False
-        config_path.write_text(json.dumps(config))
+        busybox_bundle(self.bundle, busybox, str(self.binary), ["sh", "-c", COUNTER])
 
     def start(self) -> None:
         globals_ = list(RUNSC_GLOBALS) if self.runtime == "runsc" else []
@@ -148,7 +119,9 @@ class _Sandbox:
 
 def probe_runtime(runtime: RuntimeName, binary: Path) -> ProbeResult:
     """Start, checkpoint, restore and verify one throwaway container; always clean up."""
-    from crgpu import operations
+    from crgpu.checkpoint import execute_checkpoint
+    from crgpu.plan import plan_checkpoint, plan_restore
+    from crgpu.restore import execute_restore
 
     result = ProbeResult(runtime=runtime, ok=False)
     busybox = static_busybox()
@@ -163,11 +136,11 @@ def probe_runtime(runtime: RuntimeName, binary: Path) -> ProbeResult:
         sandbox.start()
         sandbox.wait_counter(SAVED_AT_LEAST)
         image = base / "image"
-        plan = operations.plan_checkpoint(
+        plan = plan_checkpoint(
             CheckpointOptions(container_id=sandbox.id, image_path=image, runtime=runtime, root=sandbox.root)
         )
         saved_before = sandbox.counter() or 0
-        done = operations.execute_checkpoint(plan, lambda _line: None, timeout_s=RUNTIME_TIMEOUT_S)
+        done = execute_checkpoint(plan, lambda _line: None, timeout_s=RUNTIME_TIMEOUT_S)
         if not done.ok:
             result.error, result.hint = done.error, done.hint
             return result
@@ -176,8 +149,8 @@ def probe_runtime(runtime: RuntimeName, binary: Path) -> ProbeResult:
         result.frozen_time_us = int(frozen) if frozen is not None else None
         result.stats = done.stats
         result.counter_saved = saved_before
-        restored = operations.execute_restore(
-            operations.plan_restore(RestoreOptions(image_path=image, work_path=base / "restore-work")),
+        restored = execute_restore(
+            plan_restore(RestoreOptions(image_path=image, work_path=base / "restore-work")),
             lambda _line: None,
             timeout_s=RUNTIME_TIMEOUT_S,
         )

@@ -19,7 +19,7 @@ from tests.fakes import install_fake_runc
 from tests.helpers import crgpu, crgpu_json
 from tests.test_runc_mapping import INFO, RUNC_11, RUNC_13, WORK
 
-HEAVY = ("pydantic", "rich", "crgpu.operations", "crgpu.doctor", "crgpu.runtimes", "crgpu.options")
+HEAVY = ("pydantic", "rich", "crgpu.plan", "crgpu.doctor", "crgpu.runtimes", "crgpu.options")
 
 
 def _imported(*args: str) -> set[str]:

@@ -9,7 +9,8 @@ import pytest
 from crgpu.errors import PreconditionError
 from crgpu.options import CheckpointOptions, RestoreOptions
 from crgpu.runtimes.base import ContainerInfo, RuntimeBinary
-from crgpu.runtimes.runsc import RunscAdapter, runsc_binary_from_texts, sandbox_global_flags
+from crgpu.runtimes.runsc import RunscAdapter, runsc_binary_from_texts
+from crgpu.runtimes.runsc_globals import sandbox_global_flags
 
 HELP = Path(__file__).parent / "fixtures" / "help"
 ROOT = Path("/run/gv")

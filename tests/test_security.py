@@ -467,17 +467,15 @@ def test_a_lock_file_planted_as_a_link_is_not_followed(
 def test_a_restore_whose_criu_log_runs_away_is_stopped_and_the_log_capped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crgpu import operations
+    from crgpu import restore
 
-    monkeypatch.setattr(operations, "RESTORE_LOG_CAP_BYTES", 2 * 1024 * 1024)
-    install_fake_runc(tmp_path, monkeypatch)
-    fake = tmp_path / "fake-runc"
+    monkeypatch.setattr(restore, "RESTORE_LOG_CAP_BYTES", 2 * 1024 * 1024)
     work = tmp_path / "work"
-    fake.write_text(
-        fake.read_text().replace(
-            '  *" state "*)',
-            f'  *" restore "*) while true; do echo \'pie: Error reading pages\' >> {work}/restore.log; done ;;\n  *" state "*)',
-        )
+    install_fake_runc(
+        tmp_path,
+        monkeypatch,
+        on_restore=f"while true; do echo 'pie: Error reading pages' >> {work}/restore.log; done",
+        on_delete="exit 0",
     )
     image = signed_image(tmp_path, **{"runtime.root": str(tmp_path / "r")})
     started = time.monotonic()

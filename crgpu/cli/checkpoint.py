@@ -27,18 +27,19 @@ def _run(values: dict[str, Any]) -> None:
     renderer = Renderer(as_json=values["as_json"], quiet=values["quiet"])
 
     def body() -> int:
-        from crgpu import operations
+        from crgpu.checkpoint import execute_checkpoint
         from crgpu.options import CheckpointOptions
+        from crgpu.plan import checkpoint_dry_run, plan_checkpoint
 
         opts = validated(CheckpointOptions, model_values("checkpoint", values))
-        plan = operations.plan_checkpoint(opts)
+        plan = plan_checkpoint(opts)
         return show_and_run(
             renderer,
             values["dry_run"],
             plan.invocation.notes,
             f"{plan.adapter.label} checkpoint {plan.container.id}",
-            lambda: operations.checkpoint_dry_run(plan),
-            lambda sink: operations.execute_checkpoint(plan, sink),
+            lambda: checkpoint_dry_run(plan),
+            lambda sink: execute_checkpoint(plan, sink),
         )
 
     run_guarded(renderer, values["debug"], body)

@@ -17,8 +17,8 @@ from crgpu.textsafe import printable
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from crgpu.operations import OperationResult
     from crgpu.process import LineSink
+    from crgpu.result import OperationResult
 
 # pydantic loads only when a command runs: `crgpu --help` and `--version` stay fast.
 M = TypeVar("M", bound="BaseModel")

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from crgpu.errors import CrgpuError
-    from crgpu.operations import OperationResult
+    from crgpu.result import OperationResult
 
 PANEL_LINES = 18
 
@@ -147,27 +147,11 @@ class Renderer:
         for line in detail:
             print(f"  {line}", file=sys.stderr)
 
-    def error(self, exc: CrgpuError, extra: dict[str, Any] | None = None) -> None:
+    def error(self, exc: CrgpuError) -> None:
         if self.as_json:
-            # The same keys as a run's document, so scripts read one shape; unknown ones are null.
-            doc: dict[str, Any] = {
-                "ok": False,
-                "runtime": None,
-                "runtime_version": None,
-                "container_id": None,
-                "image_path": None,
-                "work_path": None,
-                "argv": [],
-                "exit_code": int(exc.exit_code),
-                "duration_s": 0.0,
-                "error": exc.message,
-                "hint": exc.hint,
-                "criu_errors": [],
-                "log_path": None,
-                "detail": exc.detail,
-            }
-            doc.update(extra or {})
-            self.json(doc)
+            from crgpu.result import error_document
+
+            self.json(error_document(exc.message, exc.hint, int(exc.exit_code), exc.detail))
         self.failure(exc.message, exc.hint, exc.detail)
 
 

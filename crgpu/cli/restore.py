@@ -23,18 +23,19 @@ def _run(values: dict[str, Any]) -> None:
     renderer = Renderer(as_json=values["as_json"], quiet=values["quiet"])
 
     def body() -> int:
-        from crgpu import operations
         from crgpu.options import RestoreOptions
+        from crgpu.plan import plan_restore, restore_dry_run
+        from crgpu.restore import execute_restore
 
         opts = validated(RestoreOptions, model_values("restore", values))
-        plan = operations.plan_restore(opts)
+        plan = plan_restore(opts)
         return show_and_run(
             renderer,
             values["dry_run"],
             plan.invocation.notes,
             f"{plan.adapter.label} restore {plan.container_id}",
-            lambda: operations.restore_dry_run(plan),
-            lambda sink: operations.execute_restore(plan, sink),
+            lambda: restore_dry_run(plan),
+            lambda sink: execute_restore(plan, sink),
         )
 
     run_guarded(renderer, values["debug"], body)

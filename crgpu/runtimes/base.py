@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from crgpu.errors import NotFoundError, RuntimeFailed
+from crgpu.versions import version_tuple
 
 if TYPE_CHECKING:
     from crgpu.options import CheckpointOptions, RestoreOptions
@@ -87,7 +88,7 @@ class BinaryAdapter:
 
 
 class RuntimeAdapter(Protocol):
-    """What operations.py needs of a runtime; runc.py and runsc.py each implement it."""
+    """What plan, checkpoint and restore need of a runtime; runc.py and runsc.py each implement it."""
 
     name: str
     binary: RuntimeBinary
@@ -153,13 +154,6 @@ def binary_from_texts(name: str, path: Path, texts: dict[str, str]) -> RuntimeBi
         global_flags=parse_help_flags(texts.get("flags", "")),
         help_texts=texts,
     )
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
-    if not match:
-        return (0,)
-    return tuple(int(part) for part in match.groups() if part is not None)
 
 
 def resolve_binary(name: str) -> Path:

@@ -10,11 +10,11 @@ from typing import Any
 
 from crgpu import config
 from crgpu.errors import NotFoundError, PreconditionError, UsageError
-from crgpu.gpu import host_path
+from crgpu.host_root import host_path
 from crgpu.options import RuntimeChoice, check_container_id
 from crgpu.roots import known_roots
 from crgpu.runtimes.base import ContainerInfo
-from crgpu.runtimes.runsc import has_nvproxy, sandbox_global_flags
+from crgpu.runtimes.runsc_globals import has_nvproxy, sandbox_global_flags
 
 GPU_DEVICE_PATHS = ("/dev/nvidiactl",)
 GPU_ANNOTATION_PREFIXES = ("dev.gvisor.internal.nvproxy", "nvidia.com/gpu")

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from crgpu.criu import config_text
-from crgpu.errors import NotFoundError, PreconditionError
+from crgpu.criu import config_text, require_criu
+from crgpu.errors import PreconditionError
 from crgpu.option_table import OPTIONS, options_for
 from crgpu.options import CheckpointOptions, RestoreOptions
 from crgpu.runtimes.base import (
@@ -55,14 +54,6 @@ def _routes(verb: str) -> tuple[OptionRoute, ...]:
 CHECKPOINT_ROUTES = _routes("checkpoint")
 RESTORE_ROUTES = _routes("restore")
 RUNSC_ONLY = tuple(option.name for option in OPTIONS if option.runc_refused)
-
-
-def criu_binary() -> str:
-    """The criu runc will use: runc takes it from PATH (1.2+ ignore --criu)."""
-    found = shutil.which("criu")
-    if not found:
-        raise NotFoundError("criu not found on PATH", hint="apt-get install criu")
-    return found
 
 
 def discover_runc() -> RuntimeBinary:
@@ -239,7 +230,7 @@ class RuncAdapter(BinaryAdapter):
             args.append("--lazy-pages")
             # CRIU's restore finds the daemon through lazy-pages.socket in the work dir.
             helper = [
-                criu_binary(),
+                require_criu(),
                 "lazy-pages",
                 "--images-dir",
                 str(opts.image_path),

@@ -26,7 +26,12 @@ from crgpu.runtimes.base import (
     resolve_binary,
     run_capture,
 )
-from crgpu.runtimes.runsc_globals import RESERVED, carried_globals, flag_key, is_boot_only
+from crgpu.runtimes.runsc_globals import (
+    carried_globals,
+    flag_key,
+    has_nvproxy,
+    set_global,
+)
 
 # Options CRIU has and runsc does not (what crgpu tells the operator), and runsc's own verb flags.
 HANDLED_IN_SANDBOX = {o.name: o.runsc.value for o in OPTIONS if o.runsc.kind == "sandbox"}
@@ -54,28 +59,6 @@ def discover_runsc() -> RuntimeBinary:
 
 def runsc_binary_from_texts(path: Path, texts: dict[str, str]) -> RuntimeBinary:
     return binary_from_texts("runsc", path, texts)
-
-
-def sandbox_global_flags(cmdline: list[str]) -> list[str]:
-    """The global flags of a `runsc-sandbox <globals> boot ...` command line, minus --root and the
-    boot-only file descriptors. Still untrusted: carried_globals judges them before any use."""
-    if "boot" not in cmdline:
-        return []
-    flags = cmdline[1 : cmdline.index("boot")]
-    return [flag for flag in flags if not is_boot_only(_flag_key(flag)) and _flag_key(flag) not in RESERVED]
-
-
-_flag_key = flag_key
-
-
-def set_global(flags: list[str], name: str, value: str | None) -> list[str]:
-    """Replace (or add) one `--name[=value]` among global flags."""
-    kept = [flag for flag in flags if _flag_key(flag) != name]
-    return [*kept, f"--{name}" if value is None else f"--{name}={value}"]
-
-
-def has_nvproxy(flags: list[str]) -> bool:
-    return any(_flag_key(flag) == "nvproxy" and not flag.endswith("=false") for flag in flags)
 
 
 class RunscAdapter(BinaryAdapter):
@@ -232,7 +215,7 @@ class RunscAdapter(BinaryAdapter):
 
     def log_paths(self, verb: str, work_dir: Path, global_flags: list[str]) -> list[Path]:
         for flag in global_flags:
-            if _flag_key(flag) == "debug-log" and "=" in flag:
+            if flag_key(flag) == "debug-log" and "=" in flag:
                 value = flag.split("=", 1)[1]
                 return [Path(re.sub(r"%[A-Z]+%", "*", value))]
         return []

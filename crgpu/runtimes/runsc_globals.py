@@ -171,3 +171,22 @@ def carried_globals(
             hint=f"if you want them, pass them yourself: {fix}",
         )
     return [*kept, *(flag.text for flag in given_flags)], notes
+
+
+def sandbox_global_flags(cmdline: list[str]) -> list[str]:
+    """The global flags of a `runsc-sandbox <globals> boot ...` command line, minus --root and the
+    boot-only file descriptors. Still untrusted: carried_globals judges them before any use."""
+    if "boot" not in cmdline:
+        return []
+    flags = cmdline[1 : cmdline.index("boot")]
+    return [flag for flag in flags if not is_boot_only(flag_key(flag)) and flag_key(flag) not in RESERVED]
+
+
+def set_global(flags: list[str], name: str, value: str | None) -> list[str]:
+    """Replace (or add) one `--name[=value]` among global flags."""
+    kept = [flag for flag in flags if flag_key(flag) != name]
+    return [*kept, f"--{name}" if value is None else f"--{name}={value}"]
+
+
+def has_nvproxy(flags: list[str]) -> bool:
+    return any(flag_key(flag) == "nvproxy" and not flag.endswith("=false") for flag in flags)

@@ -1,0 +1,203 @@
+"""Checkpoint execution: under the container's lock, with cleanup that never loses a container."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import cast
+
+from crgpu.cuda import cuda_processes, load_driver
+from crgpu.cuda_flow import DriverApiSession
+from crgpu.errors import (
+    CrgpuError,
+)
+from crgpu.hostinfo import host_record
+from crgpu.image import (
+    ContainerRecord,
+    Manifest,
+    RuntimeRecord,
+    image_sizes,
+    prepare_image_dir,
+    prepare_work_dir,
+    write_manifest,
+)
+from crgpu.locks import container_lock
+from crgpu.options import RuntimeName
+from crgpu.plan import CheckpointPlan, work_dir_for
+from crgpu.process import LineSink
+from crgpu.result import OperationResult, new_result, raise_if_interrupted
+from crgpu.runtime_call import criu_stats, require_privileges, run_runtime, safe_status, write_criu_config
+from crgpu.runtimes.base import Invocation
+
+
+def execute_checkpoint(
+    plan: CheckpointPlan, sink: LineSink, timeout_s: float | None = None
+) -> OperationResult:
+    """Run the checkpoint under the container's lock. A failed or interrupted one leaves no image
+    (unless --keep-failed), keeps its logs, and never leaves the container paused."""
+    opts = plan.options
+    info = plan.container
+    require_privileges("checkpoint")
+    with container_lock(info.runtime, info.root, info.id, opts.wait):
+        result = new_result(
+            "checkpoint", plan.adapter, info.id, opts.image_path, plan.work_dir, plan.invocation
+        )
+        prepare_image_dir(opts.image_path)
+        prepare_work_dir(plan.work_dir)
+        started = time.monotonic()
+        session = _cuda_session(plan, result) if plan.cuda_mode == "driver-api" else None
+        try:
+            if session is not None:
+                try:
+                    session.suspend()
+                except CrgpuError:
+                    shutil.rmtree(opts.image_path, ignore_errors=True)
+                    raise
+            write_criu_config(plan.invocation)
+            for k, pre in enumerate(plan.invocation.before, start=1):
+                (plan.work_dir / f"predump-{k}").mkdir(mode=0o700, parents=True, exist_ok=True)
+                pre_inv = Invocation(argv=pre, env=plan.invocation.env)
+                run_runtime(
+                    result,
+                    plan.adapter,
+                    pre_inv,
+                    sink,
+                    plan.work_dir / f"predump-{k}",
+                    "checkpoint",
+                    info.root,
+                )
+                if not result.ok:
+                    result.error = f"pre-dump {k}: {result.error}"
+                    break
+            if result.ok:
+                run_runtime(
+                    result,
+                    plan.adapter,
+                    plan.invocation,
+                    sink,
+                    plan.work_dir,
+                    "checkpoint",
+                    info.root,
+                    timeout_s,
+                )
+        except BaseException:
+            _resume_cuda(session, result)
+            _after_failed_checkpoint(plan, result)
+            raise
+        if session is not None and (not result.ok or opts.leave_running):
+            _resume_cuda(session, result)
+        if result.ok and not opts.leave_running:
+            plan.adapter.cleanup_after_checkpoint(info.id, info.root)
+        if not result.ok:
+            _after_failed_checkpoint(plan, result)  # it reports the container's state afterwards
+            raise_if_interrupted(result, plan.adapter, info.root)
+            return result
+        result.container_status = safe_status(plan.adapter, info.id, info.root)
+        result.stats = criu_stats(
+            plan.work_dir / "stats-dump", "runtime_checkpoint_duration", result.duration_s
+        )
+        if session is not None:
+            result.stats.update(session.stats())
+        manifest = Manifest(
+            runtime=RuntimeRecord(
+                name=cast(RuntimeName, plan.adapter.name),
+                version=plan.adapter.binary.version,
+                path=str(plan.adapter.binary.path),
+                root=str(info.root),
+                global_flags=plan.invocation.global_flags,
+            ),
+            container=ContainerRecord(
+                id=info.id,
+                bundle=str(info.bundle) if info.bundle else None,
+                pid=info.pid,
+                gpu=info.gpu,
+            ),
+            options=opts.model_dump(mode="json"),
+            host=host_record(with_criu=plan.adapter.name == "runc"),
+            stats=result.stats,
+            cuda={
+                "mode": plan.cuda_mode,
+                "processes": [
+                    {"ns_pid": p.ns_pid, "comm": p.comm} for p in (session.processes if session else [])
+                ],
+            },
+            sizes=image_sizes(opts.image_path),
+        )
+        write_manifest(opts.image_path, manifest)
+        result.duration_s = round(time.monotonic() - started, 4)
+        if result.interrupted_by is not None:
+            result.notes.append("interrupted after the checkpoint completed: the image is complete")
+            raise_if_interrupted(result, plan.adapter, info.root)
+        return result
+
+
+def _cuda_session(plan: CheckpointPlan, result: OperationResult) -> DriverApiSession:
+    driver = load_driver()
+    processes = cuda_processes(plan.container.pid) if plan.container.pid else []
+    if not processes:
+        result.notes.append("driver-api: no CUDA process found in the container")
+    return DriverApiSession(driver, processes, plan.options.cuda_lock_timeout_ms)
+
+
+def _resume_cuda(session: DriverApiSession | None, result: OperationResult) -> None:
+    """Put every CUDA process back to running; what could not be is said, never hidden."""
+    if session is None or all(state == "running" for state in session.state.values()):
+        return
+    problems = session.resume()
+    result.stats.update(
+        {k: v for k, v in session.stats().items() if k in ("cuda_restore_time", "cuda_unlock_time")}
+    )
+    if problems:
+        result.ok = False
+        result.error = (
+            (result.error + "; " if result.error else "")
+            + "CUDA processes left behind: "
+            + "; ".join(problems)
+        )
+        result.hint = (
+            "check them with `crgpu cuda state --pid PID`; unlock with `crgpu cuda unlock --pid PID`"
+        )
+
+
+def _after_failed_checkpoint(plan: CheckpointPlan, result: OperationResult) -> None:
+    """Keep the logs, drop the partial image (unless --keep-failed), resume a container left paused."""
+    result.ok = False
+    image = plan.options.image_path
+    if not plan.options.keep_failed and image.is_dir():
+        if plan.work_dir == image:
+            kept = _move_logs(image, result.container_id)
+            if result.log_path and Path(result.log_path).parent == image:
+                result.log_path = str(kept / Path(result.log_path).name)
+            result.work_path = str(kept)
+        shutil.rmtree(image, ignore_errors=True)
+        result.removed_image = not image.exists()
+    info = plan.container
+    status = safe_status(plan.adapter, info.id, info.root)
+    if status == "paused" and plan.status_before == "running":
+        try:
+            plan.adapter.resume(info.id, info.root)
+        except CrgpuError:
+            pass
+        status = safe_status(plan.adapter, info.id, info.root)
+        if status == "paused":
+            result.hint = (result.hint + "; " if result.hint else "") + (
+                f"the container is still paused: `{plan.adapter.name} --root {info.root} resume {info.id}`"
+            )
+    result.container_status = status
+
+
+LOG_SUFFIXES = (".log", ".conf")
+
+
+def _move_logs(image: Path, container_id: str) -> Path:
+    """Move the work files (logs, CRIU configs, stats) out of an image dir about to be removed."""
+    target = prepare_work_dir(work_dir_for(container_id, "failed-checkpoint"))
+    for entry in image.iterdir():
+        if (
+            entry.is_file()
+            and not entry.is_symlink()
+            and (entry.suffix in LOG_SUFFIXES or entry.name.startswith("stats-"))
+        ):
+            shutil.move(str(entry), target / entry.name)
+    return target

@@ -1,0 +1,248 @@
+"""Plans: validate, detect and map a checkpoint or restore onto its runtime, before anything runs.
+
+A plan is complete and immutable: `--dry-run` prints it, the executions run it unchanged."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from crgpu import config
+from crgpu.criu import dirty_tracking, require_criu
+from crgpu.cuda_flow import select_mode
+from crgpu.errors import (
+    NotFoundError,
+    PreconditionError,
+)
+from crgpu.guard import enforce, restore_findings
+from crgpu.hostinfo import host_record
+from crgpu.image import (
+    Manifest,
+    check_image_path_free,
+    read_image,
+)
+from crgpu.options import CheckpointOptions, RestoreOptions
+from crgpu.result import OperationResult, new_result
+from crgpu.runtimes.base import ContainerInfo, Invocation, RuntimeAdapter, run_capture
+from crgpu.runtimes.detect import choose_runtime, find_container, locate
+
+Adapter = RuntimeAdapter
+
+
+CHECKPOINTABLE = ("running", "paused")
+
+
+def adapter_for(runtime: str) -> Adapter:
+    if runtime == "runc":
+        from crgpu.runtimes.runc import RuncAdapter, discover_runc
+
+        return RuncAdapter(discover_runc())
+    if runtime == "runsc":
+        from crgpu.runtimes.runsc import RunscAdapter, discover_runsc
+
+        return RunscAdapter(discover_runsc())
+    raise PreconditionError(f"unknown runtime {runtime!r}", hint="use runc or runsc")
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    options: CheckpointOptions
+    adapter: Adapter
+    container: ContainerInfo
+    work_dir: Path
+    invocation: Invocation
+    status_before: str
+    cuda_mode: str = "off"
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    options: RestoreOptions
+    adapter: Adapter
+    container_id: str
+    root: Path
+    bundle: Path
+    work_dir: Path
+    invocation: Invocation
+    manifest: Manifest | None
+
+
+def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
+    check_image_path_free(opts.image_path)
+    container = find_container(opts.container_id, opts.runtime, opts.root)
+    if container.gpu and opts.cuda_checkpoint_path is None:
+        node_default = config.get("cuda_checkpoint_path").value
+        if node_default:
+            opts = opts.model_copy(update={"cuda_checkpoint_path": node_default})
+    adapter = adapter_for(container.runtime)
+    work_dir = opts.work_path or opts.image_path
+    invocation = adapter.checkpoint_invocation(opts, container, work_dir)
+    if invocation.before:
+        _require_dirty_tracking()
+    status = adapter.status(container.id, container.root)
+    if status not in CHECKPOINTABLE:
+        raise PreconditionError(
+            f"container {container.id!r} is {status or 'in an unknown state'}, not running",
+            hint=f"start it first; `{adapter.name} --root {container.root} state {container.id}` shows it",
+        )
+    cuda_mode, cuda_notes = select_mode(opts.cuda, container.gpu, container.runtime, container.id)
+    invocation = replace(invocation, notes=[*invocation.notes, *cuda_notes])
+    return CheckpointPlan(opts, adapter, container, work_dir, invocation, status, cuda_mode)
+
+
+def _require_dirty_tracking() -> None:
+    criu = require_criu()
+    ok, said = dirty_tracking(criu, lambda argv: run_capture(argv, timeout=10))
+    if not ok:
+        raise PreconditionError(
+            f"--pre-dump needs the kernel's soft-dirty memory tracking, which this node lacks ({said})",
+            hint="checkpoint without --pre-dump here (crgpu doctor shows criu.dirty_tracking)",
+        )
+
+
+def work_dir_for(container_id: str, kind: str) -> Path:
+    """A new dir under the node's work root: WORK_ROOT/ID/KIND-TIMESTAMP."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
+    return Path(config.get("work_root").value) / container_id / f"{kind}-{stamp}"
+
+
+def _image_for_restore(opts: RestoreOptions) -> tuple[Manifest | None, list[str]]:
+    """The image's manifest, and what may be taken from it: a manifest this node signed names
+    the state root and bundle; any other needs them from the operator (or --trust-image)."""
+    try:
+        image = read_image(opts.image_path)
+    except PreconditionError:
+        if not opts.force:
+            raise
+        return None, []
+    if image.trust.trusted:
+        return image.manifest, []
+    missing = [flag for flag, given in (("--root", opts.root), ("--bundle", opts.bundle)) if given is None]
+    if missing and not opts.trust_image:
+        raise PreconditionError(
+            f"the image's crgpu.json is {image.trust.describe()}: crgpu does not let it choose the "
+            f"state root and bundle",
+            hint=f"give {' and '.join(missing)} yourself, or --trust-image if you know where it comes from",
+        )
+    how = "--trust-image" if missing else "the state root and bundle given on the command line"
+    return image.manifest, [f"the image's crgpu.json is {image.trust.describe()}; restoring with {how}"]
+
+
+def plan_restore(opts: RestoreOptions) -> RestorePlan:
+    manifest, trust_notes = _image_for_restore(opts)
+    runtime_choice = choose_runtime(opts.runtime)
+    if manifest is not None:
+        runtime = manifest.runtime.name
+        if runtime_choice not in ("auto", runtime) and not opts.force:
+            raise PreconditionError(
+                f"the image was made by {runtime}; it cannot be restored with {runtime_choice}",
+                hint=f"restore it with --runtime {runtime} (or --force to try anyway)",
+            )
+        if runtime_choice != "auto":
+            runtime = runtime_choice
+    elif runtime_choice == "auto":
+        raise PreconditionError("without crgpu.json the runtime is unknown", hint="give --runtime runc|runsc")
+    else:
+        runtime = runtime_choice
+    container_id = opts.container_id or (manifest.container.id if manifest else None)
+    if not container_id:
+        raise PreconditionError(
+            "without crgpu.json the container ID is unknown", hint="give the container ID"
+        )
+    bundle = opts.bundle or (
+        Path(manifest.container.bundle) if manifest and manifest.container.bundle else None
+    )
+    if bundle is None:
+        raise PreconditionError("the bundle directory is unknown", hint="give --bundle DIR")
+    config = bundle / "config.json"
+    if not config.is_file():
+        raise NotFoundError(
+            f"bundle {bundle} has no config.json",
+            hint="give the container's bundle with --bundle (the directory holding config.json)",
+        )
+    if not os.access(config, os.R_OK):
+        raise PreconditionError(f"cannot read {config}", hint="run crgpu as root")
+    if opts.console_socket is None and _has_terminal(config):
+        raise PreconditionError(
+            f"the container has a terminal (terminal: true in {config}): the runtime must hand the "
+            "restored terminal to a console socket",
+            hint="give --console-socket SOCKET (a receiver listening there, such as runc's recvtty)",
+        )
+    if opts.console_socket is not None and not _is_socket(opts.console_socket):
+        raise PreconditionError(
+            f"--console-socket {opts.console_socket} is not a unix socket",
+            hint="start a console socket receiver there first (runc's recvtty, or your engine's)",
+        )
+    root = (
+        opts.root
+        or (Path(manifest.runtime.root) if manifest else None)
+        or Path("/run/runc" if runtime == "runc" else "/var/run/runsc")
+    )
+    refuse_existing(container_id, runtime, root)
+    try:
+        adapter = adapter_for(runtime)
+    except NotFoundError as exc:
+        raise PreconditionError(
+            f"the image needs {runtime}, which is not usable here: {exc.message}", hint=exc.hint
+        ) from exc
+    warnings: list[str] = list(trust_notes)
+    if manifest is not None:
+        if manifest.runtime.name != runtime:
+            warnings.append(
+                f"--force overrides: the image was made by {manifest.runtime.name}, restoring with {runtime}"
+            )
+        warnings += enforce(
+            restore_findings(manifest, host_record(with_criu=runtime == "runc"), runtime), opts.force
+        )
+    work_dir = opts.work_path or work_dir_for(container_id, "restore")
+    global_flags = manifest.runtime.global_flags if manifest else []
+    invocation = adapter.restore_invocation(opts, container_id, root, bundle, work_dir, global_flags)
+    if manifest is not None and manifest.container.gpu:
+        warnings += adapter.check_gpu_restore(opts.force)
+    invocation = replace(invocation, notes=[*invocation.notes, *warnings])
+    return RestorePlan(opts, adapter, container_id, root, bundle, work_dir, invocation, manifest)
+
+
+def _has_terminal(config: Path) -> bool:
+    import json
+
+    try:
+        spec = json.loads(config.read_bytes()[: 16 * 1024 * 1024])
+        return bool(isinstance(spec, dict) and (spec.get("process") or {}).get("terminal") is True)
+    except (OSError, ValueError, AttributeError):
+        return False  # the runtime reads it next and says what is wrong
+
+
+def _is_socket(path: Path) -> bool:
+    try:
+        return stat.S_ISSOCK(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def refuse_existing(container_id: str, runtime: str, root: Path) -> None:
+    if locate(container_id, runtime, root):  # type: ignore[arg-type]
+        raise PreconditionError(
+            f"a container {container_id!r} already exists under {root}",
+            hint=f"delete it (`{runtime} --root {root} delete {container_id}`) or restore under another ID",
+        )
+
+
+def checkpoint_dry_run(plan: CheckpointPlan) -> OperationResult:
+    opts = plan.options
+    result = new_result(
+        "checkpoint", plan.adapter, plan.container.id, opts.image_path, plan.work_dir, plan.invocation
+    )
+    result.dry_run = True
+    return result
+
+
+def restore_dry_run(plan: RestorePlan) -> OperationResult:
+    result = new_result(
+        "restore", plan.adapter, plan.container_id, plan.options.image_path, plan.work_dir, plan.invocation
+    )
+    result.dry_run = True
+    return result
