@@ -1,5 +1,5 @@
-"""A fake runc for CLI contract tests: answers help/version from the captured 1.1 texts, reports its
-container running, and does on `checkpoint` whatever the test asks (CRGPU_FAKE_CHECKPOINT)."""
+"""The one fake runc of the tests: answers help and version from the captured 1.1 texts, logs
+every call, and does on each verb whatever the test asks (shell snippets)."""
 
 from __future__ import annotations
 
@@ -9,25 +9,47 @@ from pathlib import Path
 import pytest
 
 HELP = Path(__file__).parent / "fixtures" / "help"
+RUNNING = """echo '{"id": "c1", "status": "running"}'"""
 
 
-def install_fake_runc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_checkpoint: str = "exit 0") -> Path:
-    calls = tmp_path / "calls"
-    script = tmp_path / "fake-runc"
+def write_fake_runc(
+    script: Path,
+    *,
+    calls: Path | None = None,
+    state: str = RUNNING,
+    on_checkpoint: str = "exit 0",
+    on_restore: str = 'echo "unexpected: $*" >&2; exit 99',
+    on_delete: str = 'echo "unexpected: $*" >&2; exit 99',
+    on_resume: str = 'echo "unexpected: $*" >&2; exit 99',
+) -> Path:
+    """A runc 1.1.15 look-alike at `script`; each `on_*` is the shell run for that verb."""
+    log = f'echo "$@" >> {calls}\n' if calls else ""
     script.write_text(
         f"""#!/bin/sh
-echo "$@" >> {calls}
-case "$*" in
+{log}case "$*" in
   --version) cat {HELP}/runc-1.1.15-version.txt ;;
   "checkpoint --help") cat {HELP}/runc-1.1.15-checkpoint.txt ;;
   "restore --help") cat {HELP}/runc-1.1.15-restore.txt ;;
-  *" state "*) echo '{{"id": "c1", "status": "running"}}' ;;
+  *" state "*) {state} ;;
   *" checkpoint "*) {on_checkpoint} ;;
+  *" restore "*) {on_restore} ;;
+  *" delete "*) {on_delete} ;;
+  *" resume "*) {on_resume} ;;
   *) echo "unexpected: $*" >&2; exit 99 ;;
 esac
 """
     )
     script.chmod(0o755)
+    return script
+
+
+def install_fake_runc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_checkpoint: str = "exit 0", **verbs: str
+) -> Path:
+    """The fake runc as CRGPU_RUNC, its container c1 (bundle /b) under tmp_path/root as the only
+    state root; returns the file its calls are logged to."""
+    calls = tmp_path / "calls"
+    script = write_fake_runc(tmp_path / "fake-runc", calls=calls, on_checkpoint=on_checkpoint, **verbs)
     monkeypatch.setenv("CRGPU_RUNC", str(script))
     root = tmp_path / "root"
     (root / "c1").mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ import pytest
 from crgpu.cuda import cuda_processes, device_map
 from crgpu.cuda_flow import select_mode
 from crgpu.errors import PreconditionError
+from tests.fakes import RUNNING, write_fake_runc
 from tests.helpers import crgpu
 
 HELP = Path(__file__).parent / "fixtures" / "help"
@@ -74,22 +75,17 @@ class Node:
         (self.root / "c1" / "state.json").write_text(json.dumps(state))
 
     def runc(self, checkpoint: str) -> None:
-        script = self.tmp / "runc"
         state_json = self.root / "c1" / "state.json"
-        script.write_text(
-            f"""#!/bin/sh
-case "$*" in
-  --version) cat {HELP}/runc-1.1.15-version.txt ;;
-  "checkpoint --help") cat {HELP}/runc-1.1.15-checkpoint.txt ;;
-  "restore --help") cat {HELP}/runc-1.1.15-restore.txt ;;
-  *" state "*) if [ -f {state_json} ]; then echo '{{"id": "c1", "status": "running"}}'; else exit 1; fi ;;
-  *" checkpoint "*) {checkpoint} ;;
-  *" restore "*) mkdir -p {self.root}/c1 && echo '{{"init_process_pid": 100, "config": {{}}}}' > {state_json} ;;
-  *" delete "*) rm -rf {self.root}/c1 ;;
-esac
-"""
+        script = write_fake_runc(
+            self.tmp / "runc",
+            state=f"if [ -f {state_json} ]; then {RUNNING}; else exit 1; fi",
+            on_checkpoint=checkpoint,
+            on_restore=(
+                f"mkdir -p {self.root}/c1 && "
+                f"""echo '{{"init_process_pid": 100, "config": {{}}}}' > {state_json}"""
+            ),
+            on_delete=f"rm -rf {self.root}/c1",
         )
-        script.chmod(0o755)
         os.environ["CRGPU_RUNC"] = str(script)
 
     def checkpoint(self, *extra: str) -> tuple[int, dict[str, Any]]:

@@ -172,16 +172,12 @@ def test_a_runtime_left_paused_after_a_failure_is_resumed(
     status = tmp_path / "status"
     status.write_text("running")
     calls = install_fake_runc(
-        tmp_path, monkeypatch, on_checkpoint=f"echo paused > {status}; echo 'criu failed' >&2; exit 1"
+        tmp_path,
+        monkeypatch,
+        on_checkpoint=f"echo paused > {status}; echo 'criu failed' >&2; exit 1",
+        state=f'echo "{{\\"id\\": \\"c1\\", \\"status\\": \\"$(cat {status})\\"}}"',
+        on_resume=f"echo running > {status}",
     )
-    script = tmp_path / "fake-runc"
-    text = script.read_text()
-    text = text.replace(
-        """  *" state "*) echo '{"id": "c1", "status": "running"}' ;;""",
-        f"""  *" state "*) echo "{{\\"id\\": \\"c1\\", \\"status\\": \\"$(cat {status})\\"}}" ;;
-  *" resume "*) echo running > {status} ;;""",
-    )
-    script.write_text(text)
     result = crgpu("checkpoint", "--json", "-i", str(tmp_path / "img"), "c1")
     assert result.exit_code == 1
     assert " resume -- c1" in calls.read_text()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from crgpu.image import ContainerRecord, GpuRecord, HostRecord, Manifest, RuntimeRecord, write_manifest
+from tests.fakes import write_fake_runc
 from tests.helpers import crgpu
 
 HELP = Path(__file__).parent / "fixtures" / "help"
@@ -22,12 +23,7 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "cat").symlink_to("/bin/cat")
-    runc = bin_dir / "runc"
-    runc.write_text(
-        f'#!/bin/sh\ncase "$*" in --version) cat {HELP}/runc-1.1.15-version.txt;; '
-        f'"checkpoint --help") cat {HELP}/runc-1.1.15-checkpoint.txt;; "restore --help") cat {HELP}/runc-1.1.15-restore.txt;; esac\n'
-    )
-    runc.chmod(0o755)
+    write_fake_runc(bin_dir / "runc")
     criu(bin_dir, "4.1.1")
     monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.setenv("CRGPU_HOST_ROOT", str(tmp_path / "hostroot"))

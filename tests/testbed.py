@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+from crgpu.bundle import busybox_bundle, static_busybox
+from crgpu.errors import CrgpuError
+
 RUNC_NEW_DEFAULT = "/opt/crgpu-testbed/runc-new/usr/sbin/runc"
 
 FAST_COUNTER = (
@@ -38,14 +40,10 @@ def require_root() -> None:
 
 
 def busybox() -> str:
-    for candidate in BUSYBOX_CANDIDATES:
-        if os.path.isfile(candidate):
-            with open(candidate, "rb") as handle:
-                head = handle.read(4096)
-            if b"ld-linux" not in head:  # a dynamic binary names its loader in .interp, up front
-                return candidate
-    missing("busybox-static is not installed (apt-get install busybox-static)")
-    raise AssertionError("unreachable")
+    found = static_busybox()
+    if found is None:
+        missing("busybox-static is not installed (apt-get install busybox-static)")
+    return str(found)
 
 
 def runc_binaries() -> dict[str, str]:
@@ -68,24 +66,13 @@ def require_binary(path: str | None, what: str) -> str:
 
 
 def make_bundle(directory: Path, script: str = COUNTER, terminal: bool = False) -> Path:
-    """A busybox bundle whose process redirects its own stdio inside the container."""
-    rootfs = directory / "rootfs"
-    (rootfs / "bin").mkdir(parents=True)
-    for sub in ("tmp", "proc", "dev", "sys"):
-        (rootfs / sub).mkdir()
-    shutil.copy2(busybox(), rootfs / "bin" / "busybox")
-    for applet in ("sh", "sleep", "cat", "echo", "ln", "rm", "dd", "head", "true"):
-        (rootfs / "bin" / applet).symlink_to("busybox")
-    spec = subprocess.run(["runc", "spec", "--bundle", str(directory)], capture_output=True, text=True)
-    if spec.returncode != 0:
-        missing(f"runc spec failed: {spec.stderr.strip()}")
-    config_path = directory / "config.json"
-    config = json.loads(config_path.read_text())
-    config["process"]["terminal"] = terminal
-    config["process"]["args"] = ["sh", "-c", script]
-    config["root"]["readonly"] = False
-    config_path.write_text(json.dumps(config, indent=2))
-    return directory
+    """A busybox bundle (crgpu's own builder, as the probe and the benchmarks use it) running
+    `sh -c script`; the script redirects its own stdio inside the container."""
+    try:
+        return busybox_bundle(directory, Path(busybox()), "runc", ["sh", "-c", script], terminal=terminal)
+    except CrgpuError as exc:
+        missing(exc.message)
+        raise
 
 
 def read_counter(bundle: Path) -> int:
