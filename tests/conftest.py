@@ -10,6 +10,18 @@ import pytest
 from tests import testbed
 
 _ids = itertools.count()
+# A test that asks for one of these drives a real runtime: it carries the `real` marker.
+REAL_FIXTURES = frozenset({"runc_binary", "runc_container", "runsc_container", "big"})
+REAL_DIR = Path(__file__).parent / "real"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every real-runtime test is marked `real`: those under tests/real/, and any other that
+    uses a real container fixture (`pytest -m "not real"` runs without the test bed)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if REAL_DIR in Path(str(item.fspath)).parents or fixtures & REAL_FIXTURES:
+            item.add_marker(pytest.mark.real)
 
 
 @pytest.fixture(autouse=True)

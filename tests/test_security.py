@@ -25,7 +25,7 @@ from crgpu.image import ContainerRecord, Manifest, RuntimeRecord, write_manifest
 from crgpu.locks import container_lock, lock_path
 from crgpu.runtimes.runsc_globals import carried_globals
 from crgpu.textsafe import printable, strict_json
-from tests.fakes import install_fake_runc
+from tests.fakes import HELP, install_fake_runc
 from tests.helpers import crgpu
 
 ESC = "\x1b"
@@ -489,7 +489,6 @@ def test_a_restore_whose_criu_log_runs_away_is_stopped_and_the_log_capped(
 
 # --- 7. runsc: the image's flags, and the boot-only ones ------------------------------------------
 
-HELP = Path(__file__).parent / "fixtures" / "help"
 KNOWN = frozenset(
     line.split()[0].lstrip("-").split("=")[0]
     for line in (HELP / "runsc-20260817-flags.txt").read_text().splitlines()

@@ -20,7 +20,7 @@ from tests.helpers import crgpu
 
 
 def test_readme_and_help_document_every_code() -> None:
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     help_text = crgpu("--help").stdout
     for code in EXIT_CODE_MEANINGS:
         assert f"| {int(code)} |" in readme

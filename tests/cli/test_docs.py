@@ -15,7 +15,7 @@ import pytest
 
 from tests import testbed
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("gendocs", ROOT / "scripts" / "gendocs.py")
 assert _spec is not None and _spec.loader is not None
 docs = importlib.util.module_from_spec(_spec)

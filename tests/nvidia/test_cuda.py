@@ -16,7 +16,6 @@ from crgpu.errors import PreconditionError
 from tests.fakes import RUNNING, write_fake_runc
 from tests.helpers import crgpu
 
-HELP = Path(__file__).parent / "fixtures" / "help"
 NS = "pid:[4026532001]"
 CUDA_PIDS = (101, 102)
 

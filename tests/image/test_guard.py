@@ -13,7 +13,6 @@ from crgpu.image import ContainerRecord, GpuRecord, HostRecord, Manifest, Runtim
 from tests.fakes import write_fake_runc
 from tests.helpers import crgpu
 
-HELP = Path(__file__).parent / "fixtures" / "help"
 H100 = "NVIDIA H100 80GB HBM3"
 
 

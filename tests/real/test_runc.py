@@ -206,7 +206,10 @@ def test_a_criu_that_does_not_start_is_named_in_the_headline(
         container.id,
     )
     assert code == 1
-    assert doc["error"].endswith(": CRIU version check failed: read criu-xprt-cln: connection reset by peer")
+    # runc's words after the cause depend on a race (read: reset by peer, or write: broken pipe).
+    assert doc["error"].startswith(
+        f"runc {doc['runtime_version']} checkpoint failed (exit 1): CRIU version check failed"
+    )
     assert "criu check" in doc["hint"] and "CRIU_CONFIG_FILE" in doc["hint"]
     assert container.status() == "running"
 

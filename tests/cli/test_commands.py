@@ -10,8 +10,6 @@ import pytest
 from tests.fakes import install_fake_runc
 from tests.helpers import crgpu
 
-HELP = Path(__file__).parent / "fixtures" / "help"
-
 
 @pytest.fixture
 def fake_runc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

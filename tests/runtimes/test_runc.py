@@ -11,8 +11,8 @@ from crgpu.errors import PreconditionError
 from crgpu.options import CheckpointOptions, RestoreOptions
 from crgpu.runtimes.base import ContainerInfo, RuntimeBinary, parse_help_flags
 from crgpu.runtimes.runc import RuncAdapter, runc_binary_from_texts
+from tests.fakes import HELP
 
-HELP = Path(__file__).parent / "fixtures" / "help"
 ROOT = Path("/run/runc")
 IMG = Path("/ckpt/img")
 WORK = Path("/ckpt/work")

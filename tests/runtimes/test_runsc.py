@@ -11,8 +11,8 @@ from crgpu.options import CheckpointOptions, RestoreOptions
 from crgpu.runtimes.base import ContainerInfo, RuntimeBinary
 from crgpu.runtimes.runsc import RunscAdapter, runsc_binary_from_texts
 from crgpu.runtimes.runsc_globals import sandbox_global_flags
+from tests.fakes import HELP
 
-HELP = Path(__file__).parent / "fixtures" / "help"
 ROOT = Path("/run/gv")
 IMG = Path("/ckpt/g")
 GLOBALS = ["--network=none", "--ignore-cgroups=true"]
