@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 from typing import cast
 
-from crgpu.cuda import cuda_processes, load_driver
+from crgpu.cuda import load_driver
 from crgpu.cuda_flow import DriverApiSession
+from crgpu.cuda_processes import cuda_processes
 from crgpu.errors import (
     CrgpuError,
 )

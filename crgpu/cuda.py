@@ -1,23 +1,25 @@
-"""The CUDA driver's checkpoint API (driver 570+), and the CUDA processes of a container.
+"""The CUDA driver's checkpoint API (driver 570+).
 
 `BindingsDriver` reaches cuCheckpointProcess* through NVIDIA's cuda-bindings, imported only when
 used. Every failure becomes a CudaError with one line naming the call and the CUresult.
-`CRGPU_CUDA_DRIVER=python:MODULE:ATTR` swaps in another implementation (the tests' fake driver).
-"""
+`CRGPU_CUDA_DRIVER=python:MODULE:ATTR` swaps in another implementation (the tests' fake driver)."""
 
 from __future__ import annotations
 
 import importlib
 import os
 import re
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from crgpu.errors import ExitCode, PreconditionError
-from crgpu.host_root import host_path
 
 STATES = ("running", "locked", "checkpointed", "failed")
+
+
 DEFAULT_LOCK_TIMEOUT_MS = 10_000
+
+
+_GPU_UUID = re.compile(r"^GPU-[0-9a-fA-F-]{36}$")
 
 
 class CudaError(PreconditionError):
@@ -158,87 +160,6 @@ def load_driver() -> CudaDriver:
         driver: CudaDriver = factory()
         return driver
     return BindingsDriver()
-
-
-# ---------------------------------------------------------------- the container's CUDA processes
-@dataclass(frozen=True)
-class CudaProcess:
-    host_pid: int
-    ns_pid: int
-    comm: str
-
-
-def _pid_namespace(pid: int) -> str | None:
-    try:
-        return os.readlink(host_path(f"/proc/{pid}/ns/pid"))
-    except OSError:
-        return None
-
-
-def _ns_pid(pid: int) -> int:
-    try:
-        for line in host_path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("NSpid:"):
-                return int(line.split()[-1])  # the innermost namespace: the container's view
-    except (OSError, ValueError):
-        pass
-    return pid
-
-
-def _uses_cuda(pid: int) -> bool:
-    fd_dir = host_path(f"/proc/{pid}/fd")
-    try:
-        for fd in fd_dir.iterdir():
-            try:
-                if os.readlink(fd).startswith("/dev/nvidia"):
-                    return True
-            except OSError:
-                continue
-    except OSError:
-        pass
-    try:
-        return "libcuda.so" in host_path(f"/proc/{pid}/maps").read_text(errors="replace")
-    except OSError:
-        return False
-
-
-def container_processes(init_pid: int) -> list[int]:
-    """Every process in the PID namespace of the container's init process."""
-    namespace = _pid_namespace(init_pid)
-    if namespace is None:
-        return []
-    found = []
-    for entry in host_path("/proc").iterdir():
-        if entry.name.isdigit() and _pid_namespace(int(entry.name)) == namespace:
-            found.append(int(entry.name))
-    return sorted(found)
-
-
-def cuda_processes(init_pid: int) -> list[CudaProcess]:
-    """The container's processes that hold /dev/nvidia* open or map libcuda."""
-    result = []
-    for pid in container_processes(init_pid):
-        if _uses_cuda(pid):
-            try:
-                comm = host_path(f"/proc/{pid}/comm").read_text().strip()
-            except OSError:
-                comm = "?"
-            result.append(CudaProcess(host_pid=pid, ns_pid=_ns_pid(pid), comm=comm))
-    return result
-
-
-def host_pids_for(init_pid: int, ns_pids: list[int]) -> dict[int, int]:
-    """After a restore: the host PID now behind each container-side PID."""
-    wanted = set(ns_pids)
-    mapping = {}
-    for pid in container_processes(init_pid):
-        ns = _ns_pid(pid)
-        if ns in wanted:
-            mapping[ns] = pid
-    return mapping
-
-
-_GPU_UUID = re.compile(r"^GPU-[0-9a-fA-F-]{36}$")
 
 
 def device_map(old: list[str], new: list[str]) -> dict[str, str] | None:

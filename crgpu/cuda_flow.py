@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, field
 
 from crgpu.criu import cuda_plugin_path
-from crgpu.cuda import CudaDriver, CudaError, CudaProcess
+from crgpu.cuda import CudaDriver, CudaError
+from crgpu.cuda_processes import CudaProcess
 from crgpu.errors import PreconditionError
 from crgpu.gpu import driver_version
 from crgpu.options import CudaMode

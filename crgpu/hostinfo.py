@@ -12,7 +12,7 @@ from crgpu.errors import CrgpuError
 from crgpu.gpu import driver_version, gpus
 from crgpu.host_root import host_path
 from crgpu.image import GpuRecord, HostRecord
-from crgpu.runtimes.base import cached_texts
+from crgpu.runtimes.capabilities import cached_texts
 
 
 def kernel_release() -> str:

@@ -26,7 +26,8 @@ from crgpu.image import (
 )
 from crgpu.options import CheckpointOptions, RestoreOptions
 from crgpu.result import OperationResult, new_result
-from crgpu.runtimes.base import ContainerInfo, Invocation, RuntimeAdapter, run_capture
+from crgpu.runtimes.base import ContainerInfo, Invocation, RuntimeAdapter
+from crgpu.runtimes.capabilities import run_capture
 from crgpu.runtimes.detect import choose_runtime, find_container, locate
 
 Adapter = RuntimeAdapter

@@ -6,8 +6,9 @@ import os
 import time
 from pathlib import Path
 
-from crgpu.cuda import CudaProcess, device_map, host_pids_for, load_driver
+from crgpu.cuda import device_map, load_driver
 from crgpu.cuda_flow import DriverApiSession
+from crgpu.cuda_processes import CudaProcess, host_pids_for
 from crgpu.hostinfo import host_record
 from crgpu.image import (
     prepare_work_dir,

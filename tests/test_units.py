@@ -21,7 +21,7 @@ from crgpu.image import (
     write_manifest,
 )
 from crgpu.options import CheckpointOptions, check_container_id, validation_messages
-from crgpu.runtimes import base
+from crgpu.runtimes import capabilities
 from crgpu.runtimes.detect import find_container
 
 
@@ -169,12 +169,12 @@ def test_capabilities_are_cached_per_binary_and_mtime(tmp_path: Path) -> None:
     fake = tmp_path / "fake-runc"
     fake.write_text(f"#!/bin/sh\necho x >> {counter}\necho 'runc version 9.9.9'\n")
     fake.chmod(0o755)
-    first = base.cached_texts(fake, {"version": [str(fake), "--version"]})
-    second = base.cached_texts(fake, {"version": [str(fake), "--version"]})
+    first = capabilities.cached_texts(fake, {"version": [str(fake), "--version"]})
+    second = capabilities.cached_texts(fake, {"version": [str(fake), "--version"]})
     assert first == second == {"version": "runc version 9.9.9\n"}
     assert counter.read_text().count("x") == 1
     os.utime(fake, ns=(0, 1))  # a new binary: the cache must not answer
-    base.cached_texts(fake, {"version": [str(fake), "--version"]})
+    capabilities.cached_texts(fake, {"version": [str(fake), "--version"]})
     assert counter.read_text().count("x") == 2
 
 
@@ -183,7 +183,7 @@ def test_runtime_binary_override_must_be_executable(tmp_path: Path, monkeypatch:
     with pytest.raises(
         NotFoundError, match=r"runc = .*nope from environment \(CRGPU_RUNC\) is not an executable"
     ):
-        base.resolve_binary("runc")
+        capabilities.resolve_binary("runc")
 
 
 def test_runsc_gpu_detection_from_nvproxy_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

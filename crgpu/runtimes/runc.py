@@ -17,17 +17,8 @@ from crgpu.criu import config_text, require_criu
 from crgpu.errors import PreconditionError
 from crgpu.option_table import OPTIONS, options_for
 from crgpu.options import CheckpointOptions, RestoreOptions
-from crgpu.runtimes.base import (
-    BinaryAdapter,
-    ContainerInfo,
-    Invocation,
-    RuntimeBinary,
-    binary_from_texts,
-    cached_texts,
-    option_flag,
-    resolve_binary,
-    run_capture,
-)
+from crgpu.runtimes.base import BinaryAdapter, ContainerInfo, Invocation, RuntimeBinary, option_flag
+from crgpu.runtimes.capabilities import binary_from_texts, cached_texts, resolve_binary, run_capture
 
 CRIU_CONFIG_ENV = "CRIU_CONFIG_FILE"
 DUMP_CONFIG_NAME = "crgpu-criu-dump.conf"

@@ -15,17 +15,8 @@ from crgpu.errors import PreconditionError
 from crgpu.gpu import driver_version
 from crgpu.option_table import OPTIONS, options_for
 from crgpu.options import CheckpointOptions, RestoreOptions
-from crgpu.runtimes.base import (
-    BinaryAdapter,
-    ContainerInfo,
-    Invocation,
-    RuntimeBinary,
-    binary_from_texts,
-    cached_texts,
-    option_flag,
-    resolve_binary,
-    run_capture,
-)
+from crgpu.runtimes.base import BinaryAdapter, ContainerInfo, Invocation, RuntimeBinary, option_flag
+from crgpu.runtimes.capabilities import binary_from_texts, cached_texts, resolve_binary, run_capture
 from crgpu.runtimes.runsc_globals import (
     carried_globals,
     flag_key,

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from crgpu.cuda import cuda_processes, device_map
+from crgpu.cuda import device_map
 from crgpu.cuda_flow import select_mode
+from crgpu.cuda_processes import cuda_processes
 from crgpu.errors import PreconditionError
 from tests.fakes import RUNNING, write_fake_runc
 from tests.helpers import crgpu

@@ -9,7 +9,8 @@ import pytest
 
 from crgpu.errors import PreconditionError
 from crgpu.options import CheckpointOptions, RestoreOptions
-from crgpu.runtimes.base import ContainerInfo, RuntimeBinary, parse_help_flags
+from crgpu.runtimes.base import ContainerInfo, RuntimeBinary
+from crgpu.runtimes.capabilities import parse_help_flags
 from crgpu.runtimes.runc import RuncAdapter, runc_binary_from_texts
 from tests.fakes import HELP
 
