@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from crgpu.cli.common import run_guarded, show_and_run, validated
+from crgpu.cli.common import Planned, run_planned, validated
 from crgpu.cli.params import model_values, table_command
-from crgpu.cli.render import Renderer
 
 EXAMPLES = """
 Examples:
@@ -23,26 +22,20 @@ Examples:
 """
 
 
-def _run(values: dict[str, Any]) -> None:
-    renderer = Renderer(as_json=values["as_json"], quiet=values["quiet"])
+def _plan(values: dict[str, Any]) -> Planned:
+    from crgpu.checkpoint import execute_checkpoint
+    from crgpu.options import CheckpointOptions
+    from crgpu.plan import checkpoint_dry_run, plan_checkpoint
 
-    def body() -> int:
-        from crgpu.checkpoint import execute_checkpoint
-        from crgpu.options import CheckpointOptions
-        from crgpu.plan import checkpoint_dry_run, plan_checkpoint
-
-        opts = validated(CheckpointOptions, model_values("checkpoint", values))
-        plan = plan_checkpoint(opts)
-        return show_and_run(
-            renderer,
-            values["dry_run"],
-            plan.invocation.notes,
-            f"{plan.adapter.label} checkpoint {plan.container.id}",
-            lambda: checkpoint_dry_run(plan),
-            lambda sink: execute_checkpoint(plan, sink),
-        )
-
-    run_guarded(renderer, values["debug"], body)
+    plan = plan_checkpoint(validated(CheckpointOptions, model_values("checkpoint", values)))
+    return Planned(
+        f"{plan.adapter.label} checkpoint {plan.container.id}",
+        plan.invocation.notes,
+        lambda: checkpoint_dry_run(plan),
+        lambda sink: execute_checkpoint(plan, sink),
+    )
 
 
-checkpoint = table_command("checkpoint", "Checkpoint a running container into a new image directory.", _run)
+checkpoint = table_command(
+    "checkpoint", "Checkpoint a running container into a new image directory.", run_planned(_plan)
+)

@@ -6,6 +6,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -88,21 +89,35 @@ def run_guarded(renderer: Renderer, debug: bool, body: Callable[[], int]) -> Non
     raise typer.Exit(code)
 
 
-def show_and_run(
-    renderer: Renderer,
-    dry_run: bool,
-    notes: list[str],
-    title: str,
-    preview: Callable[[], OperationResult],
-    execute: Callable[[LineSink], OperationResult],
-) -> int:
-    """The shared tail of checkpoint and restore: the plan, or its notes, live output and result."""
-    if dry_run:
-        renderer.result(preview())
-        return 0
-    for note in notes:
-        renderer.status(note, label="note:", style="dim")
-    with renderer.stream(title) as sink:
-        result = execute(sink)
-    renderer.result(result)
-    return int(result.ok is False)
+@dataclass(frozen=True)
+class Planned:
+    """A checkpoint or restore, planned: its panel title, its notes, and its two ways to go."""
+
+    title: str
+    notes: list[str]
+    preview: Callable[[], OperationResult]
+    execute: Callable[[LineSink], OperationResult]
+
+
+def run_planned(plan: Callable[[dict[str, Any]], Planned]) -> Callable[[dict[str, Any]], None]:
+    """The body of checkpoint and restore: plan, then the dry run's plan, or the notes, the
+    runtime's live output and the result; every failure through run_guarded."""
+
+    def run(values: dict[str, Any]) -> None:
+        renderer = Renderer(as_json=values["as_json"], quiet=values["quiet"])
+
+        def body() -> int:
+            planned = plan(values)
+            if values["dry_run"]:
+                renderer.result(planned.preview())
+                return 0
+            for note in planned.notes:
+                renderer.status(note, label="note:", style="dim")
+            with renderer.stream(planned.title) as sink:
+                result = planned.execute(sink)
+            renderer.result(result)
+            return int(result.ok is False)
+
+        run_guarded(renderer, values["debug"], body)
+
+    return run

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from crgpu.cli.common import run_guarded, show_and_run, validated
+from crgpu.cli.common import Planned, run_planned, validated
 from crgpu.cli.params import model_values, table_command
-from crgpu.cli.render import Renderer
 
 EXAMPLES = """
 Examples:
@@ -19,26 +18,18 @@ Examples:
 """
 
 
-def _run(values: dict[str, Any]) -> None:
-    renderer = Renderer(as_json=values["as_json"], quiet=values["quiet"])
+def _plan(values: dict[str, Any]) -> Planned:
+    from crgpu.options import RestoreOptions
+    from crgpu.plan import plan_restore, restore_dry_run
+    from crgpu.restore import execute_restore
 
-    def body() -> int:
-        from crgpu.options import RestoreOptions
-        from crgpu.plan import plan_restore, restore_dry_run
-        from crgpu.restore import execute_restore
-
-        opts = validated(RestoreOptions, model_values("restore", values))
-        plan = plan_restore(opts)
-        return show_and_run(
-            renderer,
-            values["dry_run"],
-            plan.invocation.notes,
-            f"{plan.adapter.label} restore {plan.container_id}",
-            lambda: restore_dry_run(plan),
-            lambda sink: execute_restore(plan, sink),
-        )
-
-    run_guarded(renderer, values["debug"], body)
+    plan = plan_restore(validated(RestoreOptions, model_values("restore", values)))
+    return Planned(
+        f"{plan.adapter.label} restore {plan.container_id}",
+        plan.invocation.notes,
+        lambda: restore_dry_run(plan),
+        lambda sink: execute_restore(plan, sink),
+    )
 
 
-restore = table_command("restore", "Restore a container from a checkpoint made by crgpu.", _run)
+restore = table_command("restore", "Restore a container from a checkpoint made by crgpu.", run_planned(_plan))
