@@ -16,13 +16,13 @@ _crgpu() {
     checkpoint)
         case "$prev" in
             --image-path|-i|--work-path|--root) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")); return ;;
-            --cuda-checkpoint-path|--pre-dump|--parent-path|--cuda-lock-timeout|--wait|--runtime-flag) :; return ;;
+            --cuda-checkpoint-path|--pre-dump|--parent-path|--cuda-lock-timeout|--page-server|--status-fd|--wait|--runtime-flag) :; return ;;
             --manage-cgroups-mode) _crgpu_words "soft full strict ignore"; return ;;
             --compression) _crgpu_words "none flate-best-speed"; return ;;
             --cuda) _crgpu_words "auto plugin driver-api off"; return ;;
             --runtime) _crgpu_words "auto runc runsc"; return ;;
         esac
-        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --work-path --leave-running --tcp-established --skip-in-flight --tcp-skip-in-flight --link-remap --tcp-close --file-locks --ext-unix-sk --shell-job --manage-cgroups-mode --compression --direct --exclude-committed-zero-pages --cuda-checkpoint-path --pre-dump --parent-path --cuda --cuda-lock-timeout --keep-failed --wait --runtime --root --runtime-debug --runtime-flag --json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); fi
+        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --work-path --leave-running --tcp-established --skip-in-flight --tcp-skip-in-flight --link-remap --tcp-close --file-locks --ext-unix-sk --shell-job --manage-cgroups-mode --compression --direct --exclude-committed-zero-pages --cuda-checkpoint-path --pre-dump --parent-path --cuda --cuda-lock-timeout --keep-failed --lazy-pages --page-server --status-fd --wait --runtime --root --runtime-debug --runtime-flag --json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); fi
         ;;
     cuda)
         case "$prev" in
@@ -46,11 +46,11 @@ _crgpu() {
         case "$prev" in
             --image-path|-i|--work-path|--bundle|-b|--root) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")); return ;;
             --pid-file|--console-socket) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --wait|--runtime-flag) :; return ;;
+            --page-server|--wait|--runtime-flag) :; return ;;
             --manage-cgroups-mode) _crgpu_words "soft full strict ignore"; return ;;
             --runtime) _crgpu_words "auto runc runsc"; return ;;
         esac
-        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --work-path --bundle -b --detach --no-detach -d --pid-file --console-socket --tcp-established --tcp-close --file-locks --ext-unix-sk --shell-job --manage-cgroups-mode --direct --force --trust-image --lazy-pages --wait --runtime --root --runtime-debug --runtime-flag --json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); fi
+        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --work-path --bundle -b --detach --no-detach -d --pid-file --console-socket --tcp-established --tcp-close --file-locks --ext-unix-sk --shell-job --manage-cgroups-mode --direct --force --trust-image --lazy-pages --page-server --wait --runtime --root --runtime-debug --runtime-flag --json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); fi
         ;;
     esac
 }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -29,7 +31,7 @@ from crgpu.plan import CheckpointPlan, work_dir_for
 from crgpu.process import LineSink
 from crgpu.result import OperationResult, new_result, raise_if_interrupted
 from crgpu.runtime_call import criu_stats, require_privileges, run_runtime, safe_status, write_criu_config
-from crgpu.runtimes.base import Invocation
+from crgpu.runtimes.base import RUNTIME_STATUS_FD, Invocation
 
 
 def execute_checkpoint(
@@ -48,6 +50,7 @@ def execute_checkpoint(
         prepare_work_dir(plan.work_dir)
         started = time.monotonic()
         session = _cuda_session(plan, result) if plan.cuda_mode == "driver-api" else None
+        lazy = _LazyServing(plan, lambda: _write(plan, {}, session)) if opts.lazy_pages else None
         try:
             if session is not None:
                 try:
@@ -81,11 +84,18 @@ def execute_checkpoint(
                     "checkpoint",
                     info.root,
                     timeout_s,
+                    watchdog=lazy.poll if lazy else None,
+                    pass_fd=(lazy.write_end, RUNTIME_STATUS_FD) if lazy else None,
                 )
+            if lazy is not None:
+                result.notes += lazy.notes
         except BaseException:
             _resume_cuda(session, result)
             _after_failed_checkpoint(plan, result)
             raise
+        finally:
+            if lazy is not None:
+                lazy.close()
         if session is not None and (not result.ok or opts.leave_running):
             _resume_cuda(session, result)
         if result.ok and not opts.leave_running:
@@ -100,37 +110,83 @@ def execute_checkpoint(
         )
         if session is not None:
             result.stats.update(session.stats())
-        manifest = Manifest(
-            runtime=RuntimeRecord(
-                name=cast(RuntimeName, plan.adapter.name),
-                version=plan.adapter.binary.version,
-                path=str(plan.adapter.binary.path),
-                root=str(info.root),
-                global_flags=plan.invocation.global_flags,
-            ),
-            container=ContainerRecord(
-                id=info.id,
-                bundle=str(info.bundle) if info.bundle else None,
-                pid=info.pid,
-                gpu=info.gpu,
-            ),
-            options=opts.model_dump(mode="json"),
-            host=host_record(with_criu=plan.adapter.name == "runc"),
-            stats=result.stats,
-            cuda={
-                "mode": plan.cuda_mode,
-                "processes": [
-                    {"ns_pid": p.ns_pid, "comm": p.comm} for p in (session.processes if session else [])
-                ],
-            },
-            sizes=image_sizes(opts.image_path),
-        )
-        write_manifest(opts.image_path, manifest)
+        _write(plan, result.stats, session)
         result.duration_s = round(time.monotonic() - started, 4)
         if result.interrupted_by is not None:
             result.notes.append("interrupted after the checkpoint completed: the image is complete")
             raise_if_interrupted(result, plan.adapter, info.root)
         return result
+
+
+def _write(plan: CheckpointPlan, stats: dict[str, float], session: DriverApiSession | None) -> None:
+    """crgpu.json for this checkpoint, signed, written atomically (a lazy checkpoint writes it
+    twice: once the pages are served, then with the statistics)."""
+    info, opts = plan.container, plan.options
+    manifest = Manifest(
+        runtime=RuntimeRecord(
+            name=cast(RuntimeName, plan.adapter.name),
+            version=plan.adapter.binary.version,
+            path=str(plan.adapter.binary.path),
+            root=str(info.root),
+            global_flags=plan.invocation.global_flags,
+        ),
+        container=ContainerRecord(
+            id=info.id,
+            bundle=str(info.bundle) if info.bundle else None,
+            pid=info.pid,
+            gpu=info.gpu,
+        ),
+        options=opts.model_dump(mode="json"),
+        host=host_record(with_criu=plan.adapter.name == "runc"),
+        stats=stats,
+        cuda={
+            "mode": plan.cuda_mode,
+            "processes": [
+                {"ns_pid": p.ns_pid, "comm": p.comm} for p in (session.processes if session else [])
+            ],
+        },
+        sizes=image_sizes(opts.image_path),
+    )
+    write_manifest(opts.image_path, manifest)
+
+
+class _LazyServing:
+    """A lazy checkpoint's status pipe: CRIU writes one NUL byte once it serves the pages; then
+    the image can be restored, so crgpu writes crgpu.json and tells --status-fd."""
+
+    def __init__(self, plan: CheckpointPlan, write_manifest_now: Callable[[], None]) -> None:
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.read_end, False)
+        self.write_manifest_now = write_manifest_now
+        self.operator_fd = plan.options.status_fd
+        self.notes: list[str] = []
+        self.serving = False
+
+    def poll(self) -> str | None:
+        if self.serving:
+            return None
+        try:
+            byte = os.read(self.read_end, 1)
+        except BlockingIOError:
+            return None
+        if not byte:
+            return None
+        self.serving = True
+        try:
+            self.write_manifest_now()
+        except CrgpuError as exc:
+            return f"the image could not be made restorable: {exc.message}"
+        self.notes.append("the image was restorable (crgpu.json written) while its pages were served")
+        if self.operator_fd is not None:
+            try:
+                os.write(self.operator_fd, b"\0")
+            except OSError as exc:
+                self.notes.append(f"--status-fd {self.operator_fd} could not be written: {exc.strerror}")
+        return None
+
+    def close(self) -> None:
+        os.close(self.read_end)
+        os.close(self.write_end)
 
 
 def _cuda_session(plan: CheckpointPlan, result: OperationResult) -> DriverApiSession:

@@ -373,10 +373,45 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "lazy_pages",
         ("--lazy-pages",),
-        "Run the container at once; memory pages follow (runc: CRIU lazy-pages).",
+        {
+            "checkpoint": "runc: dump all but memory, then serve the pages from --page-server until a lazy restore has them.",
+            "restore": "Run the container at once; memory pages follow (runc: CRIU lazy-pages).",
+        },
         "flag",
-        RESTORE,
-        readme=("`--lazy-pages` + CRIU's lazy-pages daemon", "same", "`--background`"),
+        BOTH,
+        runsc=RunscRoute("custom"),
+        readme=(
+            "checkpoint: `--lazy-pages --page-server` `--status-fd`; restore: `--lazy-pages` + CRIU's lazy-pages daemon",
+            "same",
+            "checkpoint: refused; restore: `--background`",
+        ),
+    ),
+    Option(
+        "page_server",
+        ("--page-server",),
+        {
+            "checkpoint": "With --lazy-pages: ADDRESS:PORT where the memory pages are served.",
+            "restore": "With --lazy-pages: fetch the memory pages from the page server at ADDRESS:PORT.",
+        },
+        "text",
+        BOTH,
+        metavar="ADDRESS:PORT",
+        runsc=_refused("--page-server is a CRIU option; runsc has no page server"),
+        readme=(
+            "checkpoint: `--page-server`; restore: the daemon's `--page-server --address --port`",
+            "same",
+            "refused",
+        ),
+    ),
+    Option(
+        "status_fd",
+        ("--status-fd",),
+        "With --lazy-pages: crgpu writes one NUL byte to this file descriptor once the image can be restored.",
+        "int",
+        CHECKPOINT,
+        metavar="FD",
+        runsc=_refused("--status-fd is for lazy pages, which runsc has no page server for"),
+        readme=("crgpu's own, after `crgpu.json` is written (runc gets crgpu's pipe)", "same", "refused"),
     ),
     Option(
         "wait",

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 # runc's rule for container IDs (libcontainer: `^[\w+-\.]+$`, never "." or ".."), made stricter: the
 # first character is a letter or digit, so an ID can never be read as a flag, and the whole ID fits
 # in one file name (NAME_MAX 255). fullmatch: `$` would let a trailing newline through.
+PAGE_SERVER_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}", re.ASCII)
 ID_MAX_CHARS = 255
 CONTAINER_ID_PATTERN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.+-]{{0,{ID_MAX_CHARS - 1}}}", re.ASCII)
 PATH_MAX_BYTES = 4095
@@ -73,6 +74,19 @@ class _CommonOptions(BaseModel):
     # runsc global flags the operator passes (they win over the sandbox's and the image's).
     runtime_flags: tuple[str, ...] = ()
     runtime_debug: bool = False
+    lazy_pages: bool = False
+    # ADDRESS:PORT of CRIU's page server (lazy migration): served at checkpoint, fetched at restore.
+    page_server: str | None = None
+
+    @field_validator("page_server", mode="after")
+    @classmethod
+    def _address_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not PAGE_SERVER_HOST.fullmatch(host) or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not ADDRESS:PORT (an IPv4 address or host name, a port 1-65535)")
+        return value
 
     @field_validator("runtime_flags", mode="after")
     @classmethod
@@ -114,6 +128,7 @@ class CheckpointOptions(_CommonOptions):
     keep_failed: bool = False
     pre_dump: int = Field(default=0, ge=0, le=16)
     parent_path: str | None = Field(default=None, min_length=1, max_length=4095)
+    status_fd: int | None = Field(default=None, ge=0, le=1 << 20)
     cuda: CudaMode = "auto"
     cuda_lock_timeout_ms: int = Field(default=10_000, ge=0, le=3_600_000)
 
@@ -126,6 +141,12 @@ class CheckpointOptions(_CommonOptions):
     def _one_parent(self) -> CheckpointOptions:
         if self.pre_dump and self.parent_path:
             raise ValueError("--pre-dump chooses the parent itself: drop --parent-path or --pre-dump")
+        if self.lazy_pages and not self.page_server:
+            raise ValueError("--lazy-pages needs --page-server ADDRESS:PORT to serve the pages from")
+        if (self.page_server or self.status_fd is not None) and not self.lazy_pages:
+            raise ValueError("--page-server and --status-fd are for a --lazy-pages checkpoint")
+        if self.lazy_pages and (self.pre_dump or self.leave_running):
+            raise ValueError("--lazy-pages cannot be combined with --pre-dump or --leave-running")
         return self
 
 
@@ -136,7 +157,6 @@ class RestoreOptions(_CommonOptions):
     pid_file: Path | None = None
     direct: bool = False
     force: bool = False
-    lazy_pages: bool = False
     # Take the state root and bundle from an image this node did not sign.
     trust_image: bool = False
     console_socket: Path | None = None
@@ -145,6 +165,14 @@ class RestoreOptions(_CommonOptions):
     @classmethod
     def _id_ok(cls, value: str | None) -> str | None:
         return None if value is None else check_container_id(value)
+
+    @model_validator(mode="after")
+    def _page_server_is_lazy(self) -> RestoreOptions:
+        if self.page_server and not self.lazy_pages:
+            raise ValueError(
+                "--page-server is where a --lazy-pages restore fetches its pages: add --lazy-pages"
+            )
+        return self
 
     @field_validator("bundle", "pid_file", "console_socket", mode="after")
     @classmethod

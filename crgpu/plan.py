@@ -78,6 +78,8 @@ def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
         node_default = config.get("cuda_checkpoint_path").value
         if node_default:
             opts = opts.model_copy(update={"cuda_checkpoint_path": node_default})
+    if opts.status_fd is not None:
+        _check_status_fd(opts.status_fd)
     adapter = adapter_for(container.runtime)
     work_dir = opts.work_path or opts.image_path
     invocation = adapter.checkpoint_invocation(opts, container, work_dir)
@@ -92,6 +94,21 @@ def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
     cuda_mode, cuda_notes = select_mode(opts.cuda, container.gpu, container.runtime, container.id)
     invocation = replace(invocation, notes=[*invocation.notes, *cuda_notes])
     return CheckpointPlan(opts, adapter, container, work_dir, invocation, status, cuda_mode)
+
+
+def _check_status_fd(fd: int) -> None:
+    if fd < 3:
+        raise PreconditionError(
+            f"--status-fd {fd} is standard input, output or error",
+            hint="give a descriptor of its own (3 or above)",
+        )
+    try:
+        os.fstat(fd)
+    except OSError as exc:
+        raise PreconditionError(
+            f"--status-fd {fd} is not an open file descriptor ({exc.strerror})",
+            hint="open it for crgpu, e.g. `3>status-fifo crgpu checkpoint --status-fd 3 ...`",
+        ) from exc
 
 
 def _require_dirty_tracking() -> None:

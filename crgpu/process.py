@@ -102,6 +102,7 @@ def run_streaming(
     env_add: dict[str, str] | None = None,
     timeout_s: float | None = None,
     watchdog: Watchdog | None = None,
+    pass_fd: tuple[int, int] | None = None,
 ) -> RunResult:
     """Run argv (never through a shell) with stdout and stderr appended to output_log;
     each new line goes to sink as it comes. Only the last TAIL_LINES lines are kept in memory.
@@ -115,7 +116,7 @@ def run_streaming(
         follower = _LineFollower(output_log, sink, tail)
         start = time.monotonic()
         try:
-            child = _spawn(argv, out, env)
+            child = _spawn(argv, out, env, pass_fd)
         except OSError as exc:
             follower.close()
             raise NotFoundError(f"cannot run {argv[0]}: {exc.strerror}") from exc
@@ -221,17 +222,50 @@ def spawn_beside(argv: list[str], output_log: Path) -> subprocess.Popen[bytes]:
         os.close(out)
 
 
-def _spawn(argv: list[str], out: int, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], out: int, env: dict[str, str] | None, pass_fd: tuple[int, int] | None = None
+) -> subprocess.Popen[bytes]:
     """The runtime's rules for every process crgpu starts: no stdin, output into `out`, umask
-    077, a process group of its own, killed when crgpu dies."""
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env=env,
-        close_fds=True,
-        umask=RUNTIME_UMASK,
-        process_group=0,
-        preexec_fn=_die_with_parent(),
-    )
+    077, a process group of its own, killed when crgpu dies; `pass_fd` (source, target) hands
+    one more descriptor over under the number the runtime was told."""
+    die = _die_with_parent()
+    if pass_fd is None:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            close_fds=True,
+            umask=RUNTIME_UMASK,
+            process_group=0,
+            preexec_fn=die,
+        )
+    source, target = pass_fd
+    placeholder = None
+    try:
+        os.fstat(target)
+    except OSError:  # subprocess marks pass_fds inheritable before preexec: the number must exist
+        placeholder = os.dup2(source, target, inheritable=False)
+
+    def preexec() -> None:
+        die()
+        if source != target:
+            os.dup2(source, target)
+
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            close_fds=True,
+            pass_fds=(target,),
+            umask=RUNTIME_UMASK,
+            process_group=0,
+            preexec_fn=preexec,
+        )
+    finally:
+        if placeholder is not None:
+            os.close(placeholder)

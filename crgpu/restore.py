@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
+from crgpu.criu import criu_log_errors
 from crgpu.cuda import device_map, load_driver
 from crgpu.cuda_flow import DriverApiSession
 from crgpu.cuda_processes import CudaProcess, host_pids_for
@@ -16,7 +18,7 @@ from crgpu.image import (
 from crgpu.lazy_pages import finish_daemon, start_daemon
 from crgpu.locks import container_lock
 from crgpu.plan import RestorePlan, refuse_existing
-from crgpu.process import LineSink
+from crgpu.process import LineSink, Watchdog
 from crgpu.result import OperationResult, new_result, raise_if_interrupted
 from crgpu.runtime_call import criu_stats, require_privileges, run_runtime, safe_status, write_criu_config
 from crgpu.runtimes.detect import find_container
@@ -47,7 +49,7 @@ def execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None =
                 "restore",
                 plan.root,
                 timeout_s,
-                watchdog,
+                _watch(watchdog, daemon[0] if daemon else None, plan.work_dir),
             )
         finally:
             if daemon is not None:
@@ -118,6 +120,25 @@ class _LogWatch:
         if self.capped:
             for log in self.logs:
                 _truncate(log, RESTORE_LOG_CAP_BYTES)
+
+
+def _watch(
+    log_watch: _LogWatch | None, daemon: subprocess.Popen[bytes] | None, work_dir: Path
+) -> Watchdog | None:
+    """What stops a restore that cannot finish: a looping or silent CRIU, or a lazy-pages daemon
+    that died while CRIU waits for its pages (CRIU would wait for ever)."""
+    if log_watch is None and daemon is None:
+        return None
+
+    def check() -> str | None:
+        if daemon is not None and daemon.poll() not in (None, 0):
+            errors = criu_log_errors(work_dir / "lazy-pages.log")
+            return "CRIU's lazy-pages daemon failed while the restore waited for its pages" + (
+                f": {errors[0]}" if errors else ""
+            )
+        return log_watch() if log_watch is not None else None
+
+    return check
 
 
 def _truncate(path: Path, size: int) -> None:

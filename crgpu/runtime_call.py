@@ -44,10 +44,13 @@ def run_runtime(
     root: Path,
     timeout_s: float | None = None,
     watchdog: Watchdog | None = None,
+    pass_fd: tuple[int, int] | None = None,
 ) -> None:
     output_log = work_dir / f"crgpu-{verb}-output.log"
     try:
-        run = run_streaming(inv.argv, sink, output_log, inv.env, timeout_s=timeout_s, watchdog=watchdog)
+        run = run_streaming(
+            inv.argv, sink, output_log, inv.env, timeout_s=timeout_s, watchdog=watchdog, pass_fd=pass_fd
+        )
     except OSError as exc:
         raise ImagePathError(f"cannot write {output_log}: {exc.strerror}", hint=space_hint(exc)) from exc
     result.exit_code = run.exit_code

@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     from crgpu.options import CheckpointOptions, RestoreOptions
 
 
+# The file descriptor number under which the runtime gets crgpu's status pipe (lazy checkpoints).
+RUNTIME_STATUS_FD = 3
+
+
 @dataclass(frozen=True)
 class Invocation:
     """One runtime call, complete: what --dry-run prints and process.py runs."""

@@ -17,10 +17,18 @@ from crgpu.criu import config_text, require_criu
 from crgpu.errors import PreconditionError
 from crgpu.option_table import OPTIONS, options_for
 from crgpu.options import CheckpointOptions, RestoreOptions
-from crgpu.runtimes.base import BinaryAdapter, ContainerInfo, Invocation, RuntimeBinary, option_flag
+from crgpu.runtimes.base import (
+    RUNTIME_STATUS_FD,
+    BinaryAdapter,
+    ContainerInfo,
+    Invocation,
+    RuntimeBinary,
+    option_flag,
+)
 from crgpu.runtimes.capabilities import binary_from_texts, cached_texts, resolve_binary, run_capture
 
 CRIU_CONFIG_ENV = "CRIU_CONFIG_FILE"
+
 DUMP_CONFIG_NAME = "crgpu-criu-dump.conf"
 RESTORE_CONFIG_NAME = "crgpu-criu-restore.conf"
 
@@ -174,6 +182,17 @@ class RuncAdapter(BinaryAdapter):
                     ]
                 )
             args = [*args, "--parent-path", f"predump-{opts.pre_dump}"]
+        if opts.lazy_pages:
+            if "lazy-pages" not in flags or "status-fd" not in flags:
+                raise PreconditionError(f"--lazy-pages is not accepted by {self.label} checkpoint")
+            assert opts.page_server is not None  # the options model requires it
+            # CRIU writes a NUL byte to crgpu's pipe, which the runtime sees as STATUS_FD, once it
+            # serves the pages; crgpu then writes crgpu.json and tells --status-fd.
+            args += ["--lazy-pages", "--page-server", opts.page_server, "--status-fd", str(RUNTIME_STATUS_FD)]
+            notes.append(
+                f"the pages stay in this container's memory and are served at {opts.page_server} until a "
+                "lazy restore has them all; crgpu.json is written as soon as the image can be restored"
+            )
         argv = [
             *self._base(info.root, opts.runtime_debug),
             "checkpoint",
@@ -219,6 +238,10 @@ class RuncAdapter(BinaryAdapter):
             if "lazy-pages" not in flags:
                 raise PreconditionError(f"--lazy-pages is not accepted by {self.label} restore")
             args.append("--lazy-pages")
+            remote: list[str] = []
+            if opts.page_server:
+                address, _, port = opts.page_server.rpartition(":")
+                remote = ["--page-server", "--address", address, "--port", port]
             # CRIU's restore finds the daemon through lazy-pages.socket in the work dir.
             helper = [
                 require_criu(),
@@ -227,6 +250,7 @@ class RuncAdapter(BinaryAdapter):
                 str(opts.image_path),
                 "--work-dir",
                 str(work_dir),
+                *remote,
                 "-o",
                 "lazy-pages.log",
                 "-v4",

@@ -201,3 +201,37 @@ def test_the_options_runcs_own_tests_use() -> None:
         assert argv[argv.index("--console-socket") + 1] == "/run/console.sock"
     with pytest.raises(ValueError, match="--pre-dump chooses the parent itself"):
         CheckpointOptions(container_id="c1", image_path=IMG, pre_dump=1, parent_path="x")
+
+
+def test_lazy_migration_mapping() -> None:
+    for runc in (RUNC_11, RUNC_13):
+        inv = ckpt(runc, lazy_pages=True, page_server="10.0.0.5:27277")
+        lazy = ["--lazy-pages", "--page-server", "10.0.0.5:27277", "--status-fd", "3", "--", "c1"]
+        assert inv.argv[-7:] == lazy
+        opts = RestoreOptions(image_path=IMG, lazy_pages=True, page_server="10.0.0.5:27277")
+        helper = RuncAdapter(runc).restore_invocation(opts, "c1", ROOT, Path("/srv/b"), WORK, []).helper_argv
+        assert helper[1] == "lazy-pages"
+        assert helper[helper.index("--page-server") :][:5] == [
+            "--page-server",
+            "--address",
+            "10.0.0.5",
+            "--port",
+            "27277",
+        ]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"lazy_pages": True}, "--lazy-pages needs --page-server"),
+        ({"page_server": "h:1"}, "are for a --lazy-pages checkpoint"),
+        ({"status_fd": 5}, "are for a --lazy-pages checkpoint"),
+        ({"lazy_pages": True, "page_server": "h:1", "leave_running": True}, "cannot be combined"),
+        ({"lazy_pages": True, "page_server": "h:0"}, "is not ADDRESS:PORT"),
+        ({"lazy_pages": True, "page_server": "-x:80"}, "is not ADDRESS:PORT"),
+        ({"lazy_pages": True, "page_server": "nocolon"}, "is not ADDRESS:PORT"),
+    ],
+)
+def test_lazy_migration_options_are_checked(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CheckpointOptions(container_id="c1", image_path=IMG, **options)  # type: ignore[arg-type]

@@ -259,3 +259,11 @@ def test_console_socket_debug_and_parent_path_on_runsc() -> None:
     assert inv.argv.index("--debug=true") < inv.argv.index("restore")
     with pytest.raises(PreconditionError, match="runsc has no pre-dumps"):
         ckpt(RUNSC_2026, parent_path="../p")
+
+
+def test_lazy_checkpoint_and_page_server_are_refused_on_runsc() -> None:
+    with pytest.raises(PreconditionError, match="runsc has no page server"):
+        ckpt(RUNSC_2026, lazy_pages=True, page_server="127.0.0.1:9")
+    opts = RestoreOptions(image_path=IMG, lazy_pages=True, page_server="127.0.0.1:9")
+    with pytest.raises(PreconditionError, match="runsc has no page server"):
+        RunscAdapter(RUNSC_2026).restore_invocation(opts, "g1", ROOT, Path("/srv/g"), Path("/w"), GLOBALS)
