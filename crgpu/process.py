@@ -229,24 +229,13 @@ def _spawn(
     077, a process group of its own, killed when crgpu dies; `pass_fd` (source, target) hands
     one more descriptor over under the number the runtime was told."""
     die = _die_with_parent()
-    if pass_fd is None:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            close_fds=True,
-            umask=RUNTIME_UMASK,
-            process_group=0,
-            preexec_fn=die,
-        )
-    source, target = pass_fd
+    source, target = pass_fd if pass_fd is not None else (-1, -1)
     placeholder = None
-    try:
-        os.fstat(target)
-    except OSError:  # subprocess marks pass_fds inheritable before preexec: the number must exist
-        placeholder = os.dup2(source, target, inheritable=False)
+    if pass_fd is not None:
+        try:
+            os.fstat(target)
+        except OSError:  # subprocess marks pass_fds inheritable before preexec: the number must exist
+            placeholder = os.dup2(source, target, inheritable=False)
 
     def preexec() -> None:
         die()
@@ -261,7 +250,7 @@ def _spawn(
             stderr=subprocess.STDOUT,
             env=env,
             close_fds=True,
-            pass_fds=(target,),
+            pass_fds=(target,) if pass_fd is not None else (),
             umask=RUNTIME_UMASK,
             process_group=0,
             preexec_fn=preexec,
