@@ -44,7 +44,7 @@ def execute_checkpoint(
     require_privileges("checkpoint")
     with container_lock(info.runtime, info.root, info.id, opts.wait):
         result = new_result(
-            "checkpoint", plan.adapter, info.id, opts.image_path, plan.work_dir, plan.invocation
+            "checkpoint", plan.adapter, info.id, opts.image_path, plan.work_dir, plan.invocation, plan.gpu
         )
         prepare_image_dir(opts.image_path)
         prepare_work_dir(plan.work_dir)
@@ -135,6 +135,7 @@ def _write(plan: CheckpointPlan, stats: dict[str, float], session: DriverApiSess
             bundle=str(info.bundle) if info.bundle else None,
             pid=info.pid,
             gpu=info.gpu,
+            gpu_evidence=list(info.gpu_evidence),
         ),
         options=opts.model_dump(mode="json"),
         host=host_record(with_criu=plan.adapter.name == "runc"),

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from crgpu import __version__
 from crgpu.errors import ImagePathError, PreconditionError
+from crgpu.gpu_evidence import KINDS as GPU_EVIDENCE_KINDS
 from crgpu.options import check_container_id, check_path_lengths
 from crgpu.safedirs import check_private_dir, read_nofollow, space_hint, take_private_dir
 from crgpu.signing import Trust, sign, verify
@@ -53,6 +54,12 @@ class ContainerRecord(_Record):
     bundle: AbsolutePath | None = None
     pid: int | None = Field(default=None, ge=0, le=2**31)
     gpu: bool = False
+    gpu_evidence: list[str] = Field(default_factory=list, max_length=16)
+
+    @field_validator("gpu_evidence")
+    @classmethod
+    def _known_kinds(cls, value: list[str]) -> list[str]:
+        return [kind for kind in value if kind in GPU_EVIDENCE_KINDS]  # a newer crgpu's kinds: ignored
 
 
 class GpuRecord(_Record):

@@ -58,6 +58,10 @@ class CheckpointPlan:
     status_before: str
     cuda_mode: str = "off"
 
+    @property
+    def gpu(self) -> tuple[bool | None, tuple[str, ...]]:
+        return self.container.gpu, self.container.gpu_evidence
+
 
 @dataclass(frozen=True)
 class RestorePlan:
@@ -69,6 +73,13 @@ class RestorePlan:
     work_dir: Path
     invocation: Invocation
     manifest: Manifest | None
+
+    @property
+    def gpu(self) -> tuple[bool | None, tuple[str, ...]]:
+        """What the image recorded (unknown without crgpu.json)."""
+        if self.manifest is None:
+            return None, ()
+        return self.manifest.container.gpu, tuple(self.manifest.container.gpu_evidence)
 
 
 def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
@@ -252,7 +263,13 @@ def refuse_existing(container_id: str, runtime: str, root: Path) -> None:
 def checkpoint_dry_run(plan: CheckpointPlan) -> OperationResult:
     opts = plan.options
     result = new_result(
-        "checkpoint", plan.adapter, plan.container.id, opts.image_path, plan.work_dir, plan.invocation
+        "checkpoint",
+        plan.adapter,
+        plan.container.id,
+        opts.image_path,
+        plan.work_dir,
+        plan.invocation,
+        plan.gpu,
     )
     result.dry_run = True
     return result
@@ -260,7 +277,13 @@ def checkpoint_dry_run(plan: CheckpointPlan) -> OperationResult:
 
 def restore_dry_run(plan: RestorePlan) -> OperationResult:
     result = new_result(
-        "restore", plan.adapter, plan.container_id, plan.options.image_path, plan.work_dir, plan.invocation
+        "restore",
+        plan.adapter,
+        plan.container_id,
+        plan.options.image_path,
+        plan.work_dir,
+        plan.invocation,
+        plan.gpu,
     )
     result.dry_run = True
     return result

@@ -31,7 +31,13 @@ def execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None =
         # Checked again under the lock: another restore may have made the ID while this one waited.
         refuse_existing(plan.container_id, plan.adapter.name, plan.root)
         result = new_result(
-            "restore", plan.adapter, plan.container_id, opts.image_path, plan.work_dir, plan.invocation
+            "restore",
+            plan.adapter,
+            plan.container_id,
+            opts.image_path,
+            plan.work_dir,
+            plan.invocation,
+            plan.gpu,
         )
         prepare_work_dir(plan.work_dir)
         write_criu_config(plan.invocation)

@@ -29,6 +29,9 @@ class OperationResult:
     criu_config: str | None
     notes: list[str]
     dry_run: bool = False
+    # Whether crgpu takes the container for a GPU container, and what said so (gpu_evidence.py).
+    gpu: bool | None = None
+    gpu_evidence: list[str] = field(default_factory=list)
     exit_code: int = 0
     duration_s: float = 0.0
     error: str | None = None
@@ -65,9 +68,17 @@ def error_document(message: str, hint: str | None, exit_code: int, detail: list[
 
 
 def new_result(
-    verb: str, adapter: Adapter, container_id: str, image: Path, work: Path, inv: Invocation
+    verb: str,
+    adapter: Adapter,
+    container_id: str,
+    image: Path,
+    work: Path,
+    inv: Invocation,
+    gpu: tuple[bool | None, tuple[str, ...]] = (None, ()),
 ) -> OperationResult:
     return OperationResult(
+        gpu=gpu[0],
+        gpu_evidence=list(gpu[1]),
         verb=verb,
         ok=True,
         runtime=adapter.name,

@@ -73,7 +73,13 @@ def _sections(image: Image) -> list[tuple[str, list[str]]]:
         ),
         (
             "container",
-            [f"id {ct.id}", f"bundle {ct.bundle}", f"pid {ct.pid}", f"gpu {'yes' if ct.gpu else 'no'}"],
+            [
+                f"id {ct.id}",
+                f"bundle {ct.bundle}",
+                f"pid {ct.pid}",
+                f"gpu {'yes' if ct.gpu else 'no'}"
+                + (f" ({', '.join(ct.gpu_evidence)})" if ct.gpu_evidence else ""),
+            ],
         ),
         (
             "created",

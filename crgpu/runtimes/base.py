@@ -44,6 +44,7 @@ class ContainerInfo:
     pid: int | None = None
     bundle: Path | None = None
     gpu: bool = False
+    gpu_evidence: tuple[str, ...] = ()  # what said so: hook, cdi, env, device, annotation, nvproxy-flag
     status: str | None = None
     global_flags: list[str] = field(default_factory=list)
 

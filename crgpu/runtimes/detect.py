@@ -10,14 +10,14 @@ from typing import Any
 
 from crgpu import config
 from crgpu.errors import NotFoundError, PreconditionError, UsageError
+from crgpu.gpu_evidence import ordered, spec_evidence
 from crgpu.host_root import host_path
 from crgpu.options import RuntimeChoice, check_container_id
 from crgpu.roots import known_roots
 from crgpu.runtimes.base import ContainerInfo
 from crgpu.runtimes.runsc_globals import has_nvproxy, sandbox_global_flags
 
-GPU_DEVICE_PATHS = ("/dev/nvidiactl",)
-GPU_ANNOTATION_PREFIXES = ("dev.gvisor.internal.nvproxy", "nvidia.com/gpu")
+SPEC_MAX_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -122,19 +122,29 @@ def _labels(config: dict[str, Any]) -> dict[str, str]:
     return labels
 
 
-def spec_uses_gpu(device_paths: list[str], annotations: dict[str, str]) -> bool:
-    if any(path in GPU_DEVICE_PATHS for path in device_paths):
-        return True
-    return any(key.startswith(GPU_ANNOTATION_PREFIXES) for key in annotations)
+def _bundle_spec(bundle: str | None) -> dict[str, Any]:
+    """The bundle's config.json (the OCI spec runc was given, hooks and env included), or {}."""
+    if not bundle:
+        return {}
+    try:
+        with open(Path(bundle) / "config.json", "rb") as handle:
+            data = json.loads(handle.read(SPEC_MAX_BYTES))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _read_runc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
     data = _load_json(loc.state_path)
     config = data.get("config") or {}
     labels = _labels(config)
-    devices = [str(d.get("path", "")) for d in config.get("devices") or [] if isinstance(d, dict)]
+    devices = [d for d in config.get("devices") or [] if isinstance(d, dict)]
     pid = data.get("init_process_pid")
     bundle = labels.get("bundle")
+    # runc keeps the spec's devices and annotations (as labels) in its state; hooks and env are
+    # only in the bundle's config.json.
+    evidence = spec_evidence({"linux": {"devices": devices}, "annotations": labels})
+    evidence |= spec_evidence(_bundle_spec(bundle))
     return ContainerInfo(
         id=container_id,
         runtime="runc",
@@ -142,7 +152,8 @@ def _read_runc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
         state_path=loc.state_path,
         pid=pid if isinstance(pid, int) and pid > 0 else None,
         bundle=Path(bundle) if bundle else None,
-        gpu=spec_uses_gpu(devices, labels),
+        gpu=bool(evidence),
+        gpu_evidence=tuple(ordered(evidence)),
     )
 
 
@@ -150,15 +161,14 @@ def _read_runsc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
     data = _load_json(loc.state_path)
     if data.get("id") != container_id:
         raise NotFoundError(f"container {container_id!r} not found under {loc.root}")
-    spec = data.get("spec") or {}
-    devices = [
-        str(d.get("path", "")) for d in (spec.get("linux") or {}).get("devices") or [] if isinstance(d, dict)
-    ]
-    annotations = {str(k): str(v) for k, v in (spec.get("annotations") or {}).items()}
+    spec = data.get("spec")
     sandbox = data.get("sandbox") or {}
     pid = sandbox.get("pid")
     bundle = data.get("bundleDir")
     global_flags = sandbox_global_flags(_cmdline(pid)) if isinstance(pid, int) and pid > 0 else []
+    evidence = spec_evidence(spec if isinstance(spec, dict) else {})
+    if has_nvproxy(global_flags):
+        evidence.add("nvproxy-flag")
     return ContainerInfo(
         id=container_id,
         runtime="runsc",
@@ -166,7 +176,8 @@ def _read_runsc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
         state_path=loc.state_path,
         pid=pid if isinstance(pid, int) and pid > 0 else None,
         bundle=Path(bundle) if bundle else None,
-        gpu=spec_uses_gpu(devices, annotations) or has_nvproxy(global_flags),
+        gpu=bool(evidence),
+        gpu_evidence=tuple(ordered(evidence)),
         status=str(data.get("status")) if data.get("status") else None,
         global_flags=global_flags,
     )
