@@ -2,13 +2,13 @@
 
 `BindingsDriver` reaches cuCheckpointProcess* through NVIDIA's cuda-bindings, imported only when
 used. Every failure becomes a CudaError with one line naming the call and the CUresult.
-`CRGPU_CUDA_DRIVER=python:MODULE:ATTR` swaps in another implementation (the tests' fake driver)."""
+No setting chooses another implementation: a root tool must not import code an environment
+variable names. Tests replace `DRIVER_FACTORY`."""
 
 from __future__ import annotations
 
-import importlib
-import os
 import re
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from crgpu.errors import ExitCode, PreconditionError
@@ -152,14 +152,11 @@ def _hint(label: str) -> str:
     return hints.get(label, "see the NVIDIA driver's checkpoint documentation for this CUresult")
 
 
+DRIVER_FACTORY: Callable[[], CudaDriver] = BindingsDriver
+
+
 def load_driver() -> CudaDriver:
-    spec = os.environ.get("CRGPU_CUDA_DRIVER", "")
-    if spec.startswith("python:"):
-        _, module, attr = spec.split(":", 2)
-        factory = getattr(importlib.import_module(module), attr)
-        driver: CudaDriver = factory()
-        return driver
-    return BindingsDriver()
+    return DRIVER_FACTORY()
 
 
 def device_map(old: list[str], new: list[str]) -> dict[str, str] | None:

@@ -10,15 +10,24 @@ from typing import Any
 
 import pytest
 
+from crgpu import cuda
 from crgpu.cuda import device_map
 from crgpu.cuda_flow import select_mode
 from crgpu.cuda_processes import cuda_processes
 from crgpu.errors import PreconditionError
+from tests.fake_cuda import FakeDriver
 from tests.fakes import RUNNING, write_fake_runc
 from tests.helpers import crgpu
 
 NS = "pid:[4026532001]"
 CUDA_PIDS = (101, 102)
+
+
+def test_no_environment_variable_chooses_the_cuda_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """crgpu runs as root: CRGPU_CUDA_DRIVER=python:MODULE:ATTR once made it import MODULE."""
+    monkeypatch.setenv("CRGPU_CUDA_DRIVER", "python:tests.fake_cuda:FakeDriver")
+    with pytest.raises(cuda.CudaError, match="cannot reach the CUDA driver"):
+        cuda.load_driver()  # the real bindings, which find no driver here: not the named module
 
 
 class Node:
@@ -30,7 +39,7 @@ class Node:
         self.state = tmp / "cuda.json"
         self.root = tmp / "root"
         monkeypatch.setenv("CRGPU_HOST_ROOT", str(self.host))
-        monkeypatch.setenv("CRGPU_CUDA_DRIVER", "python:tests.fake_cuda:FakeDriver")
+        monkeypatch.setattr(cuda, "DRIVER_FACTORY", FakeDriver)
         monkeypatch.setenv("CRGPU_FAKE_CUDA", str(self.state))
         monkeypatch.setenv("CRGPU_RUNC_ROOTS", str(self.root))
         monkeypatch.setenv("CRGPU_RUNSC_ROOTS", str(tmp / "none"))
@@ -225,7 +234,7 @@ def test_cuda_verbs_drive_the_fake_driver(node: Node) -> None:
 
 
 def test_cuda_state_without_a_driver_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CRGPU_CUDA_DRIVER", raising=False)
+    # the real loader: cuda-bindings, which finds no driver here
     result = crgpu("cuda", "state", "--pid", "1")
     assert result.exit_code != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("crgpu: error:")]
