@@ -7,6 +7,7 @@ variable names. Tests replace `DRIVER_FACTORY`."""
 
 from __future__ import annotations
 
+import ctypes
 import re
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -96,11 +97,11 @@ class BindingsDriver:
                 raise CudaError(
                     "restoring onto other GPUs needs driver 580 and a cuda-bindings that knows it"
                 )
-            pairs = []
+            pairs = []  # alive until the call returns
             for old, new in device_map.items():
                 pair = self.cu.CUcheckpointGpuPair()
-                pair.oldUuid = _uuid(self.cu, old)
-                pair.newUuid = _uuid(self.cu, new)
+                _set_uuid(self.cu, pair, "oldUuid", old)
+                _set_uuid(self.cu, pair, "newUuid", new)
                 pairs.append(pair)
             args.gpuPairs = pairs
             args.gpuPairsCount = len(pairs)
@@ -134,11 +135,23 @@ class BindingsDriver:
             return 0
 
 
-def _uuid(cu: Any, text: str) -> Any:
-    raw = bytes.fromhex(text.removeprefix("GPU-").replace("-", ""))
-    value = cu.CUuuid()
-    value.bytes = raw
-    return value
+def _uuid_bytes(text: str) -> bytes:
+    hexdigits = text.removeprefix("GPU-").replace("-", "")
+    if not text.startswith("GPU-") or len(hexdigits) != 32:
+        raise CudaError(f"{text!r} is not a GPU UUID (GPU- and 32 hex digits)")
+    try:
+        return bytes.fromhex(hexdigits)
+    except ValueError:
+        raise CudaError(f"{text!r} is not a GPU UUID (GPU- and 32 hex digits)") from None
+
+
+def _set_uuid(cu: Any, target: Any, field: str, text: str) -> None:
+    """Set a CUuuid field from 'GPU-...' text. CUuuid.bytes is read-only in every cuda-bindings
+    version; a CUuuid over a 16-byte ctypes buffer is the way in (as NVIDIA's cuda.core does), and
+    assigning it copies the bytes, so the buffer only has to outlive the assignment."""
+    buffer = (ctypes.c_char * 16).from_buffer_copy(_uuid_bytes(text))
+    setattr(target, field, cu.CUuuid(_ptr=ctypes.addressof(buffer)))
+    del buffer
 
 
 def _hint(label: str) -> str:

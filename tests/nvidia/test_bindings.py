@@ -1,0 +1,69 @@
+"""BindingsDriver against the real cuda-bindings: its real classes and structs, only the cu*
+calls replaced, so a call the real bindings would reject fails here too."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from crgpu.cuda import BindingsDriver, CudaError
+
+cu = pytest.importorskip("cuda.bindings.driver")
+OLD = "GPU-00112233-4455-6677-8899-aabbccddeeff"
+NEW = "GPU-ffeeddcc-bbaa-9988-7766-554433221100"
+
+
+class _Cu:
+    """The real module, with some cu* functions replaced."""
+
+    def __init__(self, **calls: Any) -> None:
+        self.calls = calls
+        self.seen: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.calls:
+
+            def call(*args: Any) -> Any:
+                self.seen.append((name, args))
+                return self.calls[name](*args)
+
+            return call
+        return getattr(cu, name)
+
+
+def _driver(**calls: Any) -> tuple[BindingsDriver, _Cu]:
+    fake = _Cu(**calls)
+    driver = BindingsDriver.__new__(BindingsDriver)  # no cuInit: there is no driver here
+    driver.cu = fake
+    return driver, fake
+
+
+def _ok(*_args: Any) -> Any:
+    return (cu.CUresult.CUDA_SUCCESS,)
+
+
+def test_restore_onto_other_gpus_builds_the_pairs_the_real_bindings_take() -> None:
+    driver, fake = _driver(cuCheckpointProcessRestore=_ok)
+    driver.restore(4242, {OLD: NEW, NEW: OLD})
+    name, (pid, args) = fake.seen[-1]
+    assert name == "cuCheckpointProcessRestore" and pid == 4242
+    assert isinstance(args, cu.CUcheckpointRestoreArgs) and args.gpuPairsCount == 2
+    pairs = [(bytes(p.oldUuid.bytes), bytes(p.newUuid.bytes)) for p in args.gpuPairs]
+    old, new = bytes.fromhex(OLD[4:].replace("-", "")), bytes.fromhex(NEW[4:].replace("-", ""))
+    assert pairs == [(old, new), (new, old)]
+
+
+def test_an_identity_map_and_no_map_work() -> None:
+    driver, fake = _driver(cuCheckpointProcessRestore=_ok)
+    driver.restore(7, {OLD: OLD})
+    assert fake.seen[-1][1][1].gpuPairsCount == 1
+    driver.restore(7, None)
+    assert fake.seen[-1][1][1].gpuPairsCount == 0
+
+
+@pytest.mark.parametrize("bad", ["GPU-xyz", "0011", "GPU-00112233-4455-6677-8899-aabbccddee"])
+def test_a_malformed_uuid_is_one_line_not_a_crash(bad: str) -> None:
+    driver, _ = _driver(cuCheckpointProcessRestore=_ok)
+    with pytest.raises(CudaError, match="not a GPU UUID"):
+        driver.restore(7, {bad: NEW})
