@@ -147,7 +147,7 @@ def small_tmpfs(short_tmp: Path) -> Iterator[Path]:
     mount = short_tmp / "tiny"
     mount.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, text=True
     )
     if done.returncode != 0:
         testbed.missing(f"cannot mount a tmpfs: {done.stderr.strip()}")
