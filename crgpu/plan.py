@@ -5,13 +5,14 @@ A plan is complete and immutable: `--dry-run` prints it, the executions run it u
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from crgpu import config
-from crgpu.criu import dirty_tracking, require_criu
+from crgpu.criu import cuda_plugin_path, dirty_tracking, require_criu
 from crgpu.cuda_flow import select_mode
 from crgpu.errors import (
     NotFoundError,
@@ -93,7 +94,17 @@ def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
         _check_status_fd(opts.status_fd)
     adapter = adapter_for(container.runtime)
     work_dir = opts.work_path or opts.image_path
-    invocation = adapter.checkpoint_invocation(opts, container, work_dir)
+    cuda_mode, cuda_notes = select_mode(opts.cuda, container.gpu, container.runtime, container.id)
+    criu_extra: tuple[str, ...] = ()
+    if cuda_mode == "plugin":
+        if opts.pre_dump:
+            raise PreconditionError(
+                "--pre-dump cannot checkpoint a GPU container through CRIU's CUDA plugin: the plugin "
+                "disables itself on pre-dumps and CRIU then fails on the device mappings",
+                hint="drop --pre-dump, or use --cuda driver-api",
+            )
+        criu_extra = plugin_criu_config(opts.cuda_lock_timeout_ms)
+    invocation = adapter.checkpoint_invocation(opts, container, work_dir, criu_extra)
     if invocation.before:
         _require_dirty_tracking()
     status = adapter.status(container.id, container.root)
@@ -102,9 +113,20 @@ def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
             f"container {container.id!r} is {status or 'in an unknown state'}, not running",
             hint=f"start it first; `{adapter.name} --root {container.root} state {container.id}` shows it",
         )
-    cuda_mode, cuda_notes = select_mode(opts.cuda, container.gpu, container.runtime, container.id)
     invocation = replace(invocation, notes=[*invocation.notes, *cuda_notes])
     return CheckpointPlan(opts, adapter, container, work_dir, invocation, status, cuda_mode)
+
+
+def plugin_criu_config(lock_timeout_ms: int) -> tuple[str, ...]:
+    """CRIU config lines for its CUDA plugin: where to load it from and how long it may wait for
+    a lock. runc sends neither over RPC, and CRIU loads plugins from one directory only."""
+    plugin = cuda_plugin_path()
+    if plugin is None:
+        raise PreconditionError(
+            "the image was made with CRIU's CUDA plugin, which this node lacks (cuda_plugin.so)",
+            hint="install CRIU's CUDA plugin and cuda-checkpoint, or restore on a node that has them",
+        )
+    return (f"libdir {plugin.parent}", f"timeout {max(1, -(-lock_timeout_ms // 1000))}")
 
 
 def _check_status_fd(fd: int) -> None:
@@ -228,7 +250,10 @@ def plan_restore(opts: RestoreOptions) -> RestorePlan:
         )
     work_dir = opts.work_path or work_dir_for(container_id, "restore")
     global_flags = manifest.runtime.global_flags if manifest else []
-    invocation = adapter.restore_invocation(opts, container_id, root, bundle, work_dir, global_flags)
+    criu_extra = _cuda_restore_needs(manifest, opts, runtime, warnings)
+    invocation = adapter.restore_invocation(
+        opts, container_id, root, bundle, work_dir, global_flags, criu_extra
+    )
     if manifest is not None and manifest.container.gpu:
         warnings += adapter.check_gpu_restore(opts.force)
     invocation = replace(invocation, notes=[*invocation.notes, *warnings])
@@ -250,6 +275,37 @@ def _is_socket(path: Path) -> bool:
         return stat.S_ISSOCK(path.stat().st_mode)
     except OSError:
         return False
+
+
+def _cuda_restore_needs(
+    manifest: Manifest | None, opts: RestoreOptions, runtime: str, warnings: list[str]
+) -> tuple[str, ...]:
+    """What restoring the image's GPU state needs here: CRIU's plugin and cuda-checkpoint for a
+    plugin image (else the plugin disables itself and CRIU "succeeds" with CUDA still checkpointed),
+    a detached restore for a driver-API image (crgpu puts its GPU state back after runc returns)."""
+    mode = manifest.cuda.get("mode") if manifest is not None else None
+    if mode == "driver-api" and not opts.detach:
+        raise PreconditionError(
+            "the image's GPU state is put back by crgpu after the runtime returns: --no-detach would wait "
+            "for a container that waits for its GPU",
+            hint="restore detached (the default)",
+        )
+    if mode != "plugin" or runtime != "runc":
+        return ()
+    try:
+        if shutil.which("cuda-checkpoint") is None:
+            raise PreconditionError(
+                "the image was made with CRIU's CUDA plugin and cuda-checkpoint is not on PATH here: "
+                "the plugin would disable itself and leave the CUDA processes checkpointed",
+                hint="install cuda-checkpoint (NVIDIA), or restore on a node that has it",
+            )
+        timeout = manifest.options.get("cuda_lock_timeout_ms") if manifest is not None else None
+        return plugin_criu_config(timeout if isinstance(timeout, int) and 0 <= timeout < 2**31 else 10_000)
+    except PreconditionError as exc:
+        if not opts.force:
+            raise
+        warnings.append(f"--force overrides: {exc.message}")
+        return ()
 
 
 def refuse_existing(container_id: str, runtime: str, root: Path) -> None:

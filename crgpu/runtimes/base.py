@@ -93,7 +93,7 @@ class RuntimeAdapter(Protocol):
     def label(self) -> str: ...
 
     def checkpoint_invocation(
-        self, opts: CheckpointOptions, info: ContainerInfo, work_dir: Path
+        self, opts: CheckpointOptions, info: ContainerInfo, work_dir: Path, criu_extra: tuple[str, ...] = ()
     ) -> Invocation: ...
 
     def restore_invocation(
@@ -104,6 +104,7 @@ class RuntimeAdapter(Protocol):
         bundle: Path,
         work_dir: Path,
         global_flags: list[str],
+        criu_extra: tuple[str, ...] = (),
     ) -> Invocation: ...
 
     def status(self, container_id: str, root: Path) -> str | None: ...

@@ -150,12 +150,13 @@ class RuncAdapter(BinaryAdapter):
         return {CRIU_CONFIG_ENV: str(path)}, config_text(entries, purpose), path
 
     def checkpoint_invocation(
-        self, opts: CheckpointOptions, info: ContainerInfo, work_dir: Path
+        self, opts: CheckpointOptions, info: ContainerInfo, work_dir: Path, criu_extra: tuple[str, ...] = ()
     ) -> Invocation:
         _no_runtime_flags(opts.runtime_flags)
         _no_runsc_options(opts.model_dump())
         flags = self.binary.checkpoint_flags
         args, config, notes = self._map_routes(CHECKPOINT_ROUTES, opts.model_dump(), flags, "checkpoint")
+        config += criu_extra
         args += self._cgroups_args(opts.manage_cgroups_mode, flags, "checkpoint")
         env, text, path = self._config(config, work_dir, DUMP_CONFIG_NAME, f"checkpoint of {info.id}", notes)
         before: list[list[str]] = []
@@ -216,6 +217,7 @@ class RuncAdapter(BinaryAdapter):
         bundle: Path,
         work_dir: Path,
         global_flags: list[str],
+        criu_extra: tuple[str, ...] = (),
     ) -> Invocation:
         _no_runtime_flags(opts.runtime_flags)
         _no_runsc_options(opts.model_dump())
@@ -227,6 +229,7 @@ class RuncAdapter(BinaryAdapter):
             notes_before = []
         flags = self.binary.restore_flags
         args, config, notes = self._map_routes(RESTORE_ROUTES, opts.model_dump(), flags, "restore")
+        config += criu_extra
         notes = notes_before + notes
         args += self._cgroups_args(opts.manage_cgroups_mode, flags, "restore")
         if opts.detach:

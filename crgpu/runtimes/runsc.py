@@ -96,7 +96,7 @@ class RunscAdapter(BinaryAdapter):
         return args
 
     def checkpoint_invocation(
-        self, opts: CheckpointOptions, info: ContainerInfo, work_dir: Path
+        self, opts: CheckpointOptions, info: ContainerInfo, work_dir: Path, criu_extra: tuple[str, ...] = ()
     ) -> Invocation:
         values = opts.model_dump()
         notes = self._common_notes(values)
@@ -137,6 +137,7 @@ class RunscAdapter(BinaryAdapter):
         bundle: Path,
         work_dir: Path,
         global_flags: list[str],
+        criu_extra: tuple[str, ...] = (),
     ) -> Invocation:
         notes = self._common_notes(opts.model_dump())
         args = ["--image-path", str(opts.image_path), "--bundle", str(bundle)]

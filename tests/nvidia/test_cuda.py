@@ -253,3 +253,58 @@ def test_cuda_restore_with_a_device_map_calls_the_driver_with_it(node: Node) -> 
     assert calls[-1] == ["restore", 101, {old: new}]
     bad = crgpu("cuda", "restore", "--pid", "101", "--device-map", "nonsense")
     assert bad.exit_code == 2 and "OLD-UUID=NEW-UUID" in bad.stderr
+
+
+def _install_plugin(node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    plugin_dir = node.host / "usr/lib/criu"
+    plugin_dir.mkdir(parents=True)
+    (plugin_dir / "cuda_plugin.so").write_bytes(b"")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "cuda-checkpoint").write_text("#!/bin/sh\n")
+    (bin_dir / "cuda-checkpoint").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return plugin_dir
+
+
+def test_plugin_mode_tells_criu_where_the_plugin_is_and_its_lock_timeout(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugin_dir = _install_plugin(node, tmp_path, monkeypatch)
+    result = crgpu(
+        "checkpoint", "--dry-run", "--json", "--cuda", "plugin", "--cuda-lock-timeout", "2500",
+        "-i", str(tmp_path / "img"), "c1",
+    )  # fmt: skip
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 0, doc
+    assert f"libdir {plugin_dir}\ntimeout 3\n" in doc["criu_config"]  # runc sends neither over RPC
+    assert doc["env"]["CRIU_CONFIG_FILE"].endswith("crgpu-criu-dump.conf")
+    refused = crgpu(
+        "checkpoint", "--dry-run", "--cuda", "plugin", "--pre-dump", "1", "-i", str(tmp_path / "i"), "c1"
+    )
+    assert refused.exit_code == 4 and "disables itself on pre-dumps" in refused.stderr
+
+
+def test_a_plugin_image_restores_only_where_the_plugin_can_resume_it(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugin_dir = _install_plugin(node, tmp_path, monkeypatch)
+    code, doc = node.checkpoint("--cuda", "plugin")
+    assert code == 0, doc
+    (node.root / "c1" / "state.json").unlink()
+    restore = crgpu("restore", "--dry-run", "--json", "-i", str(node.tmp / "img"))
+    doc = json.loads(restore.stdout)
+    assert restore.exit_code == 0, doc
+    assert f"libdir {plugin_dir}" in doc["criu_config"]
+    (tmp_path / "bin" / "cuda-checkpoint").unlink()
+    refused = crgpu("restore", "--dry-run", "-i", str(node.tmp / "img"))
+    assert refused.exit_code == 4 and "cuda-checkpoint is not on PATH" in refused.stderr
+
+
+def test_a_driver_api_image_is_not_restored_attached(node: Node) -> None:
+    code, _ = node.checkpoint()
+    assert code == 0
+    (node.root / "c1" / "state.json").unlink()
+    refused = crgpu("restore", "--no-detach", "-i", str(node.tmp / "img"))
+    assert refused.exit_code == 4 and "restore detached" in refused.stderr
+    assert not any(call[0] == "restore" for call in node.data()["calls"])  # refused before any driver call
