@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 from crgpu.errors import ExitCode, PreconditionError
 
-STATES = ("running", "locked", "checkpointed", "failed")
+# CUprocessState: 0-3 in every cuda-bindings, 4 and 5 from 13.x (a checkpoint or restore under way).
+STATES = ("running", "locked", "checkpointed", "failed", "checkpointing", "restoring")
 
 
 DEFAULT_LOCK_TIMEOUT_MS = 10_000
@@ -68,10 +69,16 @@ class BindingsDriver:
     def _check(self, call: str, result: Any) -> Any:
         err, *rest = result if isinstance(result, tuple) else (result,)
         if int(err) != 0:
-            name = self.cu.cuGetErrorName(err)
-            text = self.cu.cuGetErrorString(err)
-            label = name[1].decode() if int(name[0]) == 0 else f"CUresult {int(err)}"
-            words = text[1].decode() if int(text[0]) == 0 else ""
+            # Named from the bindings' enum: that needs no driver (the error may be that there is none).
+            try:
+                label = self.cu.CUresult(int(err)).name
+            except ValueError:
+                label = f"CUresult {int(err)}"
+            try:
+                text = self.cu.cuGetErrorString(err)
+                words = text[1].decode() if int(text[0]) == 0 else ""
+            except Exception:
+                words = ""
             raise CudaError(f"{call} failed: {label}" + (f" ({words})" if words else ""), hint=_hint(label))
         return rest[0] if rest else None
 
@@ -156,11 +163,18 @@ def _set_uuid(cu: Any, target: Any, field: str, text: str) -> None:
 
 def _hint(label: str) -> str:
     hints = {
-        "CUDA_ERROR_NOT_INITIALIZED": "the process has not initialised CUDA: it is not a CUDA process",
+        "CUDA_ERROR_NOT_INITIALIZED": "the process has no active CUDA context (an NVML-only or forked "
+        "process, or one that never initialised CUDA): the driver cannot checkpoint it",
         "CUDA_ERROR_ILLEGAL_STATE": "the process is not in the state this step needs: check `crgpu cuda state --pid PID`",
         "CUDA_ERROR_NOT_SUPPORTED": "the driver lacks the checkpoint API (570+), or the process uses UVM, IPC, MIG or MPS",
         "CUDA_ERROR_TIMEOUT": "the process did not reach a lockable point in time: raise the lock timeout",
         "CUDA_ERROR_INVALID_VALUE": "no such CUDA process (check the PID)",
+        "CUDA_ERROR_NOT_READY": "the process did not reach a lockable point before the lock timeout: "
+        "raise --cuda-lock-timeout, or let its running kernels finish",
+        "CUDA_ERROR_OPERATING_SYSTEM": "the driver failed to put the GPU state back (after an out-of-memory "
+        "NVIDIA reports this for good): the process's GPU state is lost, restart it",
+        "CUDA_ERROR_OUT_OF_MEMORY": "not enough GPU memory (restore) or host memory (checkpoint) for the "
+        "process's GPU state: free memory; retrying does not help",
     }
     return hints.get(label, "see the NVIDIA driver's checkpoint documentation for this CUresult")
 

@@ -67,3 +67,37 @@ def test_a_malformed_uuid_is_one_line_not_a_crash(bad: str) -> None:
     driver, _ = _driver(cuCheckpointProcessRestore=_ok)
     with pytest.raises(CudaError, match="not a GPU UUID"):
         driver.restore(7, {bad: NEW})
+
+
+@pytest.mark.parametrize(
+    ("value", "state"),
+    [(0, "running"), (3, "failed"), (4, "checkpointing"), (5, "restoring"), (9, "unknown (9)")],
+)
+def test_every_process_state_of_the_bindings_has_a_name(value: int, state: str) -> None:
+    def get_state(_pid: int) -> Any:
+        return (cu.CUresult.CUDA_SUCCESS, value)
+
+    driver, _ = _driver(cuCheckpointProcessGetState=get_state)
+    assert driver.state(7) == state
+    if value < 6:
+        assert cu.CUprocessState(value).name.lower().endswith(state)
+
+
+@pytest.mark.parametrize(
+    ("result", "words"),
+    [
+        ("CUDA_ERROR_NOT_READY", "lock timeout"),
+        ("CUDA_ERROR_OPERATING_SYSTEM", "lost"),
+        ("CUDA_ERROR_OUT_OF_MEMORY", "retrying does not help"),
+        # the driver API's name for what cuda-checkpoint calls an initialization error
+        ("CUDA_ERROR_NOT_INITIALIZED", "no active CUDA context"),
+    ],
+)
+def test_the_documented_failures_get_their_hint(result: str, words: str) -> None:
+    def fail(*_args: Any) -> Any:
+        return (getattr(cu.CUresult, result),)
+
+    driver, _ = _driver(cuCheckpointProcessLock=fail)
+    with pytest.raises(CudaError) as caught:
+        driver.lock(7, 1000)
+    assert result in caught.value.message and words in (caught.value.hint or "")
