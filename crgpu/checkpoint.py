@@ -11,7 +11,6 @@ from typing import cast
 
 from crgpu.cuda import load_driver
 from crgpu.cuda_flow import DriverApiSession
-from crgpu.cuda_processes import cuda_processes
 from crgpu.errors import (
     CrgpuError,
 )
@@ -145,6 +144,15 @@ def _write(plan: CheckpointPlan, stats: dict[str, float], session: DriverApiSess
             "processes": [
                 {"ns_pid": p.ns_pid, "comm": p.comm} for p in (session.processes if session else [])
             ],
+            **(
+                {
+                    "not_checkpointed": [
+                        {"ns_pid": p.ns_pid, "comm": p.comm, "why": why} for p, why in plan.cuda_skipped
+                    ]
+                }
+                if plan.cuda_skipped
+                else {}
+            ),
         },
         sizes=image_sizes(opts.image_path),
     )
@@ -192,7 +200,7 @@ class _LazyServing:
 
 def _cuda_session(plan: CheckpointPlan, result: OperationResult) -> DriverApiSession:
     driver = load_driver()
-    processes = cuda_processes(plan.container.pid) if plan.container.pid else []
+    processes = list(plan.cuda_processes)
     if not processes:
         result.notes.append("driver-api: no CUDA process found in the container")
     return DriverApiSession(driver, processes, plan.options.cuda_lock_timeout_ms)

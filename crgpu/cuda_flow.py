@@ -67,6 +67,27 @@ def select_mode(requested: CudaMode, gpu: bool, runtime: str, container_id: str)
     )
 
 
+def classify(
+    driver: CudaDriver, candidates: list[CudaProcess]
+) -> tuple[list[CudaProcess], list[tuple[CudaProcess, str]]]:
+    """Ask the driver, as gVisor and CRIU's plugin do: a candidate whose checkpoint state it
+    reports as running is a CUDA process it can take; NVML-only processes, forked children
+    without a context and the like fail the query, and are returned with the reason."""
+    accepted: list[CudaProcess] = []
+    skipped: list[tuple[CudaProcess, str]] = []
+    for proc in candidates:
+        try:
+            state = driver.state(proc.host_pid)
+        except CudaError as exc:
+            skipped.append((proc, exc.message))
+            continue
+        if state == "running":
+            accepted.append(proc)
+        else:
+            skipped.append((proc, f"its CUDA state is {state}, not running"))
+    return accepted, skipped
+
+
 @dataclass
 class DriverApiSession:
     """The CUDA processes of one container, and how far each has been taken."""

@@ -1,5 +1,6 @@
-"""The CUDA processes of a container: its PID namespace's processes that hold /dev/nvidia* open or
-map libcuda, and their PIDs inside and outside the namespace."""
+"""The candidate CUDA processes of a container: its PID namespace's processes that hold
+/dev/nvidia* open or map libcuda, and their PIDs inside and outside the namespace. Which of them
+the driver can checkpoint only the driver can say (cuda_flow.classify)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ class CudaProcess:
     host_pid: int
     ns_pid: int
     comm: str
+    # It holds /dev/nvidia* open: CRIU cannot dump it unless the driver takes its GPU state away.
+    holds_device: bool = False
 
 
 def _pid_namespace(pid: int) -> str | None:
@@ -34,7 +37,7 @@ def _ns_pid(pid: int) -> int:
     return pid
 
 
-def _uses_cuda(pid: int) -> bool:
+def _holds_device(pid: int) -> bool:
     fd_dir = host_path(f"/proc/{pid}/fd")
     try:
         for fd in fd_dir.iterdir():
@@ -45,6 +48,10 @@ def _uses_cuda(pid: int) -> bool:
                 continue
     except OSError:
         pass
+    return False
+
+
+def _maps_libcuda(pid: int) -> bool:
     try:
         return "libcuda.so" in host_path(f"/proc/{pid}/maps").read_text(errors="replace")
     except OSError:
@@ -67,12 +74,13 @@ def cuda_processes(init_pid: int) -> list[CudaProcess]:
     """The container's processes that hold /dev/nvidia* open or map libcuda."""
     result = []
     for pid in container_processes(init_pid):
-        if _uses_cuda(pid):
+        device = _holds_device(pid)
+        if device or _maps_libcuda(pid):
             try:
                 comm = host_path(f"/proc/{pid}/comm").read_text().strip()
             except OSError:
                 comm = "?"
-            result.append(CudaProcess(host_pid=pid, ns_pid=_ns_pid(pid), comm=comm))
+            result.append(CudaProcess(host_pid=pid, ns_pid=_ns_pid(pid), comm=comm, holds_device=device))
     return result
 
 

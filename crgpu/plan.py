@@ -13,7 +13,9 @@ from pathlib import Path
 
 from crgpu import config
 from crgpu.criu import cuda_plugin_path, dirty_tracking, require_criu
-from crgpu.cuda_flow import select_mode
+from crgpu.cuda import load_driver
+from crgpu.cuda_flow import classify, select_mode
+from crgpu.cuda_processes import CudaProcess, cuda_processes
 from crgpu.errors import (
     NotFoundError,
     PreconditionError,
@@ -58,6 +60,9 @@ class CheckpointPlan:
     invocation: Invocation
     status_before: str
     cuda_mode: str = "off"
+    # driver-api: the processes the driver will checkpoint, and those it will not (with why).
+    cuda_processes: tuple[CudaProcess, ...] = ()
+    cuda_skipped: tuple[tuple[CudaProcess, str], ...] = ()
 
     @property
     def gpu(self) -> tuple[bool | None, tuple[str, ...]]:
@@ -114,7 +119,33 @@ def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
             hint=f"start it first; `{adapter.name} --root {container.root} state {container.id}` shows it",
         )
     invocation = replace(invocation, notes=[*invocation.notes, *cuda_notes])
-    return CheckpointPlan(opts, adapter, container, work_dir, invocation, status, cuda_mode)
+    accepted, skipped = _cuda_process_set(container) if cuda_mode == "driver-api" else ([], [])
+    invocation = replace(
+        invocation,
+        notes=[
+            *invocation.notes,
+            *(f"not checkpointed by the driver: pid {p.ns_pid} ({p.comm}): {why}" for p, why in skipped),
+        ],
+    )
+    return CheckpointPlan(
+        opts, adapter, container, work_dir, invocation, status, cuda_mode, tuple(accepted), tuple(skipped)
+    )
+
+
+def _cuda_process_set(container: ContainerInfo) -> tuple[list[CudaProcess], list[tuple[CudaProcess, str]]]:
+    """The container's CUDA processes as the driver sees them. One that the driver will not take
+    but that holds /dev/nvidia* open would make CRIU fail on the device: refused up front."""
+    candidates = cuda_processes(container.pid) if container.pid else []
+    accepted, skipped = classify(load_driver(), candidates)
+    blocking = [(p, why) for p, why in skipped if p.holds_device]
+    if blocking:
+        raise PreconditionError(
+            f"container {container.id!r} has processes holding the GPU device that the driver cannot "
+            "checkpoint: " + "; ".join(f"pid {p.ns_pid} ({p.comm}): {why}" for p, why in blocking),
+            hint="stop them (NVML monitors, forked workers without a CUDA context) or checkpoint with "
+            "--leave-running after they exit; CRIU cannot dump a process holding /dev/nvidia*",
+        )
+    return accepted, skipped
 
 
 def plugin_criu_config(lock_timeout_ms: int) -> tuple[str, ...]:

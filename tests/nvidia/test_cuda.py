@@ -308,3 +308,25 @@ def test_a_driver_api_image_is_not_restored_attached(node: Node) -> None:
     refused = crgpu("restore", "--no-detach", "-i", str(node.tmp / "img"))
     assert refused.exit_code == 4 and "restore detached" in refused.stderr
     assert not any(call[0] == "restore" for call in node.data()["calls"])  # refused before any driver call
+
+
+def test_the_driver_decides_which_processes_are_cuda_processes(node: Node) -> None:
+    # A forked DataLoader-like child: maps libcuda, holds no device, the driver does not know it.
+    node.process(105, NS, ns_pid=11, cuda=True, comm="worker", libcuda=True)
+    code, doc = node.checkpoint()
+    assert code == 0, doc
+    assert [c for c in node.data()["calls"] if c[1] == 105] == []  # never locked
+    assert any("not checkpointed by the driver: pid 11 (worker)" in note for note in doc["notes"])
+    manifest = json.loads((node.tmp / "img" / "crgpu.json").read_text())
+    assert [p["ns_pid"] for p in manifest["cuda"]["processes"]] == [7, 8]
+    assert manifest["cuda"]["not_checkpointed"][0]["ns_pid"] == 11
+
+
+def test_a_device_holder_the_driver_cannot_take_refuses_the_checkpoint_up_front(node: Node) -> None:
+    # An NVML-only monitoring sidecar: holds /dev/nvidiactl, has no CUDA context.
+    node.process(104, NS, ns_pid=10, cuda=True, comm="nvml-sidecar")
+    code, doc = node.checkpoint()
+    assert code == 4
+    assert "pid 10 (nvml-sidecar)" in doc["error"] and "CUDA_ERROR_INVALID_VALUE" in doc["error"]
+    assert node.data().get("calls", []) == []  # nothing locked
+    assert not (node.tmp / "img").exists()
