@@ -16,6 +16,7 @@ from crgpu.cuda import CudaDriver, CudaError
 from crgpu.cuda_processes import CudaProcess
 from crgpu.errors import PreconditionError
 from crgpu.gpu import driver_version
+from crgpu.host_root import host_path
 from crgpu.options import CudaMode
 
 MIN_DRIVER_API = 570
@@ -67,6 +68,17 @@ def select_mode(requested: CudaMode, gpu: bool, runtime: str, container_id: str)
     )
 
 
+def host_memory_available() -> int | None:
+    """MemAvailable of the host, in bytes (None when unknown)."""
+    try:
+        for line in host_path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def classify(
     driver: CudaDriver, candidates: list[CudaProcess]
 ) -> tuple[list[CudaProcess], list[tuple[CudaProcess, str]]]:
@@ -103,8 +115,16 @@ class DriverApiSession:
         self.timings[phase] = self.timings.get(phase, 0.0) + time.monotonic() - started
 
     def suspend(self) -> None:
-        """Lock every process, then checkpoint every one; on any failure put them all back."""
+        """Lock every process, then checkpoint every one; on any failure (of any kind, Ctrl-C
+        included) put them all back, and raise the first failure."""
         self.gpu_bytes = sum(self.driver.gpu_memory_bytes(p.host_pid) for p in self.processes)
+        available = host_memory_available()
+        if available is not None and self.gpu_bytes > available:
+            raise PreconditionError(
+                f"the container's CUDA processes hold {self.gpu_bytes / 2**30:.1f} GiB of GPU memory, which "
+                f"the driver copies into host memory; this host has {available / 2**30:.1f} GiB available",
+                hint="free host memory first; nothing was locked",
+            )
         try:
             started = time.monotonic()
             for proc in self.processes:
@@ -116,9 +136,9 @@ class DriverApiSession:
                 self.driver.checkpoint(proc.host_pid)
                 self.state[proc.host_pid] = "checkpointed"
             self._timed("cuda_checkpoint_time", started)
-        except CudaError as exc:
+        except BaseException as exc:
             problems = self.resume()
-            if problems:
+            if problems and isinstance(exc, CudaError):
                 exc.detail = [*exc.detail, *problems]
             raise
 
@@ -126,6 +146,8 @@ class DriverApiSession:
         """Restore what was checkpointed and unlock what was locked, every process, retrying once.
         Returns the problems left (empty when every process runs again)."""
         problems: list[str] = []
+        for proc in self.processes:
+            self._reread(proc.host_pid)
         started = time.monotonic()
         for proc in self.processes:
             if self.state.get(proc.host_pid) == "checkpointed":
@@ -146,15 +168,27 @@ class DriverApiSession:
         self._timed("cuda_unlock_time", started)
         return problems
 
+    def _reread(self, pid: int) -> None:
+        """What the driver says now wins over what crgpu recorded (a call may have half-happened)."""
+        try:
+            state = self.driver.state(pid)
+        except Exception:
+            return
+        if state in ("locked", "checkpointed", "running"):
+            self.state[pid] = state
+
     @staticmethod
     def _retry(step: object) -> str | None:
+        """One more try for a transient failure; none after an out-of-memory (NVIDIA: it stays)."""
         last = None
         for _ in range(RETRIES):
             try:
                 step()  # type: ignore[operator]
                 return None
-            except CudaError as exc:
-                last = exc.message
+            except Exception as exc:  # every error on the way back, not only the bindings' type
+                last = exc.message if isinstance(exc, CudaError) else f"{type(exc).__name__}: {exc}"
+                if "OUT_OF_MEMORY" in last:
+                    break
         return last
 
     def stats(self) -> dict[str, float]:

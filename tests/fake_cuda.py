@@ -33,10 +33,18 @@ class FakeDriver:
         data = self._load()
         data.setdefault("calls", []).append([verb, pid] + ([extra] if extra else []))
         fails = data.get("fail", {}).get(verb, {})
-        if fails.get(str(pid), 0) > 0:
-            fails[str(pid)] -= 1
+        # per PID: a count of failures, or {"count": N, "error": "CUDA_ERROR_..."}
+        spec = fails.get(str(pid), 0)
+        count, error = (
+            (spec["count"], spec["error"]) if isinstance(spec, dict) else (spec, "CUDA_ERROR_ILLEGAL_STATE")
+        )
+        if count > 0:
+            if isinstance(spec, dict):
+                spec["count"] -= 1
+            else:
+                fails[str(pid)] -= 1
             self._save(data)
-            raise CudaError(f"cuCheckpointProcess{verb.title()} failed: CUDA_ERROR_ILLEGAL_STATE")
+            raise CudaError(f"cuCheckpointProcess{verb.title()} failed: {error}")
         before, after = MOVES[verb]
         state = data["procs"].get(str(pid))
         if state != before:

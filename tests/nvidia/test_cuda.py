@@ -330,3 +330,43 @@ def test_a_device_holder_the_driver_cannot_take_refuses_the_checkpoint_up_front(
     assert "pid 10 (nvml-sidecar)" in doc["error"] and "CUDA_ERROR_INVALID_VALUE" in doc["error"]
     assert node.data().get("calls", []) == []  # nothing locked
     assert not (node.tmp / "img").exists()
+
+
+def test_an_out_of_memory_is_not_retried_and_stays_the_first_error(node: Node) -> None:
+    oom = {"count": 5, "error": "CUDA_ERROR_OUT_OF_MEMORY"}
+    node.set_states("running", {"restore": {"101": oom}, "unlock": {"101": 5}})
+    code, doc = node.checkpoint("--leave-running")
+    assert code == 1
+    restores = [c for c in node.data()["calls"] if c[:2] == ["restore", 101]]
+    assert len(restores) == 1  # NVIDIA: after an out-of-memory the restore keeps failing
+    # the out-of-memory is what the operator reads, not a later unlock error it would cause
+    assert (
+        "pid 101 (train): GPU restore failed: cuCheckpointProcessRestore failed: CUDA_ERROR_OUT_OF_MEMORY"
+        in doc["error"]
+    )
+    assert "unlock failed" not in doc["error"]
+    assert node.data()["procs"]["102"] == "running"
+
+
+def test_any_failure_while_suspending_gives_every_process_back(node: Node) -> None:
+    from crgpu.cuda_flow import DriverApiSession
+    from crgpu.cuda_processes import cuda_processes
+
+    class Crashing(FakeDriver):
+        def checkpoint(self, pid: int) -> None:
+            if pid == 102:
+                raise RuntimeError("driver call crashed")  # not the bindings' error type
+            super().checkpoint(pid)
+
+    session = DriverApiSession(Crashing(), cuda_processes(100), 1000)
+    with pytest.raises(RuntimeError, match="crashed"):
+        session.suspend()
+    assert node.data()["procs"] == {"101": "running", "102": "running"}
+
+
+def test_gpu_memory_the_host_cannot_hold_is_refused_before_any_lock(node: Node) -> None:
+    (node.host / "proc" / "meminfo").write_text("MemTotal: 4000000 kB\nMemAvailable: 1048576 kB\n")
+    code, doc = node.checkpoint()  # two processes of 1 GiB each; 1 GiB available
+    assert code == 4 and "2.0 GiB of GPU memory" in doc["error"] and "1.0 GiB available" in doc["error"]
+    assert "calls" not in node.data() or not any(c[0] == "lock" for c in node.data()["calls"])
+    assert not (node.tmp / "img").exists()
