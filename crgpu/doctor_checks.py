@@ -48,7 +48,7 @@ PATHS: dict[str, tuple[str, list[str]]] = {
     "runc": ("runc", ["runc.binary", "criu.binary", "criu.kernel", "criu.netlock", "host.privileges"]),
     "runsc": ("runsc", ["runsc.binary", "host.privileges"]),
     "cuda_runc": (
-        "CUDA on runc",
+        "CUDA on runc (CRIU plugin)",
         [
             "runc.binary",
             "criu.binary",
@@ -58,6 +58,19 @@ PATHS: dict[str, tuple[str, list[str]]] = {
             "nvidia.driver",
             "cuda_checkpoint.binary",
             "criu.cuda_plugin",
+        ],
+    ),
+    "cuda_runc_driver_api": (
+        "CUDA on runc (driver API)",
+        [
+            "runc.binary",
+            "criu.binary",
+            "criu.kernel",
+            "criu.netlock",
+            "host.privileges",
+            "nvidia.driver",
+            "cuda.bindings",
+            "cuda.bindings_driver",
         ],
     ),
     "cuda_runsc": (
@@ -239,6 +252,88 @@ def check_cuda_plugin(facts: Facts) -> Check:
         "cuda_plugin.so is in none of " + ", ".join(str(d) for d in plugin_dirs()),
         fix="install CRIU 4.x built with its CUDA plugin into /usr/lib/criu (Debian's criu has none)",
     )
+
+
+# cuda-bindings 13.x is documented for driver 580.65.06 and newer; 12.x for older drivers.
+BINDINGS_13_MIN_DRIVER = (580, 65)
+
+
+def bindings_version() -> str | None:
+    """The installed cuda-bindings' version, when its driver module imports; None when it does not."""
+    try:
+        from importlib.metadata import version
+
+        import cuda.bindings.driver  # type: ignore[import-untyped, import-not-found, unused-ignore]  # noqa: F401
+    except Exception:
+        return None
+    try:
+        return version("cuda-bindings")
+    except Exception:
+        return "unknown"
+
+
+def check_bindings(facts: Facts) -> Check:
+    if not facts.gpu_node:
+        return Check("cuda.bindings", "cuda-bindings", "GPU", "skip", "no NVIDIA driver")
+    found = bindings_version()
+    if found is None:
+        return Check(
+            "cuda.bindings",
+            "cuda-bindings",
+            "GPU",
+            "fail",
+            "NVIDIA's cuda-bindings does not import: --cuda driver-api cannot reach the checkpoint API",
+            fix="pip install 'crgpu[cuda]' into crgpu's environment",
+        )
+    return Check("cuda.bindings", "cuda-bindings", "GPU", "ok", f"cuda-bindings {found}")
+
+
+def check_bindings_driver(facts: Facts) -> Check:
+    found = bindings_version() if facts.gpu_node else None
+    if facts.driver is None or found is None:
+        return Check("cuda.bindings_driver", "bindings and driver", "GPU", "skip", "no driver or no bindings")
+    major = version_tuple(found)[0]
+    driver = version_tuple(facts.driver.version)
+    if major >= 13 and driver[:2] < BINDINGS_13_MIN_DRIVER:
+        return Check(
+            "cuda.bindings_driver",
+            "bindings and driver",
+            "GPU",
+            "fail",
+            f"cuda-bindings {found} is documented for driver 580.65.06 or newer; this node has {facts.driver.version}",
+            fix="pip install 'cuda-bindings>=12.8,<13' for this driver, or upgrade the driver",
+        )
+    return Check(
+        "cuda.bindings_driver",
+        "bindings and driver",
+        "GPU",
+        "ok",
+        f"cuda-bindings {found} with driver {facts.driver.version}",
+    )
+
+
+def check_persistence(facts: Facts) -> Check:
+    """NVIDIA: restoring a process needs persistence mode (or cuInit already called)."""
+    if not facts.gpu_node:
+        return Check("nvidia.persistence", "persistence mode", "GPU", "skip", "no NVIDIA driver")
+    try:
+        out = _capture(["nvidia-smi", "--query-gpu=persistence_mode", "--format=csv,noheader"])
+    except CrgpuError:
+        out = ""
+    modes = [line.strip() for line in out.splitlines() if line.strip() in ("Enabled", "Disabled")]
+    if not modes:
+        return Check("nvidia.persistence", "persistence mode", "GPU", "skip", "nvidia-smi did not say")
+    if "Disabled" in modes:
+        return Check(
+            "nvidia.persistence",
+            "persistence mode",
+            "GPU",
+            "warn",
+            f"persistence mode is off on {modes.count('Disabled')} of {len(modes)} GPU(s): a GPU restore can "
+            "fail with 'operation not permitted'",
+            fix="nvidia-smi -pm 1 (or run nvidia-persistenced)",
+        )
+    return Check("nvidia.persistence", "persistence mode", "GPU", "ok", f"on for {len(modes)} GPU(s)")
 
 
 def check_driver(facts: Facts) -> Check:
@@ -423,6 +518,9 @@ CHECKS: tuple[Callable[[Facts], Check], ...] = (
     check_gpus,
     check_cuda_checkpoint,
     check_cuda_plugin,
+    check_bindings,
+    check_bindings_driver,
+    check_persistence,
     check_nvproxy_driver,
     check_runsc_cuda,
     check_privileges,

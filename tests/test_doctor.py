@@ -116,7 +116,13 @@ def test_no_gpu_skips_gpu_checks_and_judges_cpu_paths(node: FakeNode) -> None:
     by_id = checks(doc)
     assert REQUIRED_IDS <= set(by_id)
     assert code == 0 and doc["ok"] is True
-    assert doc["ready"] == {"runc": True, "runsc": None, "cuda_runc": None, "cuda_runsc": None}
+    assert doc["ready"] == {
+        "runc": True,
+        "runsc": None,
+        "cuda_runc": None,
+        "cuda_runc_driver_api": None,
+        "cuda_runsc": None,
+    }
     for gpu_check in ("nvidia.driver", "nvidia.gpus", "cuda_checkpoint.binary", "criu.cuda_plugin"):
         assert by_id[gpu_check]["status"] == "skip"
     assert by_id["runsc.binary"]["status"] == "skip"  # not installed: its path is not judged
@@ -135,7 +141,10 @@ def test_driver_550_fails_saying_why(node: FakeNode) -> None:
     assert "not ready: CUDA on runc" in doc["summary"]
 
 
-def test_driver_570_with_plugin_and_cuda_checkpoint_is_ready(node: FakeNode) -> None:
+def test_driver_570_with_plugin_and_cuda_checkpoint_is_ready(
+    node: FakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("crgpu.doctor_checks.bindings_version", lambda: "12.9.0")
     node.driver("570.86.15", gpus=2)
     node.cuda_checkpoint("--action {lock,checkpoint,restore,unlock} --pid PID --get-state")
     node.plugin()
@@ -146,6 +155,38 @@ def test_driver_570_with_plugin_and_cuda_checkpoint_is_ready(node: FakeNode) -> 
     assert by_id["nvidia.gpus"]["detail"].count("NVIDIA H100 80GB HBM3") == 2
     assert "--device-map" not in by_id["cuda_checkpoint.binary"]["detail"]
     assert doc["ready"]["cuda_runc"] is True
+    assert doc["ready"]["cuda_runc_driver_api"] is True
+
+
+def test_the_driver_api_path_needs_bindings_that_suit_the_driver(
+    node: FakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node.driver("570.86.15")
+    monkeypatch.setattr("crgpu.doctor_checks.bindings_version", lambda: "13.5.0")
+    code, doc = doctor()
+    check = checks(doc)["cuda.bindings_driver"]
+    assert check["status"] == "fail" and "580.65.06" in check["detail"] and "<13" in check["fix"]
+    assert doc["ready"]["cuda_runc_driver_api"] is False and code == 1
+    monkeypatch.setattr("crgpu.doctor_checks.bindings_version", lambda: None)
+    code, doc = doctor()
+    assert (
+        checks(doc)["cuda.bindings"]["status"] == "fail"
+        and "crgpu[cuda]" in checks(doc)["cuda.bindings"]["fix"]
+    )
+    node.driver("580.65.06")
+    monkeypatch.setattr("crgpu.doctor_checks.bindings_version", lambda: "13.5.0")
+    assert checks(doctor()[1])["cuda.bindings_driver"]["status"] == "ok"
+
+
+def test_persistence_mode_off_is_a_warning(node: FakeNode) -> None:
+    node.driver("580.65.06")
+    node.tool(
+        "nvidia-smi",
+        'case "$*" in *persistence_mode*) echo Enabled; echo Disabled;; *driver_version*) echo 580.65.06;; '
+        '*) echo "NVIDIA H100 80GB HBM3, GPU-00000000-aaaa-bbbb-cccc-dddddddddddd, 81559";; esac',
+    )
+    check = checks(doctor()[1])["nvidia.persistence"]
+    assert check["status"] == "warn" and "1 of 2" in check["detail"] and "nvidia-smi -pm 1" in check["fix"]
 
 
 def test_driver_580_notes_device_map(node: FakeNode) -> None:
