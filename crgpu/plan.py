@@ -286,7 +286,7 @@ def plan_restore(opts: RestoreOptions) -> RestorePlan:
         opts, container_id, root, bundle, work_dir, global_flags, criu_extra
     )
     if manifest is not None and manifest.container.gpu:
-        warnings += adapter.check_gpu_restore(opts.force)
+        warnings += adapter.check_gpu_restore(opts.force, tuple(invocation.global_flags))
     invocation = replace(invocation, notes=[*invocation.notes, *warnings])
     return RestorePlan(opts, adapter, container_id, root, bundle, work_dir, invocation, manifest)
 

@@ -43,6 +43,7 @@ class ContainerInfo:
     state_path: Path
     pid: int | None = None
     bundle: Path | None = None
+    rootfs: Path | None = None  # the spec's root.path, resolved against the bundle
     gpu: bool = False
     gpu_evidence: tuple[str, ...] = ()  # what said so: hook, cdi, env, device, annotation, nvproxy-flag
     status: str | None = None
@@ -115,6 +116,6 @@ class RuntimeAdapter(Protocol):
 
     def delete(self, container_id: str, root: Path) -> None: ...
 
-    def check_gpu_restore(self, force: bool) -> list[str]: ...
+    def check_gpu_restore(self, force: bool, global_flags: tuple[str, ...] = ()) -> list[str]: ...
 
     def log_paths(self, verb: str, work_dir: Path, global_flags: list[str]) -> list[Path]: ...

@@ -122,6 +122,16 @@ def _labels(config: dict[str, Any]) -> dict[str, str]:
     return labels
 
 
+def _rootfs(bundle: str | None, spec: dict[str, Any]) -> Path | None:
+    root = spec.get("root")
+    path = root.get("path") if isinstance(root, dict) else None
+    if not isinstance(path, str) or not path:
+        return None
+    if path.startswith("/"):
+        return Path(path)
+    return Path(bundle) / path if bundle else None
+
+
 def _bundle_spec(bundle: str | None) -> dict[str, Any]:
     """The bundle's config.json (the OCI spec runc was given, hooks and env included), or {}."""
     if not bundle:
@@ -144,7 +154,8 @@ def _read_runc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
     # runc keeps the spec's devices and annotations (as labels) in its state; hooks and env are
     # only in the bundle's config.json.
     evidence = spec_evidence({"linux": {"devices": devices}, "annotations": labels})
-    evidence |= spec_evidence(_bundle_spec(bundle))
+    spec = _bundle_spec(bundle)
+    evidence |= spec_evidence(spec)
     return ContainerInfo(
         id=container_id,
         runtime="runc",
@@ -152,6 +163,7 @@ def _read_runc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
         state_path=loc.state_path,
         pid=pid if isinstance(pid, int) and pid > 0 else None,
         bundle=Path(bundle) if bundle else None,
+        rootfs=_rootfs(bundle, spec),
         gpu=bool(evidence),
         gpu_evidence=tuple(ordered(evidence)),
     )
@@ -176,6 +188,7 @@ def _read_runsc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
         state_path=loc.state_path,
         pid=pid if isinstance(pid, int) and pid > 0 else None,
         bundle=Path(bundle) if bundle else None,
+        rootfs=_rootfs(bundle if isinstance(bundle, str) else None, spec if isinstance(spec, dict) else {}),
         gpu=bool(evidence),
         gpu_evidence=tuple(ordered(evidence)),
         status=str(data.get("status")) if data.get("status") else None,

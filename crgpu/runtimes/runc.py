@@ -296,7 +296,7 @@ class RuncAdapter(BinaryAdapter):
     def delete(self, container_id: str, root: Path) -> None:
         run_capture([*self._base(root), "delete", "--force", "--", container_id])
 
-    def check_gpu_restore(self, force: bool) -> list[str]:
+    def check_gpu_restore(self, force: bool, global_flags: tuple[str, ...] = ()) -> list[str]:
         return []
 
     def log_paths(self, verb: str, work_dir: Path, global_flags: list[str]) -> list[Path]:

@@ -8,6 +8,7 @@ and stored in crgpu.json for restore.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -115,6 +116,14 @@ class RunscAdapter(BinaryAdapter):
                 f"container {info.id!r} uses a GPU: runsc needs the path of cuda-checkpoint inside the container",
                 hint="give --cuda-checkpoint-path PATH or set CRGPU_CUDA_CHECKPOINT_PATH",
             )
+        if info.gpu and cuda_path and info.rootfs is not None:
+            inside = info.rootfs / cuda_path.lstrip("/")
+            if not os.path.lexists(inside):
+                raise PreconditionError(
+                    f"--cuda-checkpoint-path {cuda_path} is not in the root filesystem of container {info.id!r} "
+                    f"({info.rootfs}): gVisor would skip every CUDA process and save live GPU state",
+                    hint="put NVIDIA's cuda-checkpoint into the container image, or give its path there",
+                )
         args += self._verb_args("checkpoint", values, self.binary.checkpoint_flags)
         carried, dropped = carried_globals(
             info.global_flags,
@@ -168,8 +177,13 @@ class RunscAdapter(BinaryAdapter):
         argv = [*self._base(root, flags), "restore", *args, "--", container_id]
         return Invocation(argv=argv, notes=notes, global_flags=flags)
 
-    def check_gpu_restore(self, force: bool) -> list[str]:
-        """The host driver must be one this runsc supports (`runsc nvproxy list-supported-drivers`)."""
+    def check_gpu_restore(self, force: bool, global_flags: tuple[str, ...] = ()) -> list[str]:
+        """The host driver must be one this runsc supports (`runsc nvproxy list-supported-drivers`),
+        unless the sandbox's flags say otherwise: `--nvproxy-driver-version=V` makes runsc use V's
+        ABI (V must be supported), `--nvproxy-allow-unsupported-driver` lets any driver through."""
+        values = {flag_key(flag): flag.partition("=")[2] or "true" for flag in global_flags}
+        pinned = values.get("nvproxy-driver-version")
+        allow_any = values.get("nvproxy-allow-unsupported-driver", "false").lower() in ("true", "1", "t")
         if "nvproxy" not in self.binary.help_texts.get("help", ""):
             return [f"{self.label} cannot list its supported drivers: driver support not checked"]
         host = driver_version()
@@ -179,9 +193,20 @@ class RunscAdapter(BinaryAdapter):
                 hint="restore it on a GPU node",
             )
         supported = run_capture([str(self.binary.path), "nvproxy", "list-supported-drivers"]).split()
-        if host.version in supported:
+        if pinned and pinned != "latest":
+            if pinned in supported:
+                return [
+                    f"the sandbox pins the driver ABI {pinned} (--nvproxy-driver-version): host {host.version} not compared"
+                ]
+            message = f"the sandbox's --nvproxy-driver-version={pinned} is not among the drivers {self.label} supports"
+        elif host.version in supported or pinned == "latest":
             return []
-        message = f"host driver {host.version} is not among the drivers {self.label} supports"
+        elif allow_any:
+            return [
+                f"host driver {host.version} is not in {self.label}'s list; the sandbox allows unsupported drivers"
+            ]
+        else:
+            message = f"host driver {host.version} is not among the drivers {self.label} supports"
         if force:
             return [f"--force: {message}"]
         raise PreconditionError(message, hint="install a supported driver or a newer runsc (or --force)")

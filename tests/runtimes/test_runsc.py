@@ -267,3 +267,33 @@ def test_lazy_checkpoint_and_page_server_are_refused_on_runsc() -> None:
     opts = RestoreOptions(image_path=IMG, lazy_pages=True, page_server="127.0.0.1:9")
     with pytest.raises(PreconditionError, match="runsc has no page server"):
         RunscAdapter(RUNSC_2026).restore_invocation(opts, "g1", ROOT, Path("/srv/g"), Path("/w"), GLOBALS)
+
+
+def test_the_sandboxs_nvproxy_driver_flags_are_honoured_by_the_guard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _driver(tmp_path, monkeypatch, "580.65.06")
+    runsc = RunscAdapter(_fake_runsc_with_drivers(tmp_path, ["570.124.06"]))
+    # pinned to a supported ABI: the host's own version is not what runsc uses
+    notes = runsc.check_gpu_restore(False, ("--nvproxy-driver-version=570.124.06",))
+    assert "pins the driver ABI 570.124.06" in notes[0]
+    with pytest.raises(PreconditionError, match=r"--nvproxy-driver-version=575\.0\.0 is not among"):
+        runsc.check_gpu_restore(False, ("--nvproxy-driver-version=575.0.0",))
+    notes = runsc.check_gpu_restore(False, ("--nvproxy-allow-unsupported-driver=true",))
+    assert "allows unsupported drivers" in notes[0]
+
+
+def test_cuda_checkpoint_path_must_exist_in_the_containers_rootfs(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "usr/bin").mkdir(parents=True)
+    opts = CheckpointOptions(
+        container_id="g1", image_path=IMG, cuda_checkpoint_path="/usr/bin/cuda-checkpoint"
+    )
+    gpu_container = replace(info(gpu=True), rootfs=rootfs)
+    with pytest.raises(PreconditionError, match="is not in the root filesystem of container 'g1'"):
+        RunscAdapter(RUNSC_2026).checkpoint_invocation(opts, gpu_container, IMG)
+    (rootfs / "usr/bin/cuda-checkpoint").write_text("")
+    inv = RunscAdapter(RUNSC_2026).checkpoint_invocation(opts, gpu_container, IMG)
+    assert "--cuda-checkpoint-path=/usr/bin/cuda-checkpoint" in inv.argv
