@@ -8,6 +8,7 @@ variable names. Tests replace `DRIVER_FACTORY`."""
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -48,6 +49,9 @@ class BindingsDriver:
     """cuCheckpointProcess* through cuda-bindings (`cuda.bindings.driver`)."""
 
     def __init__(self) -> None:
+        # The checkpoint API works on every GPU the kernel driver exposes (NVIDIA: user-space
+        # masking does not reduce what a restore must map): crgpu's own view must not be masked.
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         try:
             from cuda.bindings import driver  # type: ignore[import-untyped, import-not-found, unused-ignore]
         except ImportError as exc:

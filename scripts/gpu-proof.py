@@ -1,11 +1,16 @@
-"""The GPU proof of crgpu's driver-API path (issue 9), for a machine with an NVIDIA GPU (driver 570+).
+"""The GPU proof of crgpu's driver-API path, for a machine with an NVIDIA GPU (driver 570+).
 
     PYTHONPATH=. python3 scripts/gpu-proof.py [--mib 1024]
 
 A child process allocates MIB MiB on GPU 0 through cuda-bindings and fills it with a pattern. This
-process then takes the child through crgpu's own driver layer (crgpu.cuda.BindingsDriver): lock,
-checkpoint (GPU memory moves to host memory), restore, unlock; the child reads its GPU memory back
-and checks every byte. Prints each phase's time, GB/s and the verdict as one JSON line.
+process then takes the child through crgpu's own driver layer (crgpu.cuda.BindingsDriver) twice:
+lock, checkpoint (GPU memory moves to host memory), restore, unlock; the second time the restore
+carries an identity device map (GPU 0 -> GPU 0), the call a migration makes. After each round the
+child reads its GPU memory back and checks every byte. Prints the machine (kernel, driver), each
+phase's time, GB/s and the verdicts as one JSON line; exits 0 only when everything held.
+
+It never leaves the child locked or checkpointed: on any failure it restores and unlocks from the
+driver's own view of the child's state, and every read from the child has a deadline.
 Needs only the standard library and cuda-bindings (no pydantic, Typer or Rich).
 """
 
@@ -13,17 +18,22 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
+import platform
+import select
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 PATTERN = 0xA5A5A5A5
+READ_TIMEOUT_S = 120.0
 
 
 def check(result: object) -> object:
     err, *rest = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
-        raise SystemExit(f"CUDA call failed: {err}")
+        raise RuntimeError(f"CUDA call failed: {err}")
     return rest[0] if rest else None
 
 
@@ -39,60 +49,129 @@ def child(mib: int) -> None:
     check(cu.cuMemsetD32(pointer, PATTERN, size // 4))
     check(cu.cuCtxSynchronize())
     print("ready", flush=True)
-    sys.stdin.readline()  # the parent says: verify now
     host = ctypes.create_string_buffer(size)
-    check(cu.cuMemcpyDtoH(ctypes.addressof(host), pointer, size))
-    good = host.raw.count(b"\xa5") == size
-    print("ok" if good else "bad", flush=True)
+    while sys.stdin.readline().strip() == "verify":  # the parent says: verify now
+        check(cu.cuMemcpyDtoH(ctypes.addressof(host), pointer, size))
+        print("ok" if host.raw.count(b"\xa5") == size else "bad", flush=True)
 
 
-def main() -> None:
+def read_line(proc: subprocess.Popen[str], timeout: float = READ_TIMEOUT_S) -> str:
+    """One line from the child, or '' when it says nothing in time (it may be locked)."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline().strip() if ready else ""
+
+
+def gpu0_uuid(cu: object) -> str:
+    device = check(cu.cuDeviceGet(0))  # type: ignore[attr-defined]
+    raw = bytes(check(cu.cuDeviceGetUuid(device)).bytes)  # type: ignore[attr-defined, union-attr]
+    text = raw.hex()
+    return f"GPU-{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def machine() -> dict[str, object]:
+    try:
+        driver = Path("/sys/module/nvidia/version").read_text().strip()
+    except OSError:
+        driver = None
+    return {"kernel": platform.release(), "machine": platform.machine(), "driver": driver}
+
+
+def give_back(driver: object, pid: int) -> str:
+    """Restore and unlock from the driver's view; what the child's state is afterwards."""
+    for _ in range(3):
+        try:
+            state = driver.state(pid)  # type: ignore[attr-defined]
+        except Exception as exc:
+            return f"unknown ({exc})"
+        try:
+            if state == "checkpointed":
+                driver.restore(pid)  # type: ignore[attr-defined]
+            elif state == "locked":
+                driver.unlock(pid)  # type: ignore[attr-defined]
+            else:
+                return str(state)
+        except Exception:
+            continue
+    return str(driver.state(pid))  # type: ignore[attr-defined]
+
+
+def main() -> int:
     mib = int(sys.argv[sys.argv.index("--mib") + 1]) if "--mib" in sys.argv else 1024
     if "--child" in sys.argv:
         try:
             child(mib)
         except Exception as exc:  # one line for the parent, not a traceback
             print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0]}", flush=True)
-        return
-    from crgpu.cuda import BindingsDriver, CudaError
-
+        return 0
+    # The checkpoint API wants every GPU the kernel driver exposes; no user-space masking here.
+    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    report: dict[str, object] = {"machine": machine(), "mib": mib}
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", "--mib", str(mib)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdin is not None and proc.stdout is not None
-    first = proc.stdout.readline().strip()
+    assert proc.stdin is not None
+    first = read_line(proc)
     if first != "ready":
-        raise SystemExit(f"the CUDA child did not start: {first}")
-    report: dict[str, object] = {"pid": proc.pid, "mib": mib}
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+        report["error"] = f"the CUDA child did not start: {first or (err.strip().splitlines() or ['no output'])[-1]}"
+        print(json.dumps(report))
+        return 1
+    report["pid"] = proc.pid
+    ok = True
+    driver = None
     try:
+        from crgpu.cuda import BindingsDriver
+
         driver = BindingsDriver()
-        report["state_before"] = driver.state(proc.pid)
-        phases = {}
-        for phase, step in (
-            ("lock", lambda: driver.lock(proc.pid, 10_000)),
-            ("checkpoint", lambda: driver.checkpoint(proc.pid)),
-            ("restore", lambda: driver.restore(proc.pid)),
-            ("unlock", lambda: driver.unlock(proc.pid)),
-        ):
-            start = time.perf_counter()
-            step()
-            phases[phase] = round(time.perf_counter() - start, 4)
-            report[f"state_after_{phase}"] = driver.state(proc.pid)
-        report["seconds"] = phases
-        gigabytes = (mib << 20) / 1e9
-        report["checkpoint_gbps"] = round(gigabytes / phases["checkpoint"], 2)
-        report["restore_gbps"] = round(gigabytes / phases["restore"], 2)
-    except CudaError as exc:
-        report["error"] = exc.message
-    proc.stdin.write("verify\n")
-    proc.stdin.flush()
-    report["pattern"] = proc.stdout.readline().strip()
-    proc.wait(timeout=120)
+        identity = {gpu0_uuid(driver.cu): gpu0_uuid(driver.cu)}
+        report["device_map"] = identity
+        for round_name, mapping in (("plain", None), ("identity_map", identity)):
+            phases: dict[str, float] = {}
+            for phase, step in (
+                ("lock", lambda: driver.lock(proc.pid, 10_000)),
+                ("checkpoint", lambda: driver.checkpoint(proc.pid)),
+                ("restore", lambda m=mapping: driver.restore(proc.pid, m)),
+                ("unlock", lambda: driver.unlock(proc.pid)),
+            ):
+                start = time.perf_counter()
+                step()
+                phases[phase] = round(time.perf_counter() - start, 4)
+                report[f"{round_name}_state_after_{phase}"] = driver.state(proc.pid)
+            gigabytes = (mib << 20) / 1e9
+            report[round_name] = {
+                "seconds": phases,
+                "checkpoint_gbps": round(gigabytes / phases["checkpoint"], 2),
+                "restore_gbps": round(gigabytes / phases["restore"], 2),
+            }
+            proc.stdin.write("verify\n")
+            proc.stdin.flush()
+            verdict = read_line(proc)
+            report[f"{round_name}_pattern"] = verdict or "no answer"
+            ok = ok and verdict == "ok"
+    except Exception as exc:
+        ok = False
+        report["error"] = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
+        if driver is not None:
+            report["child_state_after_give_back"] = give_back(driver, proc.pid)
+    finally:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     print(json.dumps(report))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

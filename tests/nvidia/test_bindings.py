@@ -101,3 +101,32 @@ def test_the_documented_failures_get_their_hint(result: str, words: str) -> None
     with pytest.raises(CudaError) as caught:
         driver.lock(7, 1000)
     assert result in caught.value.message and words in (caught.value.hint or "")
+
+
+def test_crgpu_unmasks_the_gpus_before_it_reaches_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    with pytest.raises(CudaError):  # no driver here; what matters is the environment it saw
+        BindingsDriver()
+    import os
+
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
+def test_the_gpu_proof_ends_with_a_reason_and_a_failing_exit_where_there_is_no_gpu() -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, str(root / "scripts" / "gpu-proof.py"), "--mib", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+    )
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 1
+    assert report["error"].startswith("the CUDA child did not start: error: ")
+    assert report["machine"]["kernel"]
