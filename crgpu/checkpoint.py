@@ -137,7 +137,7 @@ def _write(plan: CheckpointPlan, stats: dict[str, float], session: DriverApiSess
             gpu_evidence=list(info.gpu_evidence),
         ),
         options=opts.model_dump(mode="json"),
-        host=host_record(with_criu=plan.adapter.name == "runc"),
+        host=host_record(with_criu=plan.adapter.name == "runc", with_gpus=info.gpu),
         stats=stats,
         cuda={
             "mode": plan.cuda_mode,

@@ -34,14 +34,17 @@ def criu_version() -> str | None:
     return match.group(1) if match else None
 
 
-def host_record(with_criu: bool) -> HostRecord:
+def host_record(with_criu: bool, with_gpus: bool = True) -> HostRecord:
+    """This host as an image records it. The GPU inventory (NVML or nvidia-smi) only when the
+    container is a GPU container: a CPU container's checkpoint spawns nothing for it."""
     driver = driver_version()
+    inventory = gpus() if driver and with_gpus else []
     return HostRecord(
         kernel=kernel_release(),
         arch=platform.machine(),
         criu_version=criu_version() if with_criu else None,
         driver_version=driver.version if driver else None,
-        gpus=[GpuRecord(name=g.name, uuid=g.uuid, memory_mib=g.memory_mib) for g in gpus()] if driver else [],
+        gpus=[GpuRecord(name=g.name, uuid=g.uuid, memory_mib=g.memory_mib) for g in inventory],
     )
 
 

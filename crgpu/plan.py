@@ -277,7 +277,12 @@ def plan_restore(opts: RestoreOptions) -> RestorePlan:
                 f"--force overrides: the image was made by {manifest.runtime.name}, restoring with {runtime}"
             )
         warnings += enforce(
-            restore_findings(manifest, host_record(with_criu=runtime == "runc"), runtime), opts.force
+            restore_findings(
+                manifest,
+                host_record(with_criu=runtime == "runc", with_gpus=manifest.container.gpu),
+                runtime,
+            ),
+            opts.force,
         )
     work_dir = opts.work_path or work_dir_for(container_id, "restore")
     global_flags = manifest.runtime.global_flags if manifest else []

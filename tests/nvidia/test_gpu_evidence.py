@@ -72,3 +72,28 @@ def test_evidence_rules() -> None:
     ) == {"cdi"}
     assert spec_evidence({"linux": {"devices": [{"path": "/dev/nvidia-caps/x"}]}}) == set()
     assert spec_evidence({"hooks": "garbage", "linux": [], "process": None}) == set()
+
+
+def test_a_cpu_container_on_a_gpu_node_takes_no_gpu_inventory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    _container_from(tmp_path, monkeypatch, "plain")
+    host = tmp_path / "host"
+    (host / "sys/module/nvidia").mkdir(parents=True)
+    (host / "sys/module/nvidia/version").write_text("580.65.06\n")
+    monkeypatch.setenv("CRGPU_HOST_ROOT", str(host))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi_calls = tmp_path / "smi-calls"
+    (bin_dir / "nvidia-smi").write_text(
+        f'#!/bin/sh\necho "$@" >> {smi_calls}\necho "NVIDIA H200, GPU-1, 1"\n'
+    )
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    result = crgpu("checkpoint", "-i", str(tmp_path / "img"), "c1")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "img" / "crgpu.json").read_text())
+    assert manifest["host"]["driver_version"] == "580.65.06"  # from sysfs
+    assert manifest["host"]["gpus"] == [] and not smi_calls.exists()  # nvidia-smi never ran
