@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 from crgpu.criu import criu_log_errors
-from crgpu.cuda import device_map, load_driver
+from crgpu.cuda import CudaError, device_map, load_driver
 from crgpu.cuda_flow import DriverApiSession
-from crgpu.cuda_processes import CudaProcess, host_pids_for
+from crgpu.cuda_processes import CudaProcess, cuda_processes, host_pids_for
 from crgpu.hostinfo import host_record
 from crgpu.image import (
     prepare_work_dir,
@@ -69,6 +69,8 @@ def execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None =
                 result.warnings += _lost_records(plan.work_dir, result.stats, logs)
             if plan.manifest is not None and plan.manifest.cuda.get("mode") == "driver-api":
                 restore_cuda(plan, result)
+            elif plan.manifest is not None and plan.manifest.cuda.get("mode") == "plugin":
+                verify_cuda_running(plan, result)
             if lazy_s is not None:
                 result.stats["time_to_running"] = result.stats["runtime_restore_duration"]
                 result.stats["lazy_pages_complete"] = int(lazy_s * 1_000_000)
@@ -178,6 +180,32 @@ def _lost_records(work_dir: Path, stats: dict[str, float], logs: list[Path]) -> 
 
 def _said_it_exists(result: OperationResult) -> bool:
     return any("exist" in line for line in [result.error or "", *result.criu_errors])
+
+
+def verify_cuda_running(plan: RestorePlan, result: OperationResult) -> None:
+    """After a plugin restore: every CUDA process must run. CRIU's plugin disables itself when it
+    cannot work (no cuda-checkpoint) and CRIU still reports success, with CUDA left checkpointed."""
+    info = find_container(plan.container_id, plan.adapter.name, plan.root)  # type: ignore[arg-type]
+    candidates = cuda_processes(info.pid) if info.pid else []
+    try:
+        driver = load_driver()
+    except CudaError as exc:
+        result.warnings.append(
+            f"the CUDA processes' state after the plugin restore is not verified: {exc.message}"
+        )
+        return
+    stuck = []
+    for proc in candidates:
+        try:
+            state = driver.state(proc.host_pid)
+        except CudaError:
+            continue  # not a process the driver checkpoints
+        if state != "running":
+            stuck.append(f"pid {proc.ns_pid} ({proc.comm}) is {state}")
+    if stuck:
+        result.ok = False
+        result.error = "CRIU's CUDA plugin left processes not running: " + "; ".join(stuck)
+        result.hint = "resume them: `crgpu cuda restore --pid PID` then `crgpu cuda unlock --pid PID`"
 
 
 def restore_cuda(plan: RestorePlan, result: OperationResult) -> None:

@@ -370,3 +370,31 @@ def test_gpu_memory_the_host_cannot_hold_is_refused_before_any_lock(node: Node) 
     assert code == 4 and "2.0 GiB of GPU memory" in doc["error"] and "1.0 GiB available" in doc["error"]
     assert "calls" not in node.data() or not any(c[0] == "lock" for c in node.data()["calls"])
     assert not (node.tmp / "img").exists()
+
+
+def test_a_plugin_restore_that_left_cuda_checkpointed_is_a_failure(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install_plugin(node, tmp_path, monkeypatch)
+    code, doc = node.checkpoint("--cuda", "plugin")
+    assert code == 0, doc
+    (node.root / "c1" / "state.json").unlink()
+    node.set_states("checkpointed")  # the plugin disabled itself: CRIU "succeeded" anyway
+    result = crgpu("restore", "--json", "-i", str(node.tmp / "img"))
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 1
+    assert "plugin left processes not running: pid 7 (train) is checkpointed" in doc["error"]
+    (node.root / "c1" / "state.json").unlink()
+    node.set_states("running")  # the plugin did its work
+    result = crgpu("restore", "--json", "-i", str(node.tmp / "img"))
+    assert result.exit_code == 0, result.stdout
+
+
+def test_processes_already_running_after_the_runtime_restore_are_not_restored_twice(node: Node) -> None:
+    code, _ = node.checkpoint()
+    assert code == 0
+    (node.root / "c1" / "state.json").unlink()
+    node.set_states("running")  # e.g. CRIU's plugin on this node resumed them already
+    result = crgpu("restore", "--json", "-i", str(node.tmp / "img"))
+    assert result.exit_code == 0, result.stdout
+    assert [c for c in node.data().get("calls", []) if c[0] in ("restore", "unlock")] == []
