@@ -44,34 +44,17 @@ class Check:
     fix: str | None = None
 
 
+RUNC_NEEDS = ["runc.binary", "criu.binary", "criu.kernel", "criu.netlock", "host.privileges"]
 PATHS: dict[str, tuple[str, list[str]]] = {
-    "runc": ("runc", ["runc.binary", "criu.binary", "criu.kernel", "criu.netlock", "host.privileges"]),
+    "runc": ("runc", RUNC_NEEDS),
     "runsc": ("runsc", ["runsc.binary", "host.privileges"]),
     "cuda_runc": (
         "CUDA on runc (CRIU plugin)",
-        [
-            "runc.binary",
-            "criu.binary",
-            "criu.kernel",
-            "criu.netlock",
-            "host.privileges",
-            "nvidia.driver",
-            "cuda_checkpoint.binary",
-            "criu.cuda_plugin",
-        ],
+        [*RUNC_NEEDS, "nvidia.driver", "cuda_checkpoint.binary", "criu.cuda_plugin"],
     ),
     "cuda_runc_driver_api": (
         "CUDA on runc (driver API)",
-        [
-            "runc.binary",
-            "criu.binary",
-            "criu.kernel",
-            "criu.netlock",
-            "host.privileges",
-            "nvidia.driver",
-            "cuda.bindings",
-            "cuda.bindings_driver",
-        ],
+        [*RUNC_NEEDS, "nvidia.driver", "cuda.bindings", "cuda.bindings_driver"],
     ),
     "cuda_runsc": (
         "CUDA on runsc",

@@ -9,11 +9,14 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from crgpu.host_root import host_path
 
 NVIDIA_SMI_TIMEOUT_S = 5.0
+T = TypeVar("T")
 _VERSION = re.compile(r"\b(\d{3,4}\.\d{1,3}(?:\.\d{1,3})?)\b")
 
 
@@ -41,7 +44,8 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _from_nvml() -> str | None:
+def _nvml(query: Callable[[Any], T]) -> T | None:
+    """`query(pynvml)` between nvmlInit and nvmlShutdown; None without nvidia-ml-py or a driver."""
     if os.environ.get("CRGPU_HOST_ROOT"):
         return None  # a fixture tree: the real library would answer for the real host
     try:
@@ -51,12 +55,19 @@ def _from_nvml() -> str | None:
     try:
         pynvml.nvmlInit()
         try:
-            value = pynvml.nvmlSystemGetDriverVersion()
+            return query(pynvml)
         finally:
             pynvml.nvmlShutdown()
     except Exception:
         return None
+
+
+def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _from_nvml() -> str | None:
+    return _nvml(lambda nvml: _text(nvml.nvmlSystemGetDriverVersion()))
 
 
 def _nvidia_smi(query: str) -> list[str] | None:
@@ -103,33 +114,21 @@ def driver_version() -> DriverVersion | None:
 
 def _gpus_from_nvml() -> list[Gpu] | None:
     """Every GPU the kernel driver exposes, through NVML (nvidia-ml-py); None when unavailable."""
-    if os.environ.get("CRGPU_HOST_ROOT"):
-        return None  # a fixture tree: the real library would answer for the real host
-    try:
-        import pynvml  # type: ignore[import-untyped, import-not-found, unused-ignore]
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-        try:
-            found = []
-            for index in range(pynvml.nvmlDeviceGetCount()):
-                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-                name = pynvml.nvmlDeviceGetName(handle)
-                uuid = pynvml.nvmlDeviceGetUUID(handle)
-                memory = pynvml.nvmlDeviceGetMemoryInfo(handle).total // (1024 * 1024)
-                found.append(
-                    Gpu(
-                        name=name.decode() if isinstance(name, bytes) else str(name),
-                        uuid=uuid.decode() if isinstance(uuid, bytes) else str(uuid),
-                        memory_mib=int(memory),
-                    )
+
+    def inventory(nvml: Any) -> list[Gpu]:
+        found = []
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            found.append(
+                Gpu(
+                    name=_text(nvml.nvmlDeviceGetName(handle)),
+                    uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
+                    memory_mib=int(nvml.nvmlDeviceGetMemoryInfo(handle).total // (1024 * 1024)),
                 )
-            return found
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
-        return None
+            )
+        return found
+
+    return _nvml(inventory)
 
 
 def gpus() -> list[Gpu]:
