@@ -86,11 +86,11 @@ KNOWN_FAILURES: tuple[FailureHint, ...] = (
         "the container is not running: check it with `runc state ID` / `runsc state ID`",
     ),
     FailureHint(
-        re.compile(r"No space left on device|ENOSPC"),
+        re.compile(r"(?i)no space left on device|ENOSPC"),  # Go (runc) writes it lower-case
         "the filesystem under the image or work path is full: free space or choose another --image-path",
     ),
     FailureHint(
-        re.compile(r"Read-only file system|EROFS"),
+        re.compile(r"(?i)read-only file system|EROFS"),
         "the image or work path is on a read-only filesystem: choose a writable --image-path",
     ),
     FailureHint(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def run_runtime(
     result.ok = False
     result.criu_errors = errors
     result.log_path = str(logs[0]) if logs else str(output_log)
-    result.hint = hint_for(errors + runtime_errors)
+    result.hint = hint_for(errors + runtime_errors) or _full(work_dir)
     first = (
         headline(errors) or headline(runtime_errors) or next((line for line in run.tail if line.strip()), "")
     )
@@ -77,6 +78,20 @@ def run_runtime(
 
 
 _ERRORISH = re.compile(r"(?i)error|fail|cannot|can't|not defined|does not exist|invalid")
+
+
+def _full(work_dir: Path) -> str | None:
+    """When nothing said why, a work path with no space left says it (CRIU may not have been able
+    to write even its log)."""
+    try:
+        free = os.statvfs(work_dir).f_bavail
+    except OSError:
+        return None
+    return (
+        "the filesystem under the image or work path is full: free space or choose another --image-path"
+        if free == 0
+        else None
+    )
 
 
 def require_privileges(verb: str) -> None:

@@ -240,3 +240,9 @@ def test_the_headline_is_the_cause_not_runcs_generic_wrapper() -> None:
     assert "criu check" in (hint_for(lines) or "")
     wrapped = 'time="x" level=error msg="container still running\\nconfig file: unknown option \\"bogus\\""'
     assert headline(runtime_error_lines([wrapped])) == 'config file: unknown option "bogus"'
+
+
+def test_go_runtimes_lower_case_errors_get_their_hints() -> None:
+    # runc (Go) prints syscall errors in lower case.
+    assert "full" in (hint_for(["write /ckpt/x/dump.log: no space left on device"]) or "")
+    assert "read-only" in (hint_for(["open /ckpt/x: read-only file system"]) or "")
