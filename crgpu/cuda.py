@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from crgpu.errors import ExitCode, PreconditionError
+from crgpu.gpu import nvml_query
 
 # CUprocessState: 0-3 in every cuda-bindings, 4 and 5 from 13.x (a checkpoint or restore under way).
 STATES = ("running", "locked", "checkpointed", "failed", "checkpointing", "restoring")
@@ -42,7 +43,19 @@ class CudaDriver(Protocol):
 
     def unlock(self, pid: int) -> None: ...
 
-    def gpu_memory_bytes(self, pid: int) -> int: ...
+    def gpu_memory_bytes(self, pid: int) -> int:
+        """The GPU memory a process holds, from NVML when it is installed; 0 when unknown."""
+
+        def used(nvml: Any) -> int:
+            total = 0
+            for index in range(nvml.nvmlDeviceGetCount()):
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                    if proc.pid == pid and proc.usedGpuMemory:
+                        total += int(proc.usedGpuMemory)
+            return total
+
+        return nvml_query(used) or 0
 
 
 class BindingsDriver:

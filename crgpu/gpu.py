@@ -44,7 +44,7 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _nvml(query: Callable[[Any], T]) -> T | None:
+def nvml_query(query: Callable[[Any], T]) -> T | None:
     """`query(pynvml)` between nvmlInit and nvmlShutdown; None without nvidia-ml-py or a driver."""
     if os.environ.get("CRGPU_HOST_ROOT"):
         return None  # a fixture tree: the real library would answer for the real host
@@ -67,7 +67,7 @@ def _text(value: Any) -> str:
 
 
 def _from_nvml() -> str | None:
-    return _nvml(lambda nvml: _text(nvml.nvmlSystemGetDriverVersion()))
+    return nvml_query(lambda nvml: _text(nvml.nvmlSystemGetDriverVersion()))
 
 
 def _nvidia_smi(query: str) -> list[str] | None:
@@ -128,7 +128,7 @@ def _gpus_from_nvml() -> list[Gpu] | None:
             )
         return found
 
-    return _nvml(inventory)
+    return nvml_query(inventory)
 
 
 def gpus() -> list[Gpu]:

@@ -230,7 +230,3 @@ def read_image(image_dir: Path) -> Image:
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise PreconditionError(f"{path} is not valid JSON: {str(exc)[:200]}", hint=damaged) from exc
     return Image(manifest, verify(document))
-
-
-def read_manifest(image_dir: Path) -> Manifest:
-    return read_image(image_dir).manifest

@@ -31,7 +31,7 @@ from crgpu.options import CheckpointOptions, RestoreOptions
 from crgpu.result import OperationResult, new_result
 from crgpu.runtimes.base import ContainerInfo, Invocation, RuntimeAdapter
 from crgpu.runtimes.capabilities import run_capture
-from crgpu.runtimes.detect import choose_runtime, find_container, locate
+from crgpu.runtimes.detect import choose_runtime, find_container, locate, read_bundle_spec
 
 Adapter = RuntimeAdapter
 
@@ -247,7 +247,7 @@ def plan_restore(opts: RestoreOptions) -> RestorePlan:
         )
     if not os.access(config, os.R_OK):
         raise PreconditionError(f"cannot read {config}", hint="run crgpu as root")
-    if opts.console_socket is None and _has_terminal(config):
+    if opts.console_socket is None and _has_terminal(bundle):
         raise PreconditionError(
             f"the container has a terminal (terminal: true in {config}): the runtime must hand the "
             "restored terminal to a console socket",
@@ -296,14 +296,9 @@ def plan_restore(opts: RestoreOptions) -> RestorePlan:
     return RestorePlan(opts, adapter, container_id, root, bundle, work_dir, invocation, manifest)
 
 
-def _has_terminal(config: Path) -> bool:
-    import json
-
-    try:
-        spec = json.loads(config.read_bytes()[: 16 * 1024 * 1024])
-        return bool(isinstance(spec, dict) and (spec.get("process") or {}).get("terminal") is True)
-    except (OSError, ValueError, AttributeError):
-        return False  # the runtime reads it next and says what is wrong
+def _has_terminal(bundle: Path) -> bool:
+    process = read_bundle_spec(bundle).get("process")
+    return isinstance(process, dict) and process.get("terminal") is True
 
 
 def _is_socket(path: Path) -> bool:

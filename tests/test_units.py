@@ -17,7 +17,7 @@ from crgpu.image import (
     Manifest,
     RuntimeRecord,
     prepare_image_dir,
-    read_manifest,
+    read_image,
     write_manifest,
 )
 from crgpu.options import CheckpointOptions, check_container_id, validation_messages
@@ -151,17 +151,17 @@ def test_image_dir_is_created_0700_and_never_reused(tmp_path: Path) -> None:
 
 def test_manifest_round_trip_and_incomplete_image(tmp_path: Path) -> None:
     with pytest.raises(PreconditionError, match="incomplete"):
-        read_manifest(tmp_path)
+        read_image(tmp_path)
     manifest = Manifest(
         runtime=RuntimeRecord(name="runc", version="1.1.15", path="/usr/sbin/runc", root="/run/runc"),
         container=ContainerRecord(id="c1", bundle="/srv/b"),
     )
     write_manifest(tmp_path, manifest)
-    assert read_manifest(tmp_path).container.id == "c1"
+    assert read_image(tmp_path).manifest.container.id == "c1"
     assert not list(tmp_path.glob(".*tmp"))
     (tmp_path / "crgpu.json").write_text("{")
     with pytest.raises(PreconditionError, match="not valid JSON"):
-        read_manifest(tmp_path)
+        read_image(tmp_path)
 
 
 def test_capabilities_are_cached_per_binary_and_mtime(tmp_path: Path) -> None:

@@ -132,7 +132,7 @@ def _rootfs(bundle: str | None, spec: dict[str, Any]) -> Path | None:
     return Path(bundle) / path if bundle else None
 
 
-def _bundle_spec(bundle: str | None) -> dict[str, Any]:
+def read_bundle_spec(bundle: str | Path | None) -> dict[str, Any]:
     """The bundle's config.json (the OCI spec runc was given, hooks and env included), or {}."""
     if not bundle:
         return {}
@@ -154,7 +154,7 @@ def _read_runc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
     # runc keeps the spec's devices and annotations (as labels) in its state; hooks and env are
     # only in the bundle's config.json.
     evidence = spec_evidence({"linux": {"devices": devices}, "annotations": labels})
-    spec = _bundle_spec(bundle)
+    spec = read_bundle_spec(bundle)
     evidence |= spec_evidence(spec)
     return ContainerInfo(
         id=container_id,
