@@ -7,16 +7,19 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from crgpu.cuda import load_driver
 from crgpu.cuda_flow import DriverApiSession
+from crgpu.cuda_processes import CudaProcess
 from crgpu.errors import (
     CrgpuError,
 )
+from crgpu.gpu_map import given_gpus
 from crgpu.hostinfo import host_record
 from crgpu.image import (
     ContainerRecord,
+    HostRecord,
     Manifest,
     RuntimeRecord,
     image_sizes,
@@ -31,6 +34,7 @@ from crgpu.process import LineSink
 from crgpu.result import OperationResult, new_result, raise_if_interrupted
 from crgpu.runtime_call import criu_stats, require_privileges, run_runtime, safe_status, write_criu_config
 from crgpu.runtimes.base import RUNTIME_STATUS_FD, Invocation
+from crgpu.runtimes.detect import read_bundle_spec
 
 
 def execute_checkpoint(
@@ -121,6 +125,7 @@ def _write(plan: CheckpointPlan, stats: dict[str, float], session: DriverApiSess
     """crgpu.json for this checkpoint, signed, written atomically (a lazy checkpoint writes it
     twice: once the pages are served, then with the statistics)."""
     info, opts = plan.container, plan.options
+    host = host_record(with_criu=plan.adapter.name == "runc", with_gpus=info.gpu)
     manifest = Manifest(
         runtime=RuntimeRecord(
             name=cast(RuntimeName, plan.adapter.name),
@@ -137,13 +142,12 @@ def _write(plan: CheckpointPlan, stats: dict[str, float], session: DriverApiSess
             gpu_evidence=list(info.gpu_evidence),
         ),
         options=opts.model_dump(mode="json"),
-        host=host_record(with_criu=plan.adapter.name == "runc", with_gpus=info.gpu),
+        host=host,
         stats=stats,
         cuda={
             "mode": plan.cuda_mode,
-            "processes": [
-                {"ns_pid": p.ns_pid, "comm": p.comm} for p in (session.processes if session else [])
-            ],
+            "processes": [_process_record(p, session) for p in (session.processes if session else [])],
+            **(_container_gpus(info.bundle, host) if session else {}),
             **(
                 {
                     "not_checkpointed": [
@@ -157,6 +161,19 @@ def _write(plan: CheckpointPlan, stats: dict[str, float], session: DriverApiSess
         sizes=image_sizes(opts.image_path),
     )
     write_manifest(opts.image_path, manifest)
+
+
+def _process_record(proc: CudaProcess, session: DriverApiSession | None) -> dict[str, Any]:
+    """A checkpointed CUDA process, with the GPUs NVML saw it use (what a restore must map)."""
+    use = session.gpu_use.get(proc.host_pid) if session else None
+    return {"ns_pid": proc.ns_pid, "comm": proc.comm, **({"gpus": list(use.uuids)} if use else {})}
+
+
+def _container_gpus(bundle: Path | None, host: HostRecord) -> dict[str, Any]:
+    """The GPUs the container's spec gave it, when the spec says (a restore without NVML's
+    per-process view maps these)."""
+    given = given_gpus(read_bundle_spec(bundle), host.gpus)
+    return {"container_gpus": given} if given is not None else {}
 
 
 class _LazyServing:

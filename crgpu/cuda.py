@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from crgpu.errors import ExitCode, PreconditionError
-from crgpu.gpu import nvml_query
 
 # CUprocessState: 0-3 in every cuda-bindings, 4 and 5 from 13.x (a checkpoint or restore under way).
 STATES = ("running", "locked", "checkpointed", "failed", "checkpointing", "restoring")
 
 
 DEFAULT_LOCK_TIMEOUT_MS = 10_000
-
-
-_GPU_UUID = re.compile(r"^GPU-[0-9a-fA-F-]{36}$")
 
 
 class CudaError(PreconditionError):
@@ -42,20 +37,6 @@ class CudaDriver(Protocol):
     def restore(self, pid: int, device_map: dict[str, str] | None = None) -> None: ...
 
     def unlock(self, pid: int) -> None: ...
-
-    def gpu_memory_bytes(self, pid: int) -> int:
-        """The GPU memory a process holds, from NVML when it is installed; 0 when unknown."""
-
-        def used(nvml: Any) -> int:
-            total = 0
-            for index in range(nvml.nvmlDeviceGetCount()):
-                handle = nvml.nvmlDeviceGetHandleByIndex(index)
-                for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                    if proc.pid == pid and proc.usedGpuMemory:
-                        total += int(proc.usedGpuMemory)
-            return total
-
-        return nvml_query(used) or 0
 
 
 class BindingsDriver:
@@ -137,27 +118,6 @@ class BindingsDriver:
             self.cu.cuCheckpointProcessUnlock(pid, self.cu.CUcheckpointUnlockArgs()),
         )
 
-    def gpu_memory_bytes(self, pid: int) -> int:
-        """The GPU memory a process holds, from NVML when it is installed; 0 when unknown."""
-        try:
-            import pynvml  # type: ignore[import-untyped, import-not-found, unused-ignore]
-        except ImportError:
-            return 0
-        try:
-            pynvml.nvmlInit()
-            try:
-                total = 0
-                for index in range(pynvml.nvmlDeviceGetCount()):
-                    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-                    for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                        if proc.pid == pid and proc.usedGpuMemory:
-                            total += int(proc.usedGpuMemory)
-                return total
-            finally:
-                pynvml.nvmlShutdown()
-        except Exception:
-            return 0
-
 
 def _uuid_bytes(text: str) -> bytes:
     hexdigits = text.removeprefix("GPU-").replace("-", "")
@@ -201,12 +161,3 @@ DRIVER_FACTORY: Callable[[], CudaDriver] = BindingsDriver
 
 def load_driver() -> CudaDriver:
     return DRIVER_FACTORY()
-
-
-def device_map(old: list[str], new: list[str]) -> dict[str, str] | None:
-    """Pair the image's GPUs with this host's, in order, when they differ; None when identical."""
-    if old == new or not old:
-        return None
-    if not all(_GPU_UUID.match(u) for u in [*old, *new]):
-        return None
-    return dict(zip(old, new, strict=False))

@@ -11,11 +11,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 
+from crgpu import gpu
 from crgpu.criu import cuda_plugin_path
 from crgpu.cuda import CudaDriver, CudaError
 from crgpu.cuda_processes import CudaProcess
 from crgpu.errors import PreconditionError
-from crgpu.gpu import driver_version
+from crgpu.gpu import GpuUse, driver_version
 from crgpu.host_root import host_path
 from crgpu.options import CudaMode
 
@@ -110,6 +111,8 @@ class DriverApiSession:
     state: dict[int, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     gpu_bytes: int = 0
+    # NVML's view at the checkpoint: which GPUs each process (host PID) uses, and how much.
+    gpu_use: dict[int, GpuUse] = field(default_factory=dict)
 
     def _timed(self, phase: str, started: float) -> None:
         self.timings[phase] = self.timings.get(phase, 0.0) + time.monotonic() - started
@@ -117,7 +120,8 @@ class DriverApiSession:
     def suspend(self) -> None:
         """Lock every process, then checkpoint every one; on any failure (of any kind, Ctrl-C
         included) put them all back, and raise the first failure."""
-        self.gpu_bytes = sum(self.driver.gpu_memory_bytes(p.host_pid) for p in self.processes)
+        self.gpu_use = gpu.process_gpu_use([p.host_pid for p in self.processes])
+        self.gpu_bytes = sum(use.bytes for use in self.gpu_use.values())
         available = host_memory_available()
         if available is not None and self.gpu_bytes > available:
             raise PreconditionError(

@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from crgpu.host_root import host_path
@@ -35,6 +35,16 @@ class Gpu:
     name: str
     uuid: str
     memory_mib: int
+    # The N of /dev/nvidiaN: how a container given device nodes names its GPUs.
+    minor: int | None = None
+
+
+@dataclass(frozen=True)
+class GpuUse:
+    """What one process holds on the GPUs, as NVML reports it."""
+
+    uuids: tuple[str, ...]
+    bytes: int
 
 
 def _read(path: str) -> str | None:
@@ -119,11 +129,16 @@ def _gpus_from_nvml() -> list[Gpu] | None:
         found = []
         for index in range(nvml.nvmlDeviceGetCount()):
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            try:
+                minor: int | None = int(nvml.nvmlDeviceGetMinorNumber(handle))
+            except Exception:  # NVMLError_NotSupported on some platforms
+                minor = None
             found.append(
                 Gpu(
                     name=_text(nvml.nvmlDeviceGetName(handle)),
                     uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
                     memory_mib=int(nvml.nvmlDeviceGetMemoryInfo(handle).total // (1024 * 1024)),
+                    minor=minor,
                 )
             )
         return found
@@ -131,19 +146,64 @@ def _gpus_from_nvml() -> list[Gpu] | None:
     return nvml_query(inventory)
 
 
+def _procfs_minors() -> dict[str, int]:
+    """GPU UUID -> device minor, from the driver's /proc/driver/nvidia/gpus/*/information."""
+    minors: dict[str, int] = {}
+    try:
+        entries = sorted(host_path("/proc/driver/nvidia/gpus").iterdir())
+    except OSError:
+        return minors
+    for entry in entries:
+        fields: dict[str, str] = {}
+        try:
+            text = (entry / "information").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key.strip()] = value.strip()
+        if fields.get("GPU UUID", "").startswith("GPU-") and fields.get("Device Minor", "").isdigit():
+            minors[fields["GPU UUID"]] = int(fields["Device Minor"])
+    return minors
+
+
 def gpus() -> list[Gpu]:
-    """The GPUs the kernel driver exposes: NVML first, nvidia-smi when NVML is not there."""
-    from_nvml = _gpus_from_nvml()
-    if from_nvml is not None:
-        return from_nvml
-    rows = _nvidia_smi("name,uuid,memory.total") or []
-    found: list[Gpu] = []
-    for row in rows:
-        parts = [part.strip() for part in row.split(",")]
-        if len(parts) >= 3:
-            try:
-                memory = int(float(parts[2]))
-            except ValueError:
-                memory = 0
-            found.append(Gpu(name=parts[0], uuid=parts[1], memory_mib=memory))
+    """Every GPU the kernel driver exposes (CUDA_VISIBLE_DEVICES masks none of them), in NVML's
+    order (nvidia-smi's index): NVML first, nvidia-smi when NVML is not there; device minors
+    from the driver's procfs where NVML gives none."""
+    found = _gpus_from_nvml()
+    if found is None:
+        found = []
+        for row in _nvidia_smi("name,uuid,memory.total") or []:
+            parts = [part.strip() for part in row.split(",")]
+            if len(parts) >= 3:
+                try:
+                    memory = int(float(parts[2]))
+                except ValueError:
+                    memory = 0
+                found.append(Gpu(name=parts[0], uuid=parts[1], memory_mib=memory))
+    if any(g.minor is None for g in found):
+        minors = _procfs_minors()
+        found = [g if g.minor is not None else replace(g, minor=minors.get(g.uuid)) for g in found]
     return found
+
+
+def process_gpu_use(pids: list[int]) -> dict[int, GpuUse]:
+    """Which GPUs each of these (host) PIDs uses and how many bytes it holds there, from NVML;
+    empty when NVML cannot say."""
+
+    def use(nvml: Any) -> dict[int, GpuUse]:
+        found: dict[int, GpuUse] = {}
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+            for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                if proc.pid in pids:
+                    before = found.get(proc.pid, GpuUse((), 0))
+                    found[proc.pid] = GpuUse(
+                        (*before.uuids, uuid), before.bytes + int(proc.usedGpuMemory or 0)
+                    )
+        return found
+
+    return nvml_query(use) or {}

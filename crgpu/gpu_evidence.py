@@ -35,21 +35,21 @@ def _hooks(spec: dict[str, Any]) -> Iterable[tuple[str, list[str]]]:
                 yield str(hook.get("path", "")), [str(a) for a in args] if isinstance(args, list) else []
 
 
-def _env(spec: dict[str, Any]) -> dict[str, str]:
+def spec_env(spec: dict[str, Any]) -> dict[str, str]:
     process = spec.get("process")
     env = process.get("env") if isinstance(process, dict) else None
     pairs = (item.partition("=") for item in env if isinstance(item, str)) if isinstance(env, list) else ()
     return {key: value for key, _, value in pairs}
 
 
-def _annotations(spec: dict[str, Any]) -> dict[str, str]:
+def spec_annotations(spec: dict[str, Any]) -> dict[str, str]:
     annotations = spec.get("annotations")
     if not isinstance(annotations, dict):
         return {}
     return {str(k): str(v) for k, v in annotations.items()}
 
 
-def _devices(spec: dict[str, Any]) -> list[str]:
+def spec_devices(spec: dict[str, Any]) -> list[str]:
     linux = spec.get("linux")
     devices = linux.get("devices") if isinstance(linux, dict) else None
     if not isinstance(devices, list):
@@ -67,17 +67,17 @@ def spec_evidence(spec: dict[str, Any]) -> set[str]:
             found.add("hook")
         if "nvidia-cdi-hook" in (name, first) or ("nvidia-ctk" in (name, first) and "hook" in args[1:2]):
             found.add("cdi")
-    annotations = _annotations(spec)
+    annotations = spec_annotations(spec)
     if any(k.startswith("cdi.k8s.io/") and "nvidia.com/" in v for k, v in annotations.items()):
         found.add("cdi")
     if annotations.get(_NVPROXY_ANNOTATION) in _TRUE or any(
         k.startswith(_ANNOTATION_PREFIXES) for k in annotations
     ):
         found.add("annotation")
-    visible = _env(spec).get("NVIDIA_VISIBLE_DEVICES")
+    visible = spec_env(spec).get("NVIDIA_VISIBLE_DEVICES")
     if visible and visible != "void":
         found.add("cdi" if visible.startswith("nvidia.com/") else "env")
-    if any(_DEVICE.fullmatch(path) for path in _devices(spec)):
+    if any(_DEVICE.fullmatch(path) for path in spec_devices(spec)):
         found.add("device")
     return found
 

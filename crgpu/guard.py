@@ -34,15 +34,25 @@ def restore_findings(manifest: Manifest, here: HostRecord, runtime: str) -> list
         findings.append(
             f"the image was made with NVIDIA driver {then.driver_version}; this host has {here.driver_version}"
         )
-    if len(here.gpus) < len(then.gpus):
-        findings.append(f"the image used {len(then.gpus)} GPU(s); this host has {len(here.gpus)}")
-    then_models = Counter(g.name for g in then.gpus)
+    used = set(gpus_used(manifest) or [g.uuid for g in then.gpus])
+    then_gpus = [g for g in then.gpus if g.uuid in used]
+    if len(here.gpus) < len(then_gpus):
+        findings.append(f"the image used {len(then_gpus)} GPU(s); this host has {len(here.gpus)}")
+    then_models = Counter(g.name for g in then_gpus)
     here_models = Counter(g.name for g in here.gpus)
-    if then_models and here_models and set(then_models) != set(here_models):
+    if then_models and here_models and not set(then_models) <= set(here_models):
         findings.append(
             f"the image ran on {', '.join(sorted(then_models))}; this host has {', '.join(sorted(here_models))}"
         )
     return findings
+
+
+def gpus_used(manifest: Manifest) -> list[str]:
+    """The GPUs the image's CUDA processes used (NVML at the checkpoint), else those its spec gave
+    the container; empty when the image does not say."""
+    processes = manifest.cuda.get("processes") or []
+    used = [u for p in processes for u in p.get("gpus") or []]
+    return list(dict.fromkeys(used or manifest.cuda.get("container_gpus") or []))
 
 
 def enforce(findings: list[str], force: bool) -> list[str]:

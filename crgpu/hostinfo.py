@@ -44,7 +44,7 @@ def host_record(with_criu: bool, with_gpus: bool = True) -> HostRecord:
         arch=platform.machine(),
         criu_version=criu_version() if with_criu else None,
         driver_version=driver.version if driver else None,
-        gpus=[GpuRecord(name=g.name, uuid=g.uuid, memory_mib=g.memory_mib) for g in inventory],
+        gpus=[GpuRecord(name=g.name, uuid=g.uuid, memory_mib=g.memory_mib, minor=g.minor) for g in inventory],
     )
 
 

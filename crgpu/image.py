@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from crgpu import __version__
 from crgpu.errors import ImagePathError, PreconditionError
 from crgpu.gpu_evidence import KINDS as GPU_EVIDENCE_KINDS
+from crgpu.gpu_map import GPU_UUID
 from crgpu.options import check_container_id, check_path_lengths
 from crgpu.safedirs import check_private_dir, read_nofollow, space_hint, take_private_dir
 from crgpu.signing import Trust, sign, verify
@@ -66,6 +67,7 @@ class GpuRecord(_Record):
     name: str = Field(max_length=256)
     uuid: str = Field(max_length=256)
     memory_mib: int = Field(ge=0, le=MAX_COUNT)
+    minor: int | None = Field(default=None, ge=0, le=2**20)
 
 
 class HostRecord(_Record):
@@ -116,7 +118,21 @@ class Manifest(_Record):
             pid = process.get("ns_pid") if isinstance(process, dict) else None
             if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**22:
                 raise ValueError("cuda.processes holds an entry without a valid ns_pid")
+            _check_uuids(process.get("gpus"), "cuda.processes[].gpus")
+        _check_uuids(value.get("container_gpus"), "cuda.container_gpus")
         return value
+
+
+def _check_uuids(value: Any, where: str) -> None:
+    """A list of GPU UUIDs (what crgpu records of NVML and the spec), or absent."""
+    if value is None:
+        return
+    if (
+        not isinstance(value, list)
+        or len(value) > 1024
+        or not all(isinstance(u, str) and GPU_UUID.fullmatch(u) for u in value)
+    ):
+        raise ValueError(f"{where} is not a list of GPU UUIDs")
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ from crgpu.errors import (
     NotFoundError,
     PreconditionError,
 )
-from crgpu.guard import enforce, restore_findings
+from crgpu.gpu_map import GPU_UUID, describe, given_gpus, plan_device_map
+from crgpu.guard import enforce, gpus_used, restore_findings
 from crgpu.hostinfo import host_record
 from crgpu.image import (
+    HostRecord,
     Manifest,
     check_image_path_free,
     read_image,
@@ -79,6 +81,8 @@ class RestorePlan:
     work_dir: Path
     invocation: Invocation
     manifest: Manifest | None
+    # driver-api images: old -> new GPU UUIDs for the CUDA restore (None: the GPUs they came from).
+    gpu_map: dict[str, str] | None = None
 
     @property
     def gpu(self) -> tuple[bool | None, tuple[str, ...]]:
@@ -271,19 +275,15 @@ def plan_restore(opts: RestoreOptions) -> RestorePlan:
             f"the image needs {runtime}, which is not usable here: {exc.message}", hint=exc.hint
         ) from exc
     warnings: list[str] = list(trust_notes)
+    gpu_map: dict[str, str] | None = None
     if manifest is not None:
         if manifest.runtime.name != runtime:
             warnings.append(
                 f"--force overrides: the image was made by {manifest.runtime.name}, restoring with {runtime}"
             )
-        warnings += enforce(
-            restore_findings(
-                manifest,
-                host_record(with_criu=runtime == "runc", with_gpus=manifest.container.gpu),
-                runtime,
-            ),
-            opts.force,
-        )
+        here = host_record(with_criu=runtime == "runc", with_gpus=manifest.container.gpu)
+        warnings += enforce(restore_findings(manifest, here, runtime), opts.force)
+        gpu_map = _gpu_map(manifest, here, bundle, opts.force, warnings)
     work_dir = opts.work_path or work_dir_for(container_id, "restore")
     global_flags = manifest.runtime.global_flags if manifest else []
     criu_extra = _cuda_restore_needs(manifest, opts, runtime, warnings)
@@ -293,7 +293,30 @@ def plan_restore(opts: RestoreOptions) -> RestorePlan:
     if manifest is not None and manifest.container.gpu:
         warnings += adapter.check_gpu_restore(opts.force, tuple(invocation.global_flags))
     invocation = replace(invocation, notes=[*invocation.notes, *warnings])
-    return RestorePlan(opts, adapter, container_id, root, bundle, work_dir, invocation, manifest)
+    return RestorePlan(opts, adapter, container_id, root, bundle, work_dir, invocation, manifest, gpu_map)
+
+
+def _gpu_map(
+    manifest: Manifest, here: HostRecord, bundle: Path, force: bool, warnings: list[str]
+) -> dict[str, str] | None:
+    """Where a driver-API image's CUDA state goes: the GPUs its processes used, onto the GPUs the
+    bundle gives the restored container (decided before anything runs, shown by --dry-run)."""
+    if manifest.cuda.get("mode") != "driver-api" or not manifest.cuda.get("processes"):
+        return None
+    try:
+        pairs, notes = plan_device_map(
+            [g for g in manifest.host.gpus if GPU_UUID.fullmatch(g.uuid)],
+            gpus_used(manifest) or None,
+            here.gpus,
+            given_gpus(read_bundle_spec(bundle), here.gpus),
+        )
+    except PreconditionError as exc:
+        if not force:
+            raise
+        warnings.append(f"--force overrides: {exc.message}")
+        return None
+    warnings += [*notes, *describe(pairs)]
+    return pairs
 
 
 def _has_terminal(bundle: Path) -> bool:

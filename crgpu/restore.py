@@ -8,10 +8,9 @@ import time
 from pathlib import Path
 
 from crgpu.criu import criu_log_errors
-from crgpu.cuda import CudaError, device_map, load_driver
+from crgpu.cuda import CudaError, load_driver
 from crgpu.cuda_flow import DriverApiSession
 from crgpu.cuda_processes import CudaProcess, cuda_processes, host_pids_for
-from crgpu.hostinfo import host_record
 from crgpu.image import (
     prepare_work_dir,
 )
@@ -220,8 +219,7 @@ def restore_cuda(plan: RestorePlan, result: OperationResult) -> None:
     processes = [CudaProcess(host_pid=mapping[n], ns_pid=n, comm="?") for n in ns_pids if n in mapping]
     session = DriverApiSession(load_driver(), processes, 0)
     session.state = {p.host_pid: "checkpointed" for p in processes}
-    here = [g.uuid for g in host_record(with_criu=False).gpus]
-    problems = session.resume(device_map([g.uuid for g in plan.manifest.host.gpus], here))
+    problems = session.resume(plan.gpu_map)
     result.stats.update(session.stats())
     problems += [f"container pid {pid}: not found after the runtime restore" for pid in missing]
     if problems:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from crgpu.cuda import CudaError
+from crgpu.gpu import GpuUse
 
 MOVES = {
     "lock": ("running", "locked"),
@@ -73,5 +74,18 @@ class FakeDriver:
     def unlock(self, pid: int) -> None:
         self._step("unlock", pid)
 
-    def gpu_memory_bytes(self, pid: int) -> int:
-        return int(self._load().get("memory", {}).get(str(pid), 1 << 30))
+
+FAKE_GPU = "GPU-00000000-1111-2222-3333-444444444444"
+
+
+def fake_gpu_use(pids: list[int]) -> dict[int, GpuUse]:
+    """NVML's per-process view, from the same file: 1 GiB on FAKE_GPU unless it says otherwise."""
+    data = json.loads(Path(os.environ["CRGPU_FAKE_CUDA"]).read_text())
+    return {
+        pid: GpuUse(
+            tuple(data.get("gpus", {}).get(str(pid), [FAKE_GPU])),
+            int(data.get("memory", {}).get(str(pid), 1 << 30)),
+        )
+        for pid in pids
+        if str(pid) in data["procs"]
+    }

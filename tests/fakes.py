@@ -59,3 +59,17 @@ def install_fake_runc(
     monkeypatch.setenv("CRGPU_RUNC_ROOTS", str(root))
     monkeypatch.setenv("CRGPU_RUNSC_ROOTS", str(tmp_path / "none"))
     return calls
+
+
+def write_fake_nvidia_smi(
+    path: Path, driver: str, gpus: list[tuple[str, str]], log: Path | None = None
+) -> Path:
+    """nvidia-smi as crgpu queries it: `--query-gpu=driver_version` and
+    `--query-gpu=name,uuid,memory.total --format=csv,noheader,nounits`, rows as the real one
+    prints them ("NVIDIA H100 80GB HBM3, GPU-..., 81559"). `log` collects its arguments."""
+    rows = "".join(f'echo "{name}, {uuid}, 81559"; ' for name, uuid in gpus)
+    record = f'echo "$@" >> {log}\n' if log else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\n{record}case "$*" in *driver_version*) echo "{driver}";; *) {rows};; esac\n')
+    path.chmod(0o755)
+    return path

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import write_fake_nvidia_smi
 from tests.helpers import crgpu
 
 HELP = Path(__file__).parent / "fixtures" / "help"
@@ -66,11 +67,8 @@ class FakeNode:
     def driver(self, version: str, gpus: int = 1) -> None:
         (self.host / "sys/module/nvidia").mkdir(parents=True, exist_ok=True)
         (self.host / "sys/module/nvidia/version").write_text(version + "\n")
-        rows = "".join(
-            f'echo "NVIDIA H100 80GB HBM3, GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd, 81559"; '
-            for i in range(gpus)
-        )
-        self.tool("nvidia-smi", f'case "$*" in *driver_version*) echo "{version}";; *) {rows} ;; esac')
+        rows = [("NVIDIA H100 80GB HBM3", f"GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd") for i in range(gpus)]
+        write_fake_nvidia_smi(self.bin / "nvidia-smi", version, rows)
 
     def cuda_checkpoint(self, usage: str) -> None:
         self.tool("cuda-checkpoint", f'echo "{usage}"')

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from crgpu.image import ContainerRecord, GpuRecord, HostRecord, Manifest, RuntimeRecord, write_manifest
-from tests.fakes import write_fake_runc
+from tests.fakes import write_fake_nvidia_smi, write_fake_runc
 from tests.helpers import crgpu
 
 H100 = "NVIDIA H100 80GB HBM3"
@@ -43,12 +43,8 @@ def gpus_here(tmp_path: Path, driver: str, names: list[str]) -> None:
     module = tmp_path / "hostroot" / "sys/module/nvidia"
     module.mkdir(parents=True)
     (module / "version").write_text(driver + "\n")
-    rows = "".join(
-        f'echo "{name}, GPU-{i:08d}-0000-0000-0000-000000000000, 81559"; ' for i, name in enumerate(names)
-    )
-    smi = tmp_path / "bin" / "nvidia-smi"
-    smi.write_text(f'#!/bin/sh\ncase "$*" in *driver_version*) echo {driver};; *) {rows};; esac\n')
-    smi.chmod(0o755)
+    gpus = [(name, f"GPU-{i:08d}-0000-0000-0000-000000000000") for i, name in enumerate(names)]
+    write_fake_nvidia_smi(tmp_path / "bin" / "nvidia-smi", driver, gpus)
 
 
 def image(tmp_path: Path, *, runtime: str = "runc", gpu: bool = False, **host: Any) -> Path:

@@ -10,16 +10,17 @@ from typing import Any
 
 import pytest
 
-from crgpu import cuda
-from crgpu.cuda import device_map
+from crgpu import cuda, gpu
 from crgpu.cuda_flow import select_mode
 from crgpu.cuda_processes import cuda_processes
 from crgpu.errors import PreconditionError
-from tests.fake_cuda import FakeDriver
-from tests.fakes import RUNNING, write_fake_runc
+from tests.fake_cuda import FAKE_GPU, FakeDriver, fake_gpu_use
+from tests.fakes import RUNNING, write_fake_nvidia_smi, write_fake_runc
 from tests.helpers import crgpu
 
 NS = "pid:[4026532001]"
+H100 = "NVIDIA H100 80GB HBM3"
+SECOND_GPU = "GPU-00000000-1111-2222-3333-555555555555"
 CUDA_PIDS = (101, 102)
 
 
@@ -40,11 +41,14 @@ class Node:
         self.root = tmp / "root"
         monkeypatch.setenv("CRGPU_HOST_ROOT", str(self.host))
         monkeypatch.setattr(cuda, "DRIVER_FACTORY", FakeDriver)
+        monkeypatch.setattr(gpu, "process_gpu_use", fake_gpu_use)
         monkeypatch.setenv("CRGPU_FAKE_CUDA", str(self.state))
         monkeypatch.setenv("CRGPU_RUNC_ROOTS", str(self.root))
         monkeypatch.setenv("CRGPU_RUNSC_ROOTS", str(tmp / "none"))
         (self.host / "sys/module/nvidia").mkdir(parents=True)
         (self.host / "sys/module/nvidia/version").write_text(driver + "\n")
+        write_fake_nvidia_smi(tmp / "bin" / "nvidia-smi", driver, [(H100, FAKE_GPU), (H100, SECOND_GPU)])
+        monkeypatch.setenv("PATH", f"{tmp / 'bin'}:{os.environ['PATH']}")
         self.process(100, NS, ns_pid=1, cuda=False, comm="init")
         self.process(101, NS, ns_pid=7, cuda=True, comm="train")
         self.process(102, NS, ns_pid=8, cuda=True, comm="serve", libcuda=True)
@@ -123,7 +127,7 @@ def test_mode_selection(node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     (node.host / "usr/lib/criu").mkdir(parents=True)
     (node.host / "usr/lib/criu/cuda_plugin.so").write_bytes(b"")
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)
     (bin_dir / "cuda-checkpoint").write_text("#!/bin/sh\n")
     (bin_dir / "cuda-checkpoint").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
@@ -149,7 +153,10 @@ def test_checkpoint_locks_and_checkpoints_every_cuda_process_then_dumps(node: No
     manifest = json.loads((node.tmp / "img" / "crgpu.json").read_text())
     assert manifest["cuda"] == {
         "mode": "driver-api",
-        "processes": [{"ns_pid": 7, "comm": "train"}, {"ns_pid": 8, "comm": "serve"}],
+        "processes": [
+            {"ns_pid": 7, "comm": "train", "gpus": [FAKE_GPU]},
+            {"ns_pid": 8, "comm": "serve", "gpus": [FAKE_GPU]},
+        ],
     }
     stats = doc["stats"]
     assert stats["gpu_bytes"] == 2 << 30 and stats["gpu_checkpoint_gbps"] > 0
@@ -215,11 +222,40 @@ def test_restore_puts_gpu_state_back_and_unlocks(node: Node) -> None:
     assert {"cuda_restore_time", "cuda_unlock_time", "runtime_restore_duration"} <= set(doc["stats"])
 
 
-def test_device_map_pairs_gpus_in_order_when_they_differ() -> None:
-    old = ["GPU-00000000-0000-0000-0000-000000000001", "GPU-00000000-0000-0000-0000-000000000002"]
-    new = ["GPU-00000000-0000-0000-0000-0000000000a1", "GPU-00000000-0000-0000-0000-0000000000a2"]
-    assert device_map(old, old) is None
-    assert device_map(old, new) == {old[0]: new[0], old[1]: new[1]}
+def test_restore_sends_the_gpu_state_to_the_gpu_the_restored_container_was_given(node: Node) -> None:
+    code, _ = node.checkpoint()  # both processes on FAKE_GPU, as NVML saw them
+    assert code == 0
+    (node.root / "c1" / "state.json").unlink()
+    node.set_states("checkpointed")
+    (node.tmp / "bundle" / "config.json").write_text(
+        json.dumps({"process": {"env": ["NVIDIA_VISIBLE_DEVICES=1"]}})  # --gpus '"device=1"'
+    )
+    dry = json.loads(crgpu("restore", "--dry-run", "--json", "-i", str(node.tmp / "img")).stdout)
+    assert any(f"{FAKE_GPU} -> {SECOND_GPU}" in note for note in dry["notes"]), dry["notes"]
+    result = crgpu("restore", "--json", "-i", str(node.tmp / "img"))
+    assert result.exit_code == 0, result.stdout
+    swap = {FAKE_GPU: SECOND_GPU, SECOND_GPU: FAKE_GPU}  # every GPU of the node, each once
+    assert [c for c in node.data()["calls"] if c[0] == "restore"] == [
+        ["restore", 101, swap],
+        ["restore", 102, swap],
+    ]
+
+
+def test_a_restore_given_no_gpu_of_the_model_is_refused_before_the_runtime_runs(node: Node) -> None:
+    code, _ = node.checkpoint()
+    assert code == 0
+    (node.root / "c1" / "state.json").unlink()
+    a100 = "NVIDIA A100-SXM4-80GB"
+    write_fake_nvidia_smi(
+        node.tmp / "bin" / "nvidia-smi", "570.124.06", [(H100, FAKE_GPU), (a100, SECOND_GPU)]
+    )
+    (node.tmp / "bundle" / "config.json").write_text(
+        json.dumps({"process": {"env": ["NVIDIA_VISIBLE_DEVICES=1"]}})  # given the A100 only
+    )
+    result = crgpu("restore", "--json", "-i", str(node.tmp / "img"))
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 4 and "no free GPU of that model" in doc["error"], doc
+    assert not (node.root / "c1" / "state.json").exists()  # runc never restored it
 
 
 def test_cuda_verbs_drive_the_fake_driver(node: Node) -> None:

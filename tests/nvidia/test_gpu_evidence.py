@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from crgpu.gpu_evidence import spec_evidence
-from tests.fakes import HELP, install_fake_runc
+from tests.fakes import HELP, install_fake_runc, write_fake_nvidia_smi
 from tests.helpers import crgpu
 
 SPECS = HELP.parent / "gpu"
@@ -87,10 +87,7 @@ def test_a_cpu_container_on_a_gpu_node_takes_no_gpu_inventory(
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     smi_calls = tmp_path / "smi-calls"
-    (bin_dir / "nvidia-smi").write_text(
-        f'#!/bin/sh\necho "$@" >> {smi_calls}\necho "NVIDIA H200, GPU-1, 1"\n'
-    )
-    (bin_dir / "nvidia-smi").chmod(0o755)
+    write_fake_nvidia_smi(bin_dir / "nvidia-smi", "580.65.06", [("NVIDIA H200", "GPU-1")], log=smi_calls)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     result = crgpu("checkpoint", "-i", str(tmp_path / "img"), "c1")
     assert result.exit_code == 0, result.output
