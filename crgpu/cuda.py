@@ -160,4 +160,7 @@ DRIVER_FACTORY: Callable[[], CudaDriver] = BindingsDriver
 
 
 def load_driver() -> CudaDriver:
-    return DRIVER_FACTORY()
+    """The driver, reached through a killable helper process (crgpu.cuda_helper)."""
+    from crgpu.cuda_helper import HelperDriver
+
+    return HelperDriver(DRIVER_FACTORY)

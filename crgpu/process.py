@@ -39,7 +39,7 @@ RUNTIME_UMASK = 0o077
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> Callable[[], None]:
+def die_with_parent() -> Callable[[], None]:
     """A preexec function that asks the kernel to SIGKILL the child when crgpu dies. Prepared
     before the fork: the child only makes one system call."""
     import ctypes
@@ -228,7 +228,7 @@ def _spawn(
     """The runtime's rules for every process crgpu starts: no stdin, output into `out`, umask
     077, a process group of its own, killed when crgpu dies; `pass_fd` (source, target) hands
     one more descriptor over under the number the runtime was told."""
-    die = _die_with_parent()
+    die = die_with_parent()
     source, target = pass_fd if pass_fd is not None else (-1, -1)
     placeholder = None
     if pass_fd is not None:

@@ -65,11 +65,16 @@ def _device_map(text: str | None) -> dict[str, str]:
 
     if not text:
         return {}
+    from crgpu.gpu_map import GPU_UUID
+
     pairs = {}
     for item in text.split(","):
         old, sep, new = item.partition("=")
-        if not sep or not old or not new:
-            raise UsageError(f"--device-map {text!r}: use OLD-UUID=NEW-UUID[,...]")
+        if not sep or not GPU_UUID.fullmatch(old) or not GPU_UUID.fullmatch(new):
+            raise UsageError(
+                f"--device-map {text!r}: use OLD-UUID=NEW-UUID[,...] with GPU UUIDs as nvidia-smi -L "
+                "prints them (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+            )
         pairs[old] = new
     return pairs
 

@@ -287,8 +287,10 @@ def test_cuda_restore_with_a_device_map_calls_the_driver_with_it(node: Node) -> 
     assert json.loads(result.stdout)["state"] == "locked"
     calls = json.loads(node.state.read_text())["calls"]
     assert calls[-1] == ["restore", 101, {old: new}]
-    bad = crgpu("cuda", "restore", "--pid", "101", "--device-map", "nonsense")
-    assert bad.exit_code == 2 and "OLD-UUID=NEW-UUID" in bad.stderr
+    for nonsense in ("nonsense", f"{old}=GPU-1", f"--root=/x={new}"):
+        bad = crgpu("cuda", "restore", "--pid", "101", "--device-map", nonsense)
+        assert bad.exit_code == 2 and "OLD-UUID=NEW-UUID" in bad.stderr, nonsense
+    assert json.loads(node.state.read_text())["calls"] == calls  # the driver never saw them
 
 
 def _install_plugin(node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
