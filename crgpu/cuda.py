@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -40,7 +41,11 @@ class CudaDriver(Protocol):
 
 
 class BindingsDriver:
-    """cuCheckpointProcess* through cuda-bindings (`cuda.bindings.driver`)."""
+    """cuCheckpointProcess* through NVIDIA's layers: `cuda.core.checkpoint.Process` (cuda-core 1.2+)
+    for lock, checkpoint, restore and unlock where it works (it needs the 13.x bindings, which
+    have GPU pairs), the bindings themselves (`cuda.bindings.driver`) for the rest: cuInit (a
+    restore needs it or persistence mode), the process state (cuda.core names only 0-3; the 13.x
+    bindings have 4 and 5) and the 12.x bindings of drivers 570-579."""
 
     def __init__(self) -> None:
         # The checkpoint API works on every GPU the kernel driver exposes (NVIDIA: user-space
@@ -63,6 +68,7 @@ class BindingsDriver:
                 f"cannot reach the CUDA driver: {str(exc).splitlines()[0]}",
                 hint="this needs a node with the NVIDIA driver (570 or newer) installed",
             ) from exc
+        self.core: Any = core_process_class(self.cu)
 
     def _check(self, call: str, result: Any) -> Any:
         err, *rest = result if isinstance(result, tuple) else (result,)
@@ -80,27 +86,46 @@ class BindingsDriver:
             raise CudaError(f"{call} failed: {label}" + (f" ({words})" if words else ""), hint=_hint(label))
         return rest[0] if rest else None
 
+    def _core(self, call: str, step: Callable[[Any], None], pid: int) -> None:
+        """One cuda.core call, its failures named as crgpu names the bindings' ones."""
+        try:
+            step(self.core(pid))
+        except Exception as exc:
+            raise _core_error(call, exc) from exc
+
     def state(self, pid: int) -> str:
         value = self._check("cuCheckpointProcessGetState", self.cu.cuCheckpointProcessGetState(pid))
         return STATES[int(value)] if 0 <= int(value) < len(STATES) else f"unknown ({int(value)})"
 
     def lock(self, pid: int, timeout_ms: int) -> None:
+        if self.core is not None:
+            return self._core("cuCheckpointProcessLock", lambda proc: proc.lock(timeout_ms), pid)
         args = self.cu.CUcheckpointLockArgs()
         args.timeoutMs = timeout_ms
         self._check("cuCheckpointProcessLock", self.cu.cuCheckpointProcessLock(pid, args))
+        return None
 
     def checkpoint(self, pid: int) -> None:
+        if self.core is not None:
+            return self._core("cuCheckpointProcessCheckpoint", lambda proc: proc.checkpoint(), pid)
         self._check(
             "cuCheckpointProcessCheckpoint",
             self.cu.cuCheckpointProcessCheckpoint(pid, self.cu.CUcheckpointCheckpointArgs()),
         )
+        return None
 
     def restore(self, pid: int, device_map: dict[str, str] | None = None) -> None:
+        for uuid in [*(device_map or {}), *(device_map or {}).values()]:
+            _uuid_bytes(uuid)  # a malformed UUID is crgpu's one-line error, whichever layer calls
+        if self.core is not None:
+            # cuda.core takes UUIDs as CUDA's Device.uuid prints them: without "GPU-".
+            mapping = {o[4:]: n[4:] for o, n in device_map.items()} if device_map else None
+            return self._core("cuCheckpointProcessRestore", lambda proc: proc.restore(mapping), pid)
         args = self.cu.CUcheckpointRestoreArgs()
         if device_map:
             if not hasattr(self.cu, "CUcheckpointGpuPair"):
                 raise CudaError(
-                    "restoring onto other GPUs needs driver 580 and a cuda-bindings that knows it"
+                    "restoring onto other GPUs needs driver 580 and a cuda-bindings that knows it (13.x)"
                 )
             pairs = []  # alive until the call returns
             for old, new in device_map.items():
@@ -111,12 +136,45 @@ class BindingsDriver:
             args.gpuPairs = pairs
             args.gpuPairsCount = len(pairs)
         self._check("cuCheckpointProcessRestore", self.cu.cuCheckpointProcessRestore(pid, args))
+        return None
 
     def unlock(self, pid: int) -> None:
+        if self.core is not None:
+            return self._core("cuCheckpointProcessUnlock", lambda proc: proc.unlock(), pid)
         self._check(
             "cuCheckpointProcessUnlock",
             self.cu.cuCheckpointProcessUnlock(pid, self.cu.CUcheckpointUnlockArgs()),
         )
+        return None
+
+
+def core_process_class(cu: Any) -> Any:
+    """cuda.core's checkpoint.Process, when cuda-core is installed and can work with these
+    bindings (cuda-core 1.2 requires CUcheckpointGpuPair, which only the 13.x bindings have)."""
+    if not hasattr(cu, "CUcheckpointGpuPair"):
+        return None
+    try:
+        from cuda.core.checkpoint import Process  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    return Process
+
+
+_CU_RESULT = re.compile(r"\bCUDA_ERROR_[A-Z_]+\b")
+
+
+def _core_error(call: str, exc: Exception) -> CudaError:
+    """cuda.core raises CUDAError('CUDA_ERROR_NAME: explanation'), and RuntimeError for a driver
+    without the API (it folds NOT_FOUND and NOT_SUPPORTED into that)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    found = _CU_RESULT.search(text)
+    if found:
+        label = found.group(0)
+    elif "not supported by the installed NVIDIA driver" in text:
+        label = "CUDA_ERROR_NOT_SUPPORTED"
+    else:
+        return CudaError(f"{call} failed: {type(exc).__name__}: {text}")
+    return CudaError(f"{call} failed: {text}", hint=_hint(label))
 
 
 def _uuid_bytes(text: str) -> bytes:

@@ -146,7 +146,9 @@ class _Child:
         line, _, self.buffer = self.buffer.partition(b"\n")
         reply = json.loads(line)
         if "error" in reply:
-            raise CudaError(str(reply["error"]), hint=reply.get("hint"), detail=list(reply.get("detail") or []))
+            raise CudaError(
+                str(reply["error"]), hint=reply.get("hint"), detail=list(reply.get("detail") or [])
+            )
         return reply.get("value")
 
     def stop(self) -> None:

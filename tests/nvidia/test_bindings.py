@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from crgpu.cuda import BindingsDriver, CudaError
+from crgpu.cuda import BindingsDriver, CudaError, core_process_class
 
 cu = pytest.importorskip("cuda.bindings.driver")
 OLD = "GPU-00112233-4455-6677-8899-aabbccddeeff"
@@ -32,11 +32,52 @@ class _Cu:
         return getattr(cu, name)
 
 
+LAYER = "bindings"  # which of crgpu's two paths a test drives; see the `layer` fixture
+
+
+@pytest.fixture(params=["bindings", "cuda.core"], autouse=True)
+def layer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs on both paths: cuda.core's checkpoint.Process (13.x bindings) and the
+    bindings by hand (12.x). For cuda.core, the cu* functions are replaced on the real module it
+    calls, and so is its error formatter, the one piece of it that needs libcuda itself
+    (cuGetErrorName); it raises what the real one raises, CUDAError("CUDA_ERROR_NAME: ...")."""
+    global LAYER
+    LAYER = request.param
+    if LAYER == "cuda.core":
+        checkpoint = pytest.importorskip("cuda.core.checkpoint")
+        from cuda.core._utils.cuda_utils import CUDAError
+
+        real = checkpoint._handle_cuda_return
+
+        def handle_return(result: Any) -> Any:
+            if int(result[0]) != 0:
+                raise CUDAError(f"{cu.CUresult(int(result[0])).name}: the driver's explanation")
+            return real(result)
+
+        monkeypatch.setattr(checkpoint, "_handle_cuda_return", handle_return)
+        monkeypatch.setattr(checkpoint, "_driver_capability_checked", False)
+        monkeypatch.setattr(cu, "cuDriverGetVersion", lambda: (cu.CUresult.CUDA_SUCCESS, 13000))
+    return str(LAYER)
+
+
 def _driver(**calls: Any) -> tuple[BindingsDriver, _Cu]:
     fake = _Cu(**calls)
     driver = BindingsDriver.__new__(BindingsDriver)  # no cuInit: there is no driver here
     driver.cu = fake
+    driver.core = None
+    if LAYER == "cuda.core":
+        for name in calls:
+            setattr(cu, name, getattr(fake, name))  # undone by the monkeypatch below
+        driver.core = core_process_class(cu)
+        assert driver.core is not None
     return driver, fake
+
+
+@pytest.fixture(autouse=True)
+def _restore_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in dir(cu):
+        if name.startswith("cuCheckpoint"):
+            monkeypatch.setattr(cu, name, getattr(cu, name))  # so setattr in _driver is undone
 
 
 def _ok(*_args: Any) -> Any:
@@ -59,7 +100,8 @@ def test_an_identity_map_and_no_map_work() -> None:
     driver.restore(7, {OLD: OLD})
     assert fake.seen[-1][1][1].gpuPairsCount == 1
     driver.restore(7, None)
-    assert fake.seen[-1][1][1].gpuPairsCount == 0
+    args = fake.seen[-1][1][1]
+    assert args is None or args.gpuPairsCount == 0  # cuda.core passes NULL, crgpu empty arguments
 
 
 @pytest.mark.parametrize("bad", ["GPU-xyz", "0011", "GPU-00112233-4455-6677-8899-aabbccddee"])
@@ -130,3 +172,23 @@ def test_the_gpu_proof_ends_with_a_reason_and_a_failing_exit_where_there_is_no_g
     assert done.returncode == 1
     assert report["error"].startswith("the CUDA child did not start: error: ")
     assert report["machine"]["kernel"]
+
+
+def test_cuda_core_is_used_only_with_the_bindings_it_works_with() -> None:
+    class Bindings12:
+        """cuda-bindings 12.x: the checkpoint calls, no CUcheckpointGpuPair (cuda.core 1.2 needs it)."""
+
+        cuCheckpointProcessLock = cu.cuCheckpointProcessLock
+
+    assert core_process_class(Bindings12()) is None
+    assert core_process_class(cu) is not None
+
+
+def test_a_driver_without_the_api_through_cuda_core_gets_the_not_supported_hint() -> None:
+    from crgpu.cuda import _core_error
+
+    error = _core_error(
+        "cuCheckpointProcessLock",
+        RuntimeError("CUDA checkpointing is not supported by the installed NVIDIA driver. Upgrade ..."),
+    )
+    assert "570+" in (error.hint or "")
