@@ -3,15 +3,18 @@
     PYTHONPATH=. python3 scripts/gpu-proof.py [--mib 1024]
 
 A child process allocates MIB MiB on GPU 0 through cuda-bindings and fills it with a pattern. This
-process then takes the child through crgpu's own driver layer (crgpu.cuda.BindingsDriver) twice:
-lock, checkpoint (GPU memory moves to host memory), restore, unlock; the second time the restore
-carries an identity device map (GPU 0 -> GPU 0), the call a migration makes. After each round the
+process then takes the child through crgpu's own driver layer (crgpu.cuda.load_driver: the calls
+made by a killable helper process under deadlines, through cuda.core.checkpoint where it works)
+twice: lock, checkpoint (GPU memory moves to host memory), restore, unlock; the second time the
+restore carries an identity device map over every GPU the kernel driver exposes, the call a
+migration makes. After each round the
 child reads its GPU memory back and checks every byte. Prints the machine (kernel, driver), each
 phase's time, GB/s and the verdicts as one JSON line; exits 0 only when everything held.
 
 It never leaves the child locked or checkpointed: on any failure it restores and unlocks from the
 driver's own view of the child's state, and every read from the child has a deadline.
-Needs only the standard library and cuda-bindings (no pydantic, Typer or Rich).
+Needs the standard library, cuda-bindings and (for the GPU list) nvidia-ml-py or nvidia-smi;
+cuda-core when it is there (no pydantic, Typer or Rich).
 """
 
 from __future__ import annotations
@@ -60,13 +63,6 @@ def read_line(proc: subprocess.Popen[str], timeout: float = READ_TIMEOUT_S) -> s
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     return proc.stdout.readline().strip() if ready else ""
-
-
-def gpu0_uuid(cu: object) -> str:
-    device = check(cu.cuDeviceGet(0))  # type: ignore[attr-defined]
-    raw = bytes(check(cu.cuDeviceGetUuid(device)).bytes)  # type: ignore[attr-defined, union-attr]
-    text = raw.hex()
-    return f"GPU-{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def machine() -> dict[str, object]:
@@ -119,17 +115,25 @@ def main() -> int:
     if first != "ready":
         proc.kill()
         _, err = proc.communicate(timeout=30)
-        report["error"] = f"the CUDA child did not start: {first or (err.strip().splitlines() or ['no output'])[-1]}"
+        report["error"] = (
+            f"the CUDA child did not start: {first or (err.strip().splitlines() or ['no output'])[-1]}"
+        )
         print(json.dumps(report))
         return 1
     report["pid"] = proc.pid
     ok = True
     driver = None
     try:
-        from crgpu.cuda import BindingsDriver
+        from cuda.bindings import driver as bindings
 
-        driver = BindingsDriver()
-        identity = {gpu0_uuid(driver.cu): gpu0_uuid(driver.cu)}
+        from crgpu.cuda import core_process_class, load_driver
+        from crgpu.gpu import gpus
+
+        report["layer"] = "cuda.core" if core_process_class(bindings) else "cuda-bindings"
+        driver = load_driver()
+        identity = {gpu.uuid: gpu.uuid for gpu in gpus()}
+        if not identity:
+            raise RuntimeError("no GPU listed by NVML or nvidia-smi: no device map to build")
         report["device_map"] = identity
         for round_name, mapping in (("plain", None), ("identity_map", identity)):
             phases: dict[str, float] = {}

@@ -407,6 +407,22 @@ def test_a_huge_integer_or_nan_in_an_image_is_refused_not_a_crash(tmp_path: Path
             assert "internal error" not in result.output
 
 
+@pytest.mark.parametrize(
+    "cuda",
+    [
+        {"mode": "driver-api", "processes": [{"ns_pid": 7, "gpus": ["--root=/tmp"]}]},
+        {"mode": "driver-api", "processes": [{"ns_pid": 7, "gpus": "GPU-1"}]},
+        {"mode": "driver-api", "processes": [{"ns_pid": 7}], "container_gpus": ["GPU-\u001b[2J"]},
+    ],
+)
+def test_gpu_uuids_in_an_image_are_checked_when_it_is_read(tmp_path: Path, cuda: dict[str, object]) -> None:
+    """They become driver call arguments at restore: anything but a GPU UUID is refused up front."""
+    image = foreign_image(tmp_path, "gpus", raw=json.dumps(manifest_doc(tmp_path, cuda=cuda)))
+    result = crgpu("inspect", "--json", str(image))
+    assert result.exit_code == ExitCode.PRECONDITION, result.output
+    assert "not a list of GPU UUIDs" in result.stdout
+
+
 # --- 5. locks and the restore's existence check ---------------------------------------------------
 
 
