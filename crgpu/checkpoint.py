@@ -19,6 +19,7 @@ from crgpu.gpu_map import given_gpus
 from crgpu.hostinfo import host_record
 from crgpu.image import (
     ContainerRecord,
+    EngineRecord,
     HostRecord,
     Manifest,
     RuntimeRecord,
@@ -47,9 +48,9 @@ def execute_checkpoint(
     require_privileges("checkpoint")
     with container_lock(info.runtime, info.root, info.id, opts.wait):
         result = new_result(
-            "checkpoint", plan.adapter, info.id, opts.image_path, plan.work_dir, plan.invocation, plan.gpu
+            "checkpoint", plan.adapter, info.id, opts.image_dir, plan.work_dir, plan.invocation, plan.gpu
         )
-        prepare_image_dir(opts.image_path)
+        prepare_image_dir(opts.image_dir)
         prepare_work_dir(plan.work_dir)
         started = time.monotonic()
         session = _cuda_session(plan, result) if plan.cuda_mode == "driver-api" else None
@@ -59,7 +60,7 @@ def execute_checkpoint(
                 try:
                     session.suspend()
                 except CrgpuError:
-                    shutil.rmtree(opts.image_path, ignore_errors=True)
+                    shutil.rmtree(opts.image_dir, ignore_errors=True)
                     raise
             write_criu_config(plan.invocation)
             for k, pre in enumerate(plan.invocation.before, start=1):
@@ -140,6 +141,7 @@ def _write(plan: CheckpointPlan, stats: dict[str, float], session: DriverApiSess
             pid=info.pid,
             gpu=info.gpu,
             gpu_evidence=list(info.gpu_evidence),
+            engine=EngineRecord.model_validate(info.engine.record()) if info.engine else None,
         ),
         options=opts.model_dump(mode="json"),
         host=host,
@@ -158,9 +160,9 @@ def _write(plan: CheckpointPlan, stats: dict[str, float], session: DriverApiSess
                 else {}
             ),
         },
-        sizes=image_sizes(opts.image_path),
+        sizes=image_sizes(opts.image_dir),
     )
-    write_manifest(opts.image_path, manifest)
+    write_manifest(opts.image_dir, manifest)
 
 
 def _process_record(proc: CudaProcess, session: DriverApiSession | None) -> dict[str, Any]:
@@ -246,7 +248,7 @@ def _resume_cuda(session: DriverApiSession | None, result: OperationResult) -> N
 def _after_failed_checkpoint(plan: CheckpointPlan, result: OperationResult) -> None:
     """Keep the logs, drop the partial image (unless --keep-failed), resume a container left paused."""
     result.ok = False
-    image = plan.options.image_path
+    image = plan.options.image_dir
     if not plan.options.keep_failed and image.is_dir():
         if plan.work_dir == image:
             kept = _move_logs(image, result.container_id)

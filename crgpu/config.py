@@ -50,6 +50,11 @@ SETTINGS: dict[str, Setting] = {
         "/var/lib/crgpu/node.key",
         help="this node's key for signing manifests (made 0600 on first checkpoint)",
     ),
+    "docker_data_root": Setting(
+        "CRGPU_DOCKER_DATA_ROOT",
+        "/var/lib/docker",
+        help="Docker's data root: container names (config.v2.json) and --hand-off checkpoints",
+    ),
     "work_root": Setting(
         "CRGPU_WORK_ROOT", "/var/lib/crgpu/work", help="where restore and failed-checkpoint work dirs go"
     ),

@@ -50,9 +50,18 @@ class RuntimeRecord(_Record):
     global_flags: list[str] = Field(default_factory=list, max_length=256)
 
 
+class EngineRecord(_Record):
+    kind: Literal["podman", "kubernetes", "containerd", "docker"]
+    name: str | None = Field(default=None, max_length=256)
+    namespace: str | None = Field(default=None, max_length=256)
+    pod: str | None = Field(default=None, max_length=256)
+
+
 class ContainerRecord(_Record):
     id: ContainerId
     bundle: AbsolutePath | None = None
+    # The engine that owned the container when it was checkpointed (podman, Kubernetes, ...).
+    engine: EngineRecord | None = None
     pid: int | None = Field(default=None, ge=0, le=2**31)
     gpu: bool = False
     gpu_evidence: list[str] = Field(default_factory=list, max_length=16)

@@ -75,7 +75,7 @@ OPTIONS: tuple[Option, ...] = (
         "container_id",
         (),
         {
-            "checkpoint": "The container to checkpoint.",
+            "checkpoint": "The container to checkpoint: its ID, its podman or Docker name, or NAMESPACE/POD/CONTAINER.",
             "restore": "ID for the restored container (default: the checkpointed one).",
         },
         "id",
@@ -348,6 +348,14 @@ OPTIONS: tuple[Option, ...] = (
         CHECKPOINT,
         default=10_000,
         metavar="MS",
+    ),
+    Option(
+        "hand_off",
+        ("--hand-off",),
+        "For a podman or Docker container: write the image where the engine restores it "
+        "(`podman container restore NAME`, `docker start --checkpoint NAME`) instead of --image-path.",
+        "flag",
+        CHECKPOINT,
     ),
     Option(
         "keep_failed",

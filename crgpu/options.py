@@ -24,6 +24,16 @@ Compression = Literal["none", "flate-best-speed"]
 CudaMode = Literal["auto", "plugin", "driver-api", "off"]
 
 
+def check_container_ref(value: object) -> str:
+    """A container as an operator names it: a runtime ID (or an engine's name, which follows the
+    same rule), or Kubernetes' NAMESPACE/POD/CONTAINER. Resolved to a strict ID before use."""
+    from crgpu.engines import K8S_REF
+
+    if isinstance(value, str) and K8S_REF.fullmatch(value):
+        return value
+    return check_container_id(value)
+
+
 def check_container_id(value: object) -> str:
     """Return the ID when runc would accept it, it cannot pass for a flag and no path can be
     escaped with it; ValueError otherwise. Applied to the command line and to every ID an image holds."""
@@ -59,7 +69,8 @@ def _absolute(value: Path | None) -> Path | None:
 class _CommonOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    image_path: Path
+    # Required, except for a checkpoint handed off to an engine (the plan fills it in then).
+    image_path: Path | None = None
     runtime: RuntimeChoice = "auto"
     root: Path | None = None
     work_path: Path | None = None
@@ -102,10 +113,15 @@ class _CommonOptions(BaseModel):
 
     @field_validator("image_path", mode="after")
     @classmethod
-    def _image_absolute(cls, value: Path) -> Path:
-        result = _absolute(value)
-        assert result is not None
-        return result
+    def _image_absolute(cls, value: Path | None) -> Path | None:
+        return _absolute(value)
+
+    @property
+    def image_dir(self) -> Path:
+        """The image directory; the validators make sure there is one by the time it is used."""
+        if self.image_path is None:
+            raise ValueError("no image path")
+        return self.image_path
 
     @model_validator(mode="after")
     def _tcp_modes_exclusive(self) -> _CommonOptions:
@@ -118,6 +134,8 @@ class _CommonOptions(BaseModel):
 class CheckpointOptions(_CommonOptions):
     container_id: str
     leave_running: bool = False
+    # Write the image where the owning engine (podman, Docker) restores it from.
+    hand_off: bool = False
     skip_in_flight: bool = False
     link_remap: bool = False
     # runsc only: refused on runc with a message naming the runtime.
@@ -135,10 +153,16 @@ class CheckpointOptions(_CommonOptions):
     @field_validator("container_id", mode="after")
     @classmethod
     def _id_ok(cls, value: str) -> str:
-        return check_container_id(value)
+        return check_container_ref(value)
 
     @model_validator(mode="after")
     def _one_parent(self) -> CheckpointOptions:
+        if self.image_path is None and not self.hand_off:
+            raise ValueError("give --image-path DIR (or --hand-off for a podman or Docker container)")
+        if self.image_path is not None and self.hand_off:
+            raise ValueError("--hand-off writes the image where the engine looks for it: drop --image-path")
+        if self.hand_off and self.leave_running:
+            raise ValueError("--hand-off stops the container for its engine to restore: drop --leave-running")
         if self.pre_dump and self.parent_path:
             raise ValueError("--pre-dump chooses the parent itself: drop --parent-path or --pre-dump")
         if self.lazy_pages and not self.page_server:
@@ -168,6 +192,8 @@ class RestoreOptions(_CommonOptions):
 
     @model_validator(mode="after")
     def _page_server_is_lazy(self) -> RestoreOptions:
+        if self.image_path is None:
+            raise ValueError("give --image-path: the checkpoint directory or archive")
         if self.page_server and not self.lazy_pages:
             raise ValueError(
                 "--page-server is where a --lazy-pages restore fetches its pages: add --lazy-pages"

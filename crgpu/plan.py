@@ -16,6 +16,7 @@ from crgpu.criu import cuda_plugin_path, dirty_tracking, require_criu
 from crgpu.cuda import load_driver
 from crgpu.cuda_flow import classify, select_mode
 from crgpu.cuda_processes import CudaProcess, cuda_processes
+from crgpu.engines import Engine, docker_checkpoint_dir
 from crgpu.errors import (
     NotFoundError,
     PreconditionError,
@@ -93,8 +94,10 @@ class RestorePlan:
 
 
 def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
-    check_image_path_free(opts.image_path)
+    if opts.image_path is not None:
+        check_image_path_free(opts.image_dir)
     container = find_container(opts.container_id, opts.runtime, opts.root)
+    opts, handoff_notes = _engine_rules(opts, container)
     if container.gpu and opts.cuda_checkpoint_path is None:
         node_default = config.get("cuda_checkpoint_path").value
         if node_default:
@@ -102,7 +105,7 @@ def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
     if opts.status_fd is not None:
         _check_status_fd(opts.status_fd)
     adapter = adapter_for(container.runtime)
-    work_dir = opts.work_path or opts.image_path
+    work_dir = opts.work_path or opts.image_dir
     cuda_mode, cuda_notes = select_mode(opts.cuda, container.gpu, container.runtime, container.id)
     criu_extra: tuple[str, ...] = ()
     if cuda_mode == "plugin":
@@ -122,7 +125,7 @@ def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
             f"container {container.id!r} is {status or 'in an unknown state'}, not running",
             hint=f"start it first; `{adapter.name} --root {container.root} state {container.id}` shows it",
         )
-    invocation = replace(invocation, notes=[*invocation.notes, *cuda_notes])
+    invocation = replace(invocation, notes=[*invocation.notes, *handoff_notes, *cuda_notes])
     accepted, skipped = _cuda_process_set(container) if cuda_mode == "driver-api" else ([], [])
     invocation = replace(
         invocation,
@@ -134,6 +137,47 @@ def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
     return CheckpointPlan(
         opts, adapter, container, work_dir, invocation, status, cuda_mode, tuple(accepted), tuple(skipped)
     )
+
+
+def _engine_rules(opts: CheckpointOptions, container: ContainerInfo) -> tuple[CheckpointOptions, list[str]]:
+    """An engine's container is checkpointed so that the engine stays right about it: kept
+    running, or handed to the engine (the image where it restores from), never stopped behind its
+    back. Returns the options with the hand-off's image path filled in, and what to tell."""
+    engine = container.engine
+    if engine is None:
+        if opts.hand_off:
+            raise PreconditionError(
+                f"container {container.id!r} belongs to no engine: there is nobody to hand the image to",
+                hint="give --image-path DIR instead of --hand-off",
+            )
+        return opts, []
+    if not opts.hand_off:
+        if opts.leave_running:
+            return opts, [f"the container belongs to {engine.label()}; it keeps running"]
+        raise PreconditionError(
+            f"container {container.id!r} belongs to {engine.label()}"
+            + (f" ({engine.name})" if engine.name else "")
+            + ": a checkpoint that stops it behind the engine's back leaves the engine wrong about it",
+            hint=engine.checkpoint_hint(container.id),
+        )
+    if engine.kind == "podman" and container.bundle is not None:
+        # podman restores <userdata>/checkpoint, with its logs in <userdata> (its bundle).
+        image, work = container.bundle / "checkpoint", container.bundle
+        restore = f"podman container restore {engine.name or container.id}"
+    elif engine.kind == "docker":
+        name = "crgpu-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        image, work = docker_checkpoint_dir(container.id, name), None
+        restore = f"docker start --checkpoint {name} {engine.name or container.id}"
+    else:
+        raise PreconditionError(
+            f"--hand-off: {engine.label()} restores only from its own archives",
+            hint="checkpoint with --leave-running -i DIR and `crgpu export --format kubernetes`",
+        )
+    check_image_path_free(image)
+    update: dict[str, object] = {"image_path": image}
+    if opts.work_path is None and work is not None:
+        update["work_path"] = work
+    return opts.model_copy(update=update), [f"handed to {engine.label()}: `{restore}` restores it"]
 
 
 def _cuda_process_set(container: ContainerInfo) -> tuple[list[CudaProcess], list[tuple[CudaProcess, str]]]:
@@ -199,7 +243,7 @@ def _image_for_restore(opts: RestoreOptions) -> tuple[Manifest | None, list[str]
     """The image's manifest, and what may be taken from it: a manifest this node signed names
     the state root and bundle; any other needs them from the operator (or --trust-image)."""
     try:
-        image = read_image(opts.image_path)
+        image = read_image(opts.image_dir)
     except PreconditionError:
         if not opts.force:
             raise
@@ -268,6 +312,8 @@ def plan_restore(opts: RestoreOptions) -> RestorePlan:
         or Path("/run/runc" if runtime == "runc" else "/var/run/runsc")
     )
     refuse_existing(container_id, runtime, root)
+    _refuse_behind_engine(manifest, container_id, root)
+    _require_rootfs(bundle)
     try:
         adapter = adapter_for(runtime)
     except NotFoundError as exc:
@@ -317,6 +363,42 @@ def _gpu_map(
         return None
     warnings += [*notes, *describe(pairs)]
     return pairs
+
+
+def _refuse_behind_engine(manifest: Manifest | None, container_id: str, root: Path) -> None:
+    """A container an engine owned goes back through the engine, or becomes crgpu's own under
+    another ID or state root: never back into the engine's root behind its back."""
+    engine = manifest.container.engine if manifest is not None else None
+    if engine is None or manifest is None:
+        return
+    if container_id == manifest.container.id or root == Path(manifest.runtime.root):
+        who = Engine(engine.kind, engine.name, engine.namespace, engine.pod)
+        raise PreconditionError(
+            f"the image is of a container {who.label()} owned ({engine.name or manifest.container.id}): "
+            "restoring it behind the engine's back leaves the engine wrong about it",
+            hint=who.restore_hint(manifest.container.id),
+        )
+
+
+def _require_rootfs(bundle: Path) -> None:
+    """An engine unmounts a stopped container's root filesystem; restoring onto the empty mount
+    point fails in CRIU and leaves stubs that break the engine's own clean-up."""
+    spec = read_bundle_spec(bundle)
+    root = spec.get("root")
+    path = root.get("path") if isinstance(root, dict) else None
+    if not isinstance(path, str) or not path:
+        return
+    rootfs = Path(path) if path.startswith("/") else bundle / path
+    try:
+        empty = not any(rootfs.iterdir())
+    except OSError:
+        empty = True
+    if empty:
+        raise PreconditionError(
+            f"the bundle's root filesystem {rootfs} is missing or empty (not mounted?)",
+            hint="mount the container's root filesystem first (an engine's container: restore it through the "
+            "engine), or give --bundle with a complete one",
+        )
 
 
 def _has_terminal(bundle: Path) -> bool:
@@ -376,7 +458,7 @@ def checkpoint_dry_run(plan: CheckpointPlan) -> OperationResult:
         "checkpoint",
         plan.adapter,
         plan.container.id,
-        opts.image_path,
+        opts.image_dir,
         plan.work_dir,
         plan.invocation,
         plan.gpu,
@@ -390,7 +472,7 @@ def restore_dry_run(plan: RestorePlan) -> OperationResult:
         "restore",
         plan.adapter,
         plan.container_id,
-        plan.options.image_path,
+        plan.options.image_dir,
         plan.work_dir,
         plan.invocation,
         plan.gpu,

@@ -33,7 +33,7 @@ def execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None =
             "restore",
             plan.adapter,
             plan.container_id,
-            opts.image_path,
+            opts.image_dir,
             plan.work_dir,
             plan.invocation,
             plan.gpu,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from crgpu.engines import Engine
 from crgpu.versions import version_tuple
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class ContainerInfo:
     gpu_evidence: tuple[str, ...] = ()  # what said so: hook, cdi, env, device, annotation, nvproxy-flag
     status: str | None = None
     global_flags: list[str] = field(default_factory=list)
+    engine: Engine | None = None  # podman, Kubernetes, containerd or Docker, when one owns it
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from crgpu import config
+from crgpu.engines import engine_of, resolve_name
 from crgpu.errors import NotFoundError, PreconditionError, UsageError
 from crgpu.gpu_evidence import ordered, spec_evidence
 from crgpu.host_root import host_path
@@ -55,6 +56,14 @@ def locate(
     return found
 
 
+def check_container_id_ok(value: str) -> bool:
+    try:
+        check_container_id(value)
+    except ValueError:
+        return False
+    return True
+
+
 def choose_runtime(cli_value: RuntimeChoice) -> RuntimeChoice:
     """The flag wins; else `$CRGPU_RUNTIME`; else auto."""
     if cli_value != "auto":
@@ -72,8 +81,13 @@ def choose_runtime(cli_value: RuntimeChoice) -> RuntimeChoice:
 def find_container(
     container_id: str, runtime: RuntimeChoice = "auto", root: Path | None = None
 ) -> ContainerInfo:
+    """The container an operator names: a runtime ID, else an engine's name for one."""
     runtime = choose_runtime(runtime)
-    found = locate(container_id, runtime, root)
+    found = locate(container_id, runtime, root) if check_container_id_ok(container_id) else []
+    if not found:
+        resolved = resolve_name(container_id)
+        if resolved and resolved != container_id:
+            return find_container(resolved, runtime, root)
     if not found:
         searched = (
             [str(root)]
@@ -87,7 +101,8 @@ def find_container(
         where = ", ".join(searched) or "no state root exists"
         raise NotFoundError(
             f"container {container_id!r} not found ({'searched ' + where if searched else where})",
-            hint="check the ID with `runc list` / `runsc list`, or give --root and --runtime",
+            hint="check the ID with `runc list` / `runsc list` (or the name with `podman ps`, `docker ps`, "
+            "`crictl ps`), or give --root and --runtime",
         )
     if len(found) > 1:
         holders = "; ".join(f"{loc.runtime} under {loc.root}" for loc in found)
@@ -157,6 +172,7 @@ def _read_runc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
     spec = read_bundle_spec(bundle)
     evidence |= spec_evidence(spec)
     return ContainerInfo(
+        engine=engine_of(container_id, loc.root, spec, labels),
         id=container_id,
         runtime="runc",
         root=loc.root,

@@ -101,7 +101,7 @@ class RunscAdapter(BinaryAdapter):
     ) -> Invocation:
         values = opts.model_dump()
         notes = self._common_notes(values)
-        args: list[str] = ["--image-path", str(opts.image_path)]
+        args: list[str] = ["--image-path", str(opts.image_dir)]
         if opts.leave_running:
             args.append("--leave-running")
         cuda_path = opts.cuda_checkpoint_path
@@ -149,7 +149,7 @@ class RunscAdapter(BinaryAdapter):
         criu_extra: tuple[str, ...] = (),
     ) -> Invocation:
         notes = self._common_notes(opts.model_dump())
-        args = ["--image-path", str(opts.image_path), "--bundle", str(bundle)]
+        args = ["--image-path", str(opts.image_dir), "--bundle", str(bundle)]
         if opts.detach:
             args.append("--detach")
         if opts.pid_file is not None:

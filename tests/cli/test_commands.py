@@ -62,7 +62,7 @@ def test_json_dry_run_is_one_document(fake_runc: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["checkpoint", "c1"], 2, "--image-path: Field required"),
+        (["checkpoint", "c1"], 2, "give --image-path DIR (or --hand-off"),
         (["checkpoint", "-i", "/tmp/x", "a/b"], 2, "invalid container ID"),
         (["checkpoint", "-i", "/tmp/x", "--manage-cgroups-mode", "bogus", "c1"], 2, "--manage-cgroups-mode"),
         (["checkpoint", "-i", "/tmp/x", "nosuch"], 3, "container 'nosuch' not found"),
