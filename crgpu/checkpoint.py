@@ -9,12 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from crgpu.archive import SPEC_DUMP
 from crgpu.cuda import load_driver
 from crgpu.cuda_flow import DriverApiSession
 from crgpu.cuda_processes import CudaProcess
-from crgpu.errors import (
-    CrgpuError,
-)
+from crgpu.errors import CrgpuError, PreconditionError
 from crgpu.gpu_map import given_gpus
 from crgpu.hostinfo import host_record
 from crgpu.image import (
@@ -33,9 +32,11 @@ from crgpu.options import RuntimeName
 from crgpu.plan import CheckpointPlan, work_dir_for
 from crgpu.process import LineSink
 from crgpu.result import OperationResult, new_result, raise_if_interrupted
+from crgpu.rootfs_diff import overlay_upper, write_rootfs_diff
 from crgpu.runtime_call import criu_stats, require_privileges, run_runtime, safe_status, write_criu_config
 from crgpu.runtimes.base import RUNTIME_STATUS_FD, Invocation
-from crgpu.runtimes.detect import read_bundle_spec
+from crgpu.runtimes.detect import SPEC_MAX_BYTES, read_bundle_spec
+from crgpu.safedirs import read_nofollow
 
 
 def execute_checkpoint(
@@ -114,12 +115,40 @@ def execute_checkpoint(
         )
         if session is not None:
             result.stats.update(session.stats())
+        if plan.adapter.name == "runc":
+            _record_container_files(plan, result)
         _write(plan, result.stats, session)
         result.duration_s = round(time.monotonic() - started, 4)
         if result.interrupted_by is not None:
             result.notes.append("interrupted after the checkpoint completed: the image is complete")
             raise_if_interrupted(result, plan.adapter, info.root)
         return result
+
+
+def _record_container_files(plan: CheckpointPlan, result: OperationResult) -> None:
+    """What the engines' archives carry besides CRIU's images, kept in the image so it can leave
+    the node later (crgpu export): the container's OCI spec (spec.dump), CRIU's statistics when
+    they went to another work dir, and the writable layer of an overlay root filesystem."""
+    image, info = plan.options.image_dir, plan.container
+    try:
+        if info.bundle is not None:
+            spec = read_nofollow(info.bundle / "config.json", SPEC_MAX_BYTES)
+            _write_new(image / SPEC_DUMP, spec)
+        stats = plan.work_dir / "stats-dump"
+        if plan.work_dir != image and stats.is_file():
+            _write_new(image / "stats-dump", read_nofollow(stats, SPEC_MAX_BYTES))
+        upper = overlay_upper(info.rootfs) if info.rootfs else None
+        if upper is not None:
+            entries, deleted = write_rootfs_diff(upper, image)
+            result.notes.append(f"the writable layer recorded: {entries} entries, {deleted} deleted")
+    except (OSError, PreconditionError) as exc:
+        result.warnings.append(f"the container's spec or writable layer could not be recorded: {exc}")
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
 
 
 def _write(plan: CheckpointPlan, stats: dict[str, float], session: DriverApiSession | None) -> None:

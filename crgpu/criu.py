@@ -232,6 +232,11 @@ def read_stats(path: Path) -> dict[str, int]:
         raw = path.read_bytes()
     except OSError:
         return {}
+    return parse_stats(raw)
+
+
+def parse_stats(raw: bytes) -> dict[str, int]:
+    """read_stats of bytes already read (a stats-dump inside an archive)."""
     try:
         length = int.from_bytes(raw[8:12], "little")
         entry = _fields(raw[12 : 12 + length])

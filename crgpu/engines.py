@@ -40,11 +40,16 @@ class Engine:
     name: str | None = None  # the engine's name for the container (podman, Docker, Kubernetes)
     namespace: str | None = None  # the containerd namespace, or the pod's Kubernetes namespace
     pod: str | None = None
+    image: str | None = None  # the container's image, as the engine names it (archives need it)
+    image_id: str | None = None
 
     def label(self) -> str:
-        return {"podman": "podman", "kubernetes": "Kubernetes", "containerd": "containerd", "docker": "Docker"}[
-            self.kind
-        ]
+        return {
+            "podman": "podman",
+            "kubernetes": "Kubernetes",
+            "containerd": "containerd",
+            "docker": "Docker",
+        }[self.kind]
 
     def checkpoint_hint(self, container_id: str) -> str:
         ref = self.name or container_id
@@ -73,24 +78,32 @@ class Engine:
         }[self.kind]
 
     def record(self) -> dict[str, str]:
-        return {k: v for k, v in (("kind", self.kind), ("name", self.name), ("namespace", self.namespace),
-                                  ("pod", self.pod)) if v}
+        fields = ("kind", "name", "namespace", "pod", "image", "image_id")
+        return {k: v for k in fields if isinstance(v := getattr(self, k), str) and v}
 
 
 def engine_of(container_id: str, root: Path, spec: dict[str, Any], labels: dict[str, str]) -> Engine | None:
     """The engine that owns a runc container, from its spec's annotations and its state root."""
     annotations = {**labels, **spec_annotations(spec)}
     if annotations.get("io.container.manager") == "libpod":
-        return Engine("podman", name=podman_name(container_id))
+        details = podman_details(container_id)
+        return Engine(
+            "podman", details.get("name"), image=details.get("image"), image_id=details.get("image_id")
+        )
     if _CRI_CONTAINER in annotations or "io.kubernetes.cri.container-type" in annotations:
         return Engine(
             "kubernetes",
             name=annotations.get(_CRI_CONTAINER),
             namespace=annotations.get(_CRI_NAMESPACE),
             pod=annotations.get(_CRI_POD),
+            image=annotations.get("io.kubernetes.cri.image-name"),
         )
     parts = root.parts
-    if len(parts) >= 4 and parts[-3:-1] == ("containerd", "runc") and root.parent.parent.parent == Path("/run"):
+    if (
+        len(parts) >= 4
+        and parts[-3:-1] == ("containerd", "runc")
+        and root.parent.parent.parent == Path("/run")
+    ):
         return Engine("containerd", name=container_id, namespace=root.name)
     if "docker" in parts and root.name == "moby":
         return Engine("docker", name=docker_name(container_id))
@@ -127,7 +140,9 @@ def _state_labels(state: Path) -> dict[str, str]:
         return {}
     config_ = data.get("config") if isinstance(data, dict) else None
     labels = config_.get("labels") if isinstance(config_, dict) else None
-    pairs = (item.partition("=") for item in labels if isinstance(item, str)) if isinstance(labels, list) else ()
+    pairs = (
+        (item.partition("=") for item in labels if isinstance(item, str)) if isinstance(labels, list) else ()
+    )
     return {key: value for key, _, value in pairs}
 
 
@@ -148,10 +163,6 @@ def _podman(*args: str) -> str | None:
 def _podman_id(name: str) -> str | None:
     found = _podman("container", "inspect", "--format", "{{.Id}}", "--", name)
     return found if found and _HEX64.fullmatch(found) else None
-
-
-def podman_name(container_id: str) -> str | None:
-    return _podman("container", "inspect", "--format", "{{.Name}}", "--", container_id) or None
 
 
 def podman_details(container_id: str) -> dict[str, str]:

@@ -55,6 +55,8 @@ class EngineRecord(_Record):
     name: str | None = Field(default=None, max_length=256)
     namespace: str | None = Field(default=None, max_length=256)
     pod: str | None = Field(default=None, max_length=256)
+    image: str | None = Field(default=None, max_length=4096)
+    image_id: str | None = Field(default=None, max_length=256)
 
 
 class ContainerRecord(_Record):

@@ -11,6 +11,7 @@ from crgpu import __version__
 from crgpu.cli import checkpoint as checkpoint_cmd
 from crgpu.cli import cuda as cuda_cmd
 from crgpu.cli import doctor as doctor_cmd
+from crgpu.cli import export as export_cmd
 from crgpu.cli import inspect as inspect_cmd
 from crgpu.cli import restore as restore_cmd
 from crgpu.errors import EXIT_CODE_MEANINGS
@@ -73,6 +74,7 @@ app.command("restore", epilog=restore_cmd.EXAMPLES + "\n" + EXIT_CODES_TEXT)(res
 app.command("doctor", epilog=doctor_cmd.EXAMPLES + "\n" + EXIT_CODES_TEXT)(doctor_cmd.doctor)
 app.add_typer(cuda_cmd.cuda_app, name="cuda")
 app.command("inspect", epilog=inspect_cmd.EXAMPLES + "\n" + EXIT_CODES_TEXT)(inspect_cmd.inspect)
+app.command("export", epilog=export_cmd.EXAMPLES + "\n" + EXIT_CODES_TEXT)(export_cmd.export)
 
 
 def main() -> None:

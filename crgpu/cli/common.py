@@ -112,7 +112,7 @@ def run_planned(plan: Callable[[dict[str, Any]], Planned]) -> Callable[[dict[str
                 renderer.result(planned.preview())
                 return 0
             for note in planned.notes:
-                renderer.status(note, label="note:", style="dim")
+                renderer.note(note)
             with renderer.stream(planned.title) as sink:
                 result = planned.execute(sink)
             renderer.result(result)

@@ -58,6 +58,27 @@ class Renderer:
     def json(self, document: Any) -> None:
         print(strict_json(document))
 
+    def note(self, message: str) -> None:
+        self.status(message, label="note:", style="dim")
+
+    @contextmanager
+    def progress(self, title: str) -> Iterator[Any]:
+        """A progress bar on a terminal (bytes done of total); nothing when piped or quiet."""
+        if self.quiet or self.as_json or not self.rich:
+            yield None
+            return
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        with Progress(
+            title, BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=_console(), transient=True
+        ) as bar:
+            task = bar.add_task(title, total=None)
+
+            def advance(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            yield advance
+
     # --- live runtime output (stderr) ---
     @contextmanager
     def stream(self, title: str) -> Iterator[Any]:

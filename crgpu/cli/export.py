@@ -1,0 +1,99 @@
+"""`crgpu export -i IMAGE -o FILE`: a checkpoint as an archive the engines and checkpointctl read."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, run_guarded
+from crgpu.cli.render import Renderer
+from crgpu.textsafe import printable
+
+EXAMPLES = """
+Examples:
+
+  crgpu export -i /ckpt/web1 -o web1.tar.zst
+
+  podman container restore --import web1.tar.zst
+
+  crgpu export -i /ckpt/train --format kubernetes --compression gzip -o train.tar.gz
+
+  checkpointctl inspect --stats web1.tar.zst
+"""
+
+
+class Format(StrEnum):
+    podman = "podman"
+    kubernetes = "kubernetes"
+
+
+class Compression(StrEnum):
+    zstd = "zstd"
+    gzip = "gzip"
+    none = "none"
+
+
+def export(
+    image_path: Annotated[
+        Path, typer.Option("--image-path", "-i", help="The checkpoint directory.", show_default=False)
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The archive to write (new).", show_default=False)
+    ],
+    fmt: Annotated[
+        Format,
+        typer.Option(
+            "--format",
+            help="podman: for `podman container restore --import`; kubernetes: the kubelet's checkpoint "
+            "archive (CRI).",
+        ),
+    ] = Format.podman,
+    compression: Annotated[
+        Compression, typer.Option("--compression", help="zstd (multi-threaded), gzip or none.")
+    ] = Compression.zstd,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write a checkpoint into an archive in the engines' format (podman, Kubernetes, checkpointctl)."""
+    renderer = Renderer(as_json=as_json, quiet=quiet)
+
+    def body() -> int:
+        from crgpu.archive import export_image
+
+        with renderer.progress("exporting") as advance:
+            done = export_image(
+                image_path.expanduser().absolute(),
+                output.expanduser().absolute(),
+                fmt.value,
+                compression.value,
+                advance,
+            )
+        document = {
+            "ok": True,
+            "archive": str(done.archive),
+            "format": done.format,
+            "compression": done.compression,
+            "members": done.members,
+            "input_bytes": done.input_bytes,
+            "archive_bytes": done.archive_bytes,
+            "duration_s": done.duration_s,
+            "notes": done.notes,
+        }
+        if as_json:
+            renderer.json(document)
+        elif not quiet:
+            for note in done.notes:
+                renderer.note(note)
+            ratio = done.archive_bytes / done.input_bytes if done.input_bytes else 0
+            print(
+                f"Exported to {printable(done.archive)} ({done.format}, {done.compression}): "
+                f"{done.archive_bytes / 2**20:.1f} MiB from {done.input_bytes / 2**20:.1f} MiB "
+                f"({ratio:.0%}) in {done.duration_s:.2f} s"
+            )
+        return 0
+
+    run_guarded(renderer, debug, body)

@@ -1,0 +1,91 @@
+"""A container's writable layer, as the engines' archives carry it: `rootfs-diff.tar` (what the
+container added or changed) and `deleted.files` (what it removed, a JSON list).
+
+An engine's container runs on an overlay mount whose upper directory is exactly that layer; crgpu
+finds it in the mount table and records it beside the CRIU images after a checkpoint, as podman
+does, so that an image can leave the node with the files its processes hold open. A container on
+a plain directory has no layer to record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tarfile
+from pathlib import Path
+
+from crgpu.host_root import host_path
+
+DIFF_NAME = "rootfs-diff.tar"
+DELETED_NAME = "deleted.files"
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal (\\040)."""
+    out, i = [], 0
+    while i < len(field):
+        code = field[i + 1 : i + 4]
+        if field[i] == "\\" and len(code) == 3 and code.isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def overlay_upper(rootfs: Path) -> Path | None:
+    """The upper directory of the overlay mounted at `rootfs`, or None (not an overlay)."""
+    try:
+        lines = host_path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    found = None
+    for line in lines:
+        before, sep, after = line.partition(" - ")
+        fields, tail = before.split(), after.split()
+        if not sep or len(fields) < 5 or len(tail) < 3:
+            continue
+        if _unescape(fields[4]) == str(rootfs) and tail[0] == "overlay":
+            for option in tail[2].split(","):
+                if option.startswith("upperdir="):
+                    found = Path(_unescape(option.removeprefix("upperdir=")))  # the last mount wins
+    return found
+
+
+def _is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def write_rootfs_diff(upper: Path, image_dir: Path) -> tuple[int, int]:
+    """Write DIFF_NAME (and DELETED_NAME when something was deleted) into the image dir from an
+    overlay upper dir. Returns (entries, deleted). Links are stored as links, never followed."""
+    deleted: list[str] = []
+    entries = 0
+    fd = os.open(
+        image_dir / DIFF_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+    )
+    with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for directory, dirs, files in os.walk(upper, followlinks=False):
+            dirs.sort()
+            for name in sorted([*dirs, *files]):
+                path = Path(directory) / name
+                relative = str(path.relative_to(upper))
+                st = path.lstat()
+                if _is_whiteout(st):
+                    deleted.append(relative)
+                    continue
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                    continue  # device nodes and sockets of the layer stay behind
+                tar.add(path, arcname=relative, recursive=False)
+                entries += 1
+    if deleted:
+        fd = os.open(
+            image_dir / DELETED_NAME,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+        )
+        with os.fdopen(fd, "w") as out:
+            json.dump(deleted, out)
+    return entries, len(deleted)
