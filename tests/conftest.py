@@ -11,7 +11,7 @@ from tests import testbed
 
 _ids = itertools.count()
 # A test that asks for one of these drives a real runtime: it carries the `real` marker.
-REAL_FIXTURES = frozenset({"runc_binary", "runc_container", "runsc_container", "big"})
+REAL_FIXTURES = frozenset({"runc_binary", "runc_container", "runsc_container", "big", "podman"})
 REAL_DIR = Path(__file__).parent / "real"
 
 
@@ -104,3 +104,15 @@ def runsc_container(short_tmp: Path) -> Iterator[Callable[..., testbed.RunscCont
     yield start
     for container in made:
         container.delete()
+
+
+@pytest.fixture
+def podman(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[testbed.Podman]:
+    """Real podman (rootful, runc under /run/runc); crgpu in this process sees the same config."""
+    testbed.require_root()
+    engine = testbed.Podman(tmp_path)
+    for key, value in engine.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CRGPU_RUNC_ROOTS", "/run/runc")
+    yield engine
+    engine.cleanup()

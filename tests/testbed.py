@@ -311,3 +311,77 @@ def verify_hog_memory(bundle: Path, timeout: float = 60.0) -> str:
         assert time.monotonic() < deadline, "the hog never answered"
         time.sleep(0.05)
     return verdict.read_text().strip()
+
+
+PODMAN_CONF = """[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+[containers]
+log_driver = "k8s-file"
+netns = "none"
+"""
+PODMAN_IMAGE = "localhost/crgpu-busybox:latest"
+
+
+class Podman:
+    """podman as it runs on this host kind (../shared/research/engines.md): runc, cgroupfs, file
+    events, no network; a busybox image imported from a local rootfs (no registry)."""
+
+    def __init__(self, base: Path) -> None:
+        self.podman = require_binary(shutil.which("podman"), "podman")
+        (base / "containers.conf").write_text(PODMAN_CONF)
+        self.env = {
+            "CONTAINERS_CONF": str(base / "containers.conf"),
+            "PODMAN_IGNORE_CGROUPSV1_WARNING": "1",
+        }
+        self.base = base
+        self.names: list[str] = []
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        done = subprocess.run(
+            [self.podman, *args], capture_output=True, text=True, timeout=timeout,
+            env={**os.environ, **self.env}, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        if check and done.returncode != 0:
+            raise AssertionError(f"podman {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def image(self) -> str:
+        exists = subprocess.run(
+            [self.podman, "image", "exists", PODMAN_IMAGE], env={**os.environ, **self.env}, check=False
+        )
+        if exists.returncode == 0:
+            return PODMAN_IMAGE
+        rootfs = self.base / "rootfs"
+        for sub in ("bin", "proc", "sys", "dev", "tmp", "etc"):
+            (rootfs / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(busybox(), rootfs / "bin" / "busybox")
+        rootfs.chmod(0o755)
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(self.base / "rootfs.tar"), "."], check=True)
+        self("import", str(self.base / "rootfs.tar"), PODMAN_IMAGE)
+        return PODMAN_IMAGE
+
+    def run(self, name: str, script: str = COUNTER) -> str:
+        self.names.append(name)
+        return self("run", "-d", "--name", name, self.image(), "/bin/busybox", "sh", "-c", script)
+
+    def count(self, name: str) -> int:
+        return int(self("exec", name, "/bin/busybox", "cat", "/tmp/count"))
+
+    def wait_count_above(self, name: str, value: int, timeout: float = 10.0) -> int:
+        deadline = time.monotonic() + timeout
+        last = -1
+        while time.monotonic() < deadline:
+            try:
+                last = self.count(name)
+            except (AssertionError, ValueError):
+                last = -1
+            if last > value:
+                return last
+            time.sleep(0.1)
+        raise AssertionError(f"{name}'s counter stayed at {last}, not above {value}")
+
+    def cleanup(self) -> None:
+        for name in self.names:
+            self("rm", "-f", "-t", "0", name, check=False)

@@ -1,0 +1,103 @@
+"""Containers an engine owns, and checkpoints that travel: real podman and checkpointctl."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from crgpu.errors import ExitCode
+from tests import testbed
+from tests.helpers import crgpu
+
+_names = itertools.count()
+
+
+def _name() -> str:
+    return f"crgpu-p{os.getpid()}-{next(_names)}"
+
+
+def test_a_stop_checkpoint_of_a_podman_container_is_refused_with_podmans_command(
+    podman: testbed.Podman, tmp_path: Path
+) -> None:
+    name = _name()
+    podman.run(name)
+    result = crgpu("checkpoint", "-i", str(tmp_path / "img"), name)  # found by its podman name
+    assert result.exit_code == ExitCode.PRECONDITION, result.output
+    assert f"belongs to podman ({name})" in result.stderr
+    assert f"podman container checkpoint {name}" in result.stderr
+    assert podman("inspect", "--format", "{{.State.Status}}", name) == "running"
+    assert not (tmp_path / "img").exists()
+
+
+def test_a_hand_off_is_restored_by_podman_with_exec_working(podman: testbed.Podman) -> None:
+    name = _name()
+    podman.run(name)
+    saved = podman.wait_count_above(name, 5)
+    result = crgpu("checkpoint", "--hand-off", "--json", name)
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 0, doc
+    assert any(f"podman container restore {name}" in note for note in doc["notes"])
+    assert podman("inspect", "--format", "{{.State.Status}}", name) == "exited"
+    podman("container", "restore", name)
+    assert podman("inspect", "--format", "{{.State.Status}}", name) == "running"
+    after = podman.wait_count_above(name, saved)  # `podman exec` works: conmon is podman's again
+    assert after < saved + 200  # it continued from the saved count; a fresh start counts from 1
+
+
+def test_an_export_is_restored_by_podman_import_and_read_by_checkpointctl(
+    podman: testbed.Podman, tmp_path: Path
+) -> None:
+    checkpointctl = testbed.require_binary(shutil.which("checkpointctl"), "checkpointctl")
+    name = _name()
+    podman.run(name)
+    podman.wait_count_above(name, 5)
+    result = crgpu("checkpoint", "--leave-running", "--json", "-i", str(tmp_path / "img"), name)
+    assert result.exit_code == 0, result.output
+    saved = int(podman("exec", name, "/bin/busybox", "cat", "/tmp/count"))
+    stats = json.loads(result.stdout)["stats"]
+    archive = tmp_path / "web.tar.zst"
+    exported = crgpu("export", "--json", "-i", str(tmp_path / "img"), "-o", str(archive))
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(exported.stdout)["compression"] == "zstd"
+    assert archive.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"
+
+    shown = subprocess.run([checkpointctl, "show", str(archive)], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and name in shown.stdout and "Podman" in shown.stdout, shown.stderr
+    inspected = subprocess.run(
+        [checkpointctl, "inspect", "--stats", "--format", "json", str(archive)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert inspected.returncode == 0, inspected.stderr
+    theirs = json.loads(inspected.stdout)[0]["statistics"]
+    assert theirs and all(stats[key] == value for key, value in theirs.items()), (theirs, stats)
+
+    podman("rm", "-f", "-t", "0", name)
+    podman("container", "restore", "--import", str(archive))
+    assert podman("inspect", "--format", "{{.State.Status}}", name) == "running"
+    after = podman.wait_count_above(name, saved - 1)
+    assert after < saved + 200  # from the checkpoint's count on, not from 1
+
+
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_every_compression_is_read_by_checkpointctl(
+    podman: testbed.Podman, tmp_path: Path, compression: str
+) -> None:
+    checkpointctl = testbed.require_binary(shutil.which("checkpointctl"), "checkpointctl")
+    name = _name()
+    podman.run(name)
+    assert crgpu("checkpoint", "-q", "--leave-running", "-i", str(tmp_path / "img"), name).exit_code == 0
+    archive = tmp_path / f"web.tar.{compression}"
+    assert (
+        crgpu(
+            "export", "--compression", compression, "-i", str(tmp_path / "img"), "-o", str(archive)
+        ).exit_code
+        == 0
+    )
+    shown = subprocess.run([checkpointctl, "show", str(archive)], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and name in shown.stdout, shown.stderr
