@@ -339,7 +339,7 @@ class ArchiveSummary:
     format: str
     config: dict[str, Any]
     spec: dict[str, Any]
-    manifest: dict[str, Any] | None
+    manifest: bytes | None  # crgpu.json as it is in the archive: parse_manifest validates it
     stats: dict[str, int]
     checkpoint_bytes: int
     members: int
@@ -370,7 +370,7 @@ def read_summary(path: Path) -> ArchiveSummary:
         )
     config = _json_object(found[CONFIG_DUMP], CONFIG_DUMP)
     spec = _json_object(found[SPEC_DUMP], SPEC_DUMP)
-    manifest = _json_object(found[MANIFEST_NAME], MANIFEST_NAME) if MANIFEST_NAME in found else None
+    manifest = found.get(MANIFEST_NAME)
     runtime = config.get("runtime")
     fmt = (
         "crgpu" if manifest is not None else "kubernetes" if runtime == "io.containerd.runc.v2" else "podman"

@@ -242,6 +242,12 @@ def read_image(image_dir: Path) -> Image:
         raise PreconditionError(
             f"{path} is not a regular file crgpu can read ({exc.strerror})", hint=damaged
         ) from exc
+    return parse_manifest(raw, str(path))
+
+
+def parse_manifest(raw: bytes, path: str) -> Image:
+    """A manifest's bytes (from an image dir or an archive), validated as hostile input."""
+    damaged = "restore with --force plus the container ID, --runtime, --root and --bundle"
     if len(raw) > MANIFEST_MAX_BYTES:
         raise PreconditionError(f"{path} is larger than {MANIFEST_MAX_BYTES} bytes: not a crgpu manifest")
     try:

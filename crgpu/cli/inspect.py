@@ -24,18 +24,24 @@ Examples:
 
 
 def inspect(
-    image_path: Annotated[Path, typer.Argument(help="The checkpoint directory.", show_default=False)],
+    image_path: Annotated[
+        Path, typer.Argument(help="The checkpoint directory, or a checkpoint archive.", show_default=False)
+    ],
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Show what a checkpoint holds: runtime, container, options, host, GPUs, sizes, stats."""
+    """Show what a checkpoint holds: runtime, container, options, host, GPUs, sizes, stats. An
+    archive (crgpu export, podman --export, the kubelet's) is read without unpacking it."""
     renderer = Renderer(as_json=as_json, quiet=quiet)
 
     def body() -> int:
+        from crgpu.archive import is_archive
         from crgpu.image import read_image
 
         path = image_path.expanduser().absolute()
+        if is_archive(path):
+            return _inspect_archive(path, as_json, renderer)
         image = read_image(path)
         if as_json:
             renderer.json(
@@ -51,6 +57,52 @@ def inspect(
         return 0
 
     run_guarded(renderer, debug, body)
+
+
+def _inspect_archive(path: Path, as_json: bool, renderer: Renderer) -> int:
+    from crgpu.archive import read_summary
+    from crgpu.image import parse_manifest
+
+    summary = read_summary(path)
+    image = parse_manifest(summary.manifest, f"{path}:crgpu.json") if summary.manifest is not None else None
+    config = summary.config
+
+    def text(key: str) -> str | None:
+        value = config.get(key)
+        return value if isinstance(value, str) else None
+
+    document = {
+        "path": str(path),
+        "archive": True,
+        "format": summary.format,
+        "container": {
+            "id": text("id"),
+            "name": text("name"),
+            "image": text("rootfsImageName") or text("rootfsImageRef"),
+            "runtime": text("runtime"),
+            "created": text("createdTime"),
+        },
+        "checkpoint_bytes": summary.checkpoint_bytes,
+        "members": summary.members,
+        "stats": summary.stats,
+        "crgpu": (
+            {"trust": image.trust.level, **image.manifest.model_dump(mode="json")}
+            if image is not None
+            else None
+        ),
+    }
+    if as_json:
+        renderer.json(document)
+        return 0
+    print(f"{printable(path)} ({summary.format} archive)")
+    for key, value in document["container"].items():  # type: ignore[attr-defined]
+        print(f"  {key}: {printable(value) if value is not None else '-'}")
+    print(f"  checkpoint: {summary.checkpoint_bytes / 2**20:.1f} MiB in {summary.members} members")
+    for name, value in format_stats({k: float(v) for k, v in summary.stats.items()}):
+        print(f"  {printable(name)}: {printable(value)}")
+    if image is not None:
+        print(f"  crgpu.json: {printable(image.trust.describe())}")
+    return 0
 
 
 def _sections(image: Image) -> list[tuple[str, list[str]]]:
