@@ -372,6 +372,14 @@ OPTIONS: tuple[Option, ...] = (
         RESTORE,
     ),
     Option(
+        "rootfs",
+        ("--rootfs",),
+        "For an archive: the image's root filesystem (e.g. what `podman image mount IMAGE` prints); "
+        "crgpu lays the archive's writable layer over it.",
+        "dir",
+        RESTORE,
+    ),
+    Option(
         "trust_image",
         ("--trust-image",),
         "Let an image this node did not sign choose the state root and bundle.",

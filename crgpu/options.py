@@ -183,6 +183,8 @@ class RestoreOptions(_CommonOptions):
     force: bool = False
     # Take the state root and bundle from an image this node did not sign.
     trust_image: bool = False
+    # An archive's image root filesystem (the archive holds only the writable layer).
+    rootfs: Path | None = None
     console_socket: Path | None = None
 
     @field_validator("container_id", mode="after")
@@ -200,7 +202,7 @@ class RestoreOptions(_CommonOptions):
             )
         return self
 
-    @field_validator("bundle", "pid_file", "console_socket", mode="after")
+    @field_validator("bundle", "pid_file", "console_socket", "rootfs", mode="after")
     @classmethod
     def _more_paths_absolute(cls, value: Path | None) -> Path | None:
         return _absolute(value)

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from crgpu import config
+from crgpu.archive import is_archive
+from crgpu.archive_restore import prepare as prepare_archive
 from crgpu.criu import cuda_plugin_path, dirty_tracking, require_criu
 from crgpu.cuda import load_driver
 from crgpu.cuda_flow import classify, select_mode
@@ -25,6 +27,7 @@ from crgpu.gpu_map import GPU_UUID, describe, given_gpus, plan_device_map
 from crgpu.guard import enforce, gpus_used, restore_findings
 from crgpu.hostinfo import host_record
 from crgpu.image import (
+    MANIFEST_NAME,
     HostRecord,
     Manifest,
     check_image_path_free,
@@ -239,6 +242,24 @@ def work_dir_for(container_id: str, kind: str) -> Path:
     return Path(config.get("work_root").value) / container_id / f"{kind}-{stamp}"
 
 
+def _from_archive(opts: RestoreOptions) -> tuple[RestoreOptions, list[str]]:
+    """An archive is unpacked (as hostile input) and its bundle made; the restore then runs on
+    the unpacked images under crgpu's own state root (never one an archive names)."""
+    prepared = prepare_archive(opts.image_dir, opts.container_id, opts.bundle, opts.rootfs, opts.trust_image)
+    update: dict[str, object] = {
+        "image_path": prepared.image_dir,
+        "container_id": prepared.container_id,
+        "bundle": prepared.bundle,
+        "root": opts.root or Path("/run/runc"),
+        "runtime": "runc" if opts.runtime == "auto" else opts.runtime,
+        "force": opts.force or not (prepared.image_dir / MANIFEST_NAME).is_file(),
+    }
+    notes = [*prepared.notes]
+    if not (prepared.image_dir / MANIFEST_NAME).is_file():
+        notes.append(f"a {prepared.summary.format} archive: no crgpu.json, restored with runc")
+    return opts.model_copy(update=update), notes
+
+
 def _image_for_restore(opts: RestoreOptions) -> tuple[Manifest | None, list[str]]:
     """The image's manifest, and what may be taken from it: a manifest this node signed names
     the state root and bundle; any other needs them from the operator (or --trust-image)."""
@@ -261,8 +282,17 @@ def _image_for_restore(opts: RestoreOptions) -> tuple[Manifest | None, list[str]
     return image.manifest, [f"the image's crgpu.json is {image.trust.describe()}; restoring with {how}"]
 
 
-def plan_restore(opts: RestoreOptions) -> RestorePlan:
+def plan_restore(opts: RestoreOptions, dry_run: bool = False) -> RestorePlan:
+    archive_notes: list[str] = []
+    if is_archive(opts.image_dir):
+        if dry_run:
+            raise PreconditionError(
+                "a dry run of an archive's restore would unpack it",
+                hint="see what it holds with `crgpu inspect ARCHIVE`",
+            )
+        opts, archive_notes = _from_archive(opts)
     manifest, trust_notes = _image_for_restore(opts)
+    trust_notes = [*archive_notes, *trust_notes]
     runtime_choice = choose_runtime(opts.runtime)
     if manifest is not None:
         runtime = manifest.runtime.name

@@ -23,7 +23,7 @@ def _plan(values: dict[str, Any]) -> Planned:
     from crgpu.plan import plan_restore, restore_dry_run
     from crgpu.restore import execute_restore
 
-    plan = plan_restore(validated(RestoreOptions, model_values("restore", values)))
+    plan = plan_restore(validated(RestoreOptions, model_values("restore", values)), values["dry_run"])
     return Planned(
         f"{plan.adapter.label} restore {plan.container_id}",
         plan.invocation.notes,

@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,76 @@ def test_every_compression_is_read_by_checkpointctl(
     )
     shown = subprocess.run([checkpointctl, "show", str(archive)], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and name in shown.stdout, shown.stderr
+
+
+def _restored_count(runc: str, root: Path, container_id: str) -> int:
+    state = subprocess.run([runc, "--root", str(root), "state", container_id], capture_output=True, text=True)
+    assert state.returncode == 0, state.stderr
+    pid = json.loads(state.stdout)["pid"]
+    return int(Path(f"/proc/{pid}/root/tmp/count").read_text())
+
+
+def _drop(runc: str, root: Path, container_id: str, work_root: Path) -> None:
+    subprocess.run([runc, "--root", str(root), "delete", "--force", container_id], capture_output=True)
+    for rootfs in work_root.glob(f"{container_id}/import-*/bundle/rootfs"):
+        subprocess.run(["umount", "-l", str(rootfs)], capture_output=True)
+
+
+def test_a_podman_export_is_restored_and_inspected_by_crgpu(podman: testbed.Podman, short_tmp: Path) -> None:
+    runc = testbed.require_binary(shutil.which("runc"), "runc")
+    name = _name()
+    podman.run(name)
+    podman.wait_count_above(name, 5)
+    archive = short_tmp / "podman.tar.zst"
+    podman("container", "checkpoint", "--export", str(archive), name)  # podman's own archive; it stops
+    podman("rm", "-f", "-t", "0", name)
+
+    inspected = crgpu("inspect", "--json", str(archive))
+    assert inspected.exit_code == 0, inspected.output
+    doc = json.loads(inspected.stdout)
+    assert (
+        doc["format"] == "podman" and doc["container"]["name"] == name and doc["stats"]["pages_written"] > 0
+    )
+
+    lower = podman("image", "mount", testbed.PODMAN_IMAGE)
+    root, new_id = short_tmp / "root", f"{name}-crgpu"
+    work_root = Path(os.environ["CRGPU_WORK_ROOT"])
+    try:
+        result = crgpu(
+            "restore", "--json", "-i", str(archive), "--rootfs", lower, "--root", str(root), new_id
+        )
+        assert result.exit_code == 0, result.output
+        first = _restored_count(runc, root, new_id)
+        assert first > 5  # it came back with the count it had, not from 1
+        time.sleep(0.3)
+        assert _restored_count(runc, root, new_id) > first  # and it runs on
+    finally:
+        _drop(runc, root, new_id, work_root)
+
+
+def test_a_kubernetes_export_of_a_runc_container_is_restored_by_crgpu(
+    runc_container: Callable[..., testbed.RuncContainer], short_tmp: Path, tmp_path: Path
+) -> None:
+    container = runc_container()
+    testbed.wait_counter_above(container.bundle, 5)
+    image, archive = tmp_path / "img", tmp_path / "k8s.tar.gz"
+    done = crgpu("checkpoint", "-q", "--root", str(container.root), "-i", str(image), container.id)
+    assert done.exit_code == 0, done.output
+    saved = testbed.read_counter(container.bundle)
+    exported = crgpu(
+        "export", "--format", "kubernetes", "--compression", "gzip", "-i", str(image), "-o", str(archive)
+    )
+    assert exported.exit_code == 0, exported.output
+    doc = json.loads(crgpu("inspect", "--json", str(archive)).stdout)
+    assert doc["format"] == "crgpu" and doc["container"]["runtime"] == "io.containerd.runc.v2"
+    assert doc["crgpu"]["trust"] == "this-node"
+    rootfs = container.bundle / "rootfs"
+    root, new_id = short_tmp / "root2", f"{container.id}-k8s"
+    work_root = Path(os.environ["CRGPU_WORK_ROOT"])
+    try:
+        result = crgpu("restore", "-i", str(archive), "--rootfs", str(rootfs), "--root", str(root), new_id)
+        assert result.exit_code == 0, result.output
+        count = _restored_count(container.runc, root, new_id)
+        assert saved <= count < saved + 200
+    finally:
+        _drop(container.runc, root, new_id, work_root)

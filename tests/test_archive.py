@@ -1,0 +1,124 @@
+"""Archives as hostile input: `crgpu restore -i ARCHIVE` and `crgpu inspect ARCHIVE` refuse what a
+checkpoint archive never holds, and write nothing outside their own directory."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from crgpu.archive import read_summary, unpack
+from crgpu.errors import ExitCode, PreconditionError
+from crgpu.rootfs_diff import overlay_upper
+from tests.helpers import crgpu
+
+SPEC = json.dumps({"ociVersion": "1.0.2", "root": {"path": "rootfs"}}).encode()
+CONFIG = json.dumps({"id": "c1", "name": "web", "runtime": "runc"}).encode()
+
+
+def _archive(path: Path, *members: tarfile.TarInfo | tuple[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for member in (("config.dump", CONFIG), ("spec.dump", SPEC), *members):
+            if isinstance(member, tuple):
+                info = tarfile.TarInfo(member[0])
+                info.size = len(member[1])
+                tar.addfile(info, io.BytesIO(member[1]))
+            else:
+                tar.addfile(member)
+    return path
+
+
+def _special(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info
+
+
+HOSTILE = {
+    "dotdot": ("../escaped", b"x"),
+    "deep-dotdot": ("checkpoint/../../escaped", b"x"),
+    "absolute": ("/tmp/crgpu-escaped-abs", b"x"),
+    "symlink-out": _special("checkpoint/link", tarfile.SYMTYPE, "/etc"),
+    "hardlink": _special("checkpoint/hard", tarfile.LNKTYPE, "/etc/shadow"),
+    "device": _special("checkpoint/sda", tarfile.BLKTYPE),
+    "fifo": _special("checkpoint/fifo", tarfile.FIFOTYPE),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_a_hostile_archive_is_refused_and_nothing_lands_outside(tmp_path: Path, kind: str) -> None:
+    archive = _archive(tmp_path / "evil.tar", HOSTILE[kind])
+    target = tmp_path / "work" / "unpacked"
+    target.parent.mkdir()
+    with pytest.raises(PreconditionError):
+        unpack(archive, target)
+    assert not (tmp_path / "work" / "escaped").exists() and not (tmp_path / "escaped").exists()
+    assert not Path("/tmp/crgpu-escaped-abs").exists()
+    result = crgpu("restore", "-i", str(archive), "--rootfs", str(tmp_path), "c2")
+    assert result.exit_code in (ExitCode.USAGE, ExitCode.PRECONDITION), result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_oversized_member_is_refused_before_a_byte_is_written(tmp_path: Path) -> None:
+    """A header claiming more than the free space: refused from the header, nothing written."""
+    header = tarfile.TarInfo("checkpoint/pages-1.img")
+    header.size = 1 << 50  # 1 PiB
+    raw = tarfile.TarInfo("config.dump")
+    raw.size = len(CONFIG)
+    archive = tmp_path / "big.tar"
+    archive.write_bytes(raw.tobuf() + CONFIG.ljust(512, b"\0") + header.tobuf() + b"\0" * 1024)
+    target = tmp_path / "unpacked"
+    with pytest.raises(PreconditionError, match=r"more than the .* bytes left"):
+        unpack(archive, target)
+    assert not (target / "checkpoint" / "pages-1.img").exists()
+
+
+def test_an_archive_without_the_engines_metadata_is_not_a_checkpoint(tmp_path: Path) -> None:
+    archive = tmp_path / "plain.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo("hello.txt")
+        tar.addfile(info, io.BytesIO(b""))
+    result = crgpu("inspect", str(archive))
+    assert result.exit_code == ExitCode.PRECONDITION and "not a checkpoint archive" in result.stderr
+
+
+def test_inspect_reads_an_archive_without_unpacking_it(tmp_path: Path) -> None:
+    archive = _archive(tmp_path / "ok.tar", ("checkpoint/inventory.img", b"\0" * 100))
+    summary = read_summary(archive)
+    assert summary.format == "podman" and summary.checkpoint_bytes == 100
+    doc = json.loads(crgpu("inspect", "--json", str(archive)).stdout)
+    assert doc["archive"] is True and doc["container"]["name"] == "web"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.tar"]  # nothing unpacked
+
+
+def test_escape_codes_in_an_archive_never_reach_the_terminal(tmp_path: Path) -> None:
+    config = json.dumps({"id": "c1", "name": "web\x1b]0;pwned\x07", "runtime": "runc"}).encode()
+    archive = tmp_path / "esc.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in (("config.dump", config), ("spec.dump", SPEC)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    result = crgpu("inspect", str(archive))
+    assert result.exit_code == 0 and "\x1b" not in result.stdout and "\x07" not in result.stdout
+
+
+def test_the_writable_layer_is_found_in_the_mount_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/mountinfo").write_text(
+        "1606 1602 0:165 / /var/lib/containers/storage/overlay/d2/merged rw,nodev - overlay overlay "
+        "rw,lowerdir=/var/lib/containers/storage/overlay/l/5X,upperdir=/var/lib/containers/storage/overlay/"
+        "d2/diff,workdir=/var/lib/containers/storage/overlay/d2/work\n"
+        "1607 1602 0:166 / /srv/with\\040space rw - overlay overlay rw,lowerdir=/l,upperdir=/u\\040x,workdir=/w\n"
+    )
+    monkeypatch.setenv("CRGPU_HOST_ROOT", str(tmp_path))
+    assert overlay_upper(Path("/var/lib/containers/storage/overlay/d2/merged")) == Path(
+        "/var/lib/containers/storage/overlay/d2/diff"
+    )
+    assert overlay_upper(Path("/srv/with space")) == Path("/u x")
+    assert overlay_upper(Path("/srv/plain")) is None
