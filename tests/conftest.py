@@ -11,7 +11,7 @@ from tests import testbed
 
 _ids = itertools.count()
 # A test that asks for one of these drives a real runtime: it carries the `real` marker.
-REAL_FIXTURES = frozenset({"runc_binary", "runc_container", "runsc_container", "big", "podman"})
+REAL_FIXTURES = frozenset({"runc_binary", "runc_container", "runsc_container", "big", "podman", "containerd"})
 REAL_DIR = Path(__file__).parent / "real"
 
 
@@ -116,3 +116,15 @@ def podman(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[testbed.
     monkeypatch.setenv("CRGPU_RUNC_ROOTS", "/run/runc")
     yield engine
     engine.cleanup()
+
+
+@pytest.fixture(scope="session")
+def containerd() -> Iterator[testbed.Containerd]:
+    """A private containerd daemon for the session (ctr drives it)."""
+    import tempfile
+
+    testbed.require_root()
+    base = Path(tempfile.mkdtemp(prefix="crgpu-ctd"))
+    daemon = testbed.Containerd(base)
+    yield daemon
+    daemon.stop()

@@ -385,3 +385,69 @@ class Podman:
     def cleanup(self) -> None:
         for name in self.names:
             self("rm", "-f", "-t", "0", name, check=False)
+
+
+CONTAINERD_CONF = """version = 3
+root = "/var/lib/crgpu-containerd"
+state = "/run/crgpu-containerd"
+[grpc]
+  address = "/run/crgpu-containerd/containerd.sock"
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+"""
+CONTAINERD_SOCKET = "/run/crgpu-containerd/containerd.sock"
+
+
+class Containerd:
+    """A private containerd daemon (Debian's 2.1), driven with ctr; its runc root is
+    /run/containerd/runc/<namespace>, where crgpu looks by default."""
+
+    def __init__(self, base: Path) -> None:
+        self.containerd = require_binary(shutil.which("containerd"), "containerd")
+        self.ctr = require_binary(shutil.which("ctr"), "ctr")
+        (base / "containerd.toml").write_text(CONTAINERD_CONF)
+        self.log = (base / "containerd.log").open("w")
+        self.daemon = subprocess.Popen(
+            [self.containerd, "--config", str(base / "containerd.toml")],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_path(Path(CONTAINERD_SOCKET), timeout=30)
+        self.base = base
+        self.ids: list[str] = []
+
+    def __call__(self, *args: str, check: bool = True) -> str:
+        done = subprocess.run(
+            [self.ctr, "--address", CONTAINERD_SOCKET, *args], capture_output=True, text=True, timeout=120,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        if check and done.returncode != 0:
+            raise AssertionError(f"ctr {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def run(self, container_id: str, script: str = COUNTER) -> Path:
+        bundle = make_bundle(self.base / container_id, script)
+        self.ids.append(container_id)
+        self(
+            "run", "-d", "--rootfs", str(bundle / "rootfs"), container_id, "/bin/busybox", "sh", "-c", script
+        )
+        return bundle
+
+    def task_status(self, container_id: str) -> str:
+        for line in self("task", "ls").splitlines()[1:]:
+            parts = line.split()
+            if parts and parts[0] == container_id:
+                return parts[-1]
+        return "missing"
+
+    def stop(self) -> None:
+        for container_id in self.ids:
+            self("task", "kill", "-s", "SIGKILL", container_id, check=False)
+            time.sleep(0.2)
+            self("task", "rm", "-f", container_id, check=False)
+            self("container", "rm", container_id, check=False)
+        self.daemon.terminate()
+        try:
+            self.daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.daemon.kill()
+        self.log.close()

@@ -176,3 +176,27 @@ def test_a_kubernetes_export_of_a_runc_container_is_restored_by_crgpu(
         assert saved <= count < saved + 200
     finally:
         _drop(container.runc, root, new_id, work_root)
+
+
+def test_a_containerd_container_is_found_kept_running_and_never_stopped_behind_its_back(
+    containerd: testbed.Containerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRGPU_RUNC_ROOTS", "/run/containerd/runc/*")
+    name = _name()
+    bundle = containerd.run(name)
+    testbed.wait_counter_above(bundle, 3)
+    refused = crgpu("checkpoint", "-i", str(tmp_path / "stop"), name)
+    assert refused.exit_code == ExitCode.PRECONDITION, refused.output
+    assert (
+        "belongs to containerd" in refused.stderr
+        and f"ctr -n default task checkpoint {name}" in refused.stderr
+    )
+    assert not (tmp_path / "stop").exists()
+    kept = crgpu("checkpoint", "--json", "--leave-running", "-i", str(tmp_path / "img"), name)
+    assert kept.exit_code == 0, kept.output
+    manifest = json.loads((tmp_path / "img" / "crgpu.json").read_text())
+    engine = manifest["container"]["engine"]
+    assert (engine["kind"], engine["name"], engine["namespace"]) == ("containerd", name, "default")
+    assert containerd.task_status(name) == "RUNNING"
+    before = testbed.read_counter(bundle)
+    testbed.wait_counter_above(bundle, before)  # still counting

@@ -1,0 +1,101 @@
+"""Engine awareness below the real engines: Kubernetes names from the CRI's annotations (as
+containerd's CRI writes them into the spec, and runc into its state), Docker's config.v2.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from crgpu.errors import ExitCode
+from tests.fakes import install_fake_runc
+from tests.helpers import crgpu
+
+POD_ID = "5d1f" + "0" * 60
+CRI = {
+    "io.kubernetes.cri.container-type": "container",
+    "io.kubernetes.cri.container-name": "trainer",
+    "io.kubernetes.cri.sandbox-name": "train-7f9c",
+    "io.kubernetes.cri.sandbox-namespace": "ml",
+    "io.kubernetes.cri.image-name": "registry.local/train:1",
+}
+
+
+def _container(root: Path, container_id: str, annotations: dict[str, str]) -> None:
+    (root / container_id).mkdir(parents=True)
+    labels = [f"{k}={v}" for k, v in annotations.items()] + ["bundle=/b"]
+    (root / container_id / "state.json").write_text(
+        json.dumps({"init_process_pid": 5, "config": {"labels": labels}})
+    )
+
+
+def test_a_kubernetes_container_is_found_by_namespace_pod_container(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_fake_runc(tmp_path, monkeypatch)
+    _container(tmp_path / "root", POD_ID, {**CRI, "io.kubernetes.cri.container-type": "sandbox"})
+    _container(tmp_path / "root", "ab" * 32, CRI)
+    refused = crgpu("checkpoint", "-i", str(tmp_path / "img"), "ml/train-7f9c/trainer")
+    assert refused.exit_code == ExitCode.PRECONDITION, refused.output
+    assert "belongs to Kubernetes (trainer)" in refused.stderr
+    assert "POST /checkpoint/ml/train-7f9c/trainer" in refused.stderr
+    kept = json.loads(
+        crgpu(
+            "checkpoint",
+            "--dry-run",
+            "--json",
+            "--leave-running",
+            "-i",
+            str(tmp_path / "i"),
+            "ml/train-7f9c/trainer",
+        ).stdout
+    )
+    assert kept["container_id"] == "ab" * 32  # the container, never its pod's sandbox
+
+
+def test_an_unknown_kubernetes_name_is_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install_fake_runc(tmp_path, monkeypatch)
+    result = crgpu("checkpoint", "-i", str(tmp_path / "img"), "ml/nope/trainer")
+    assert result.exit_code == ExitCode.NOT_FOUND and "podman ps" in result.stderr
+
+
+def test_a_docker_container_is_found_by_its_name_and_handed_off_where_docker_looks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_fake_runc(tmp_path, monkeypatch)
+    docker_id = "cd" * 32
+    root = tmp_path / "run" / "docker" / "runtime-runc" / "moby"
+    _container(root, docker_id, {})
+    monkeypatch.setenv("CRGPU_RUNC_ROOTS", str(root))
+    data_root = tmp_path / "docker"
+    (data_root / "containers" / docker_id).mkdir(parents=True)
+    (data_root / "containers" / docker_id / "config.v2.json").write_text(json.dumps({"Name": "/web"}))
+    monkeypatch.setenv("CRGPU_DOCKER_DATA_ROOT", str(data_root))
+    refused = crgpu("checkpoint", "-i", str(tmp_path / "img"), "web")
+    assert refused.exit_code == ExitCode.PRECONDITION and "docker checkpoint create web" in refused.stderr
+    planned = json.loads(crgpu("checkpoint", "--dry-run", "--json", "--hand-off", "web").stdout)
+    assert planned["image_path"].startswith(
+        str(data_root / "containers" / docker_id / "checkpoints" / "crgpu-")
+    )
+    assert any("docker start --checkpoint crgpu-" in note for note in planned["notes"])
+
+
+def test_a_hand_off_of_a_container_no_engine_owns_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_fake_runc(tmp_path, monkeypatch)
+    result = crgpu("checkpoint", "--hand-off", "c1")
+    assert result.exit_code == ExitCode.PRECONDITION and "belongs to no engine" in result.stderr
+
+
+def test_a_restore_onto_an_empty_rootfs_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine unmounts a stopped container's rootfs: restoring there left stubs behind."""
+    install_fake_runc(tmp_path, monkeypatch)
+    image = tmp_path / "img"
+    image.mkdir(mode=0o700)
+    bundle = tmp_path / "bundle"
+    (bundle / "rootfs").mkdir(parents=True)
+    (bundle / "config.json").write_text(json.dumps({"root": {"path": "rootfs"}}))
+    result = crgpu("restore", "--force", "--runtime", "runc", "--bundle", str(bundle), "-i", str(image), "c7")
+    assert result.exit_code == ExitCode.PRECONDITION and "missing or empty (not mounted?)" in result.stderr
