@@ -204,6 +204,69 @@ def lazy_vs_eager(mib: int, reps: int, work: Path, hog: Path) -> dict[str, list[
     return out
 
 
+def export_vs_podman(mib: int, reps: int, work: Path, hog: Path) -> dict[str, list[float]]:
+    """One podman container holding MIB MiB; per rep, alternating: podman's own checkpoint with
+    --export (zstd), and crgpu checkpoint + crgpu export (zstd). Both keep it running."""
+    from tests.testbed import Podman
+
+    podman = Podman(work)
+    env = {**os.environ, **podman.env}
+    name = f"bench-export-{os.getpid()}"
+    podman("run", "-d", "--name", name, "-v", f"{hog}:/bin/hog:ro", podman.image(), "/bin/hog", str(mib))
+    podman.names.append(name)
+    deadline = time.monotonic() + 120
+    while podman("exec", name, "/bin/busybox", "cat", "/tmp/count", check=False) == "":
+        if time.monotonic() > deadline:
+            raise RuntimeError("the hog never filled its memory")
+        time.sleep(0.1)
+    out: dict[str, list[float]] = {
+        k: []
+        for k in ("podman_s", "podman_plain_s", "podman_bytes", "crgpu_s", "crgpu_export_s", "crgpu_bytes")
+    }
+    try:
+        for rep in range(reps):
+            arms = (
+                ["podman", "crgpu", "podman-plain"] if rep % 2 == 0 else ["podman-plain", "crgpu", "podman"]
+            )
+            for arm in arms:
+                archive = work / f"export-{arm}-{rep}.tar.zst"
+                subprocess.run(["sync"], check=True)  # neither arm pays for the other's writeback
+                if arm == "podman-plain":  # the same checkpoint without the archive: podman's dump alone
+                    out["podman_plain_s"].append(
+                        timed(["podman", "container", "checkpoint", "--leave-running", name], env)
+                    )
+                    continue
+                if arm == "podman":
+                    out["podman_s"].append(
+                        timed(
+                            [
+                                "podman",
+                                "container",
+                                "checkpoint",
+                                "--leave-running",
+                                "--export",
+                                str(archive),
+                                name,
+                            ],
+                            env,
+                        )
+                    )
+                    out["podman_bytes"].append(archive.stat().st_size)
+                else:
+                    image = work / f"export-img-{rep}"
+                    ckpt = timed([CRGPU, "checkpoint", "-q", "--leave-running", "-i", str(image), name], env)
+                    export = timed([CRGPU, "export", "-q", "-i", str(image), "-o", str(archive)], env)
+                    out["crgpu_s"].append(ckpt + export)
+                    out["crgpu_export_s"].append(export)
+                    out["crgpu_bytes"].append(archive.stat().st_size)
+                    shutil.rmtree(image, ignore_errors=True)
+                archive.unlink()
+            print(f"  export {mib} MiB rep {rep + 1}/{reps}", file=sys.stderr)
+    finally:
+        podman.cleanup()
+    return out
+
+
 def startup(samples: int) -> dict[str, float]:
     def median(argv: list[str]) -> float:
         return statistics.median(timed(argv) for _ in range(samples))
@@ -250,6 +313,7 @@ def report(
     start: dict[str, float],
     reps: int,
     lazy_mib: int,
+    export: dict[str, list[float]] | None = None,
 ) -> str:
     lines = [
         "# Benchmarks",
@@ -317,6 +381,26 @@ def report(
             f"| eager | {med(lazy['eager']):.3f} | {med(lazy['eager']):.3f} |",
             f"| `--lazy-pages` | {med(lazy['lazy_running']):.3f} | {med(lazy['lazy_complete']):.3f} |",
         ]
+    if export:
+        ps, cs, ce = med(export["podman_s"]), med(export["crgpu_s"]), med(export["crgpu_export_s"])
+        pp = med(export["podman_plain_s"])
+        pb, cb = med(export["podman_bytes"]), med(export["crgpu_bytes"])
+        lines += [
+            "",
+            f"## Export of a {lazy_mib} MiB checkpoint (zstd), against podman",
+            "",
+            "One podman container (runc) running the hog, kept running; each rep alternates (after a `sync`)",
+            "`podman container checkpoint --leave-running --export`, the same without `--export` (podman's",
+            "dump alone: the archive's share is the difference), and `crgpu checkpoint --leave-running`",
+            "plus `crgpu export` (zstd, crgpu's own process with its start-up). The hog's memory is a",
+            "256-byte pattern, so both archives are tiny: this measures reading and packing, not compression.",
+            "",
+            "| | checkpoint + archive | the archive alone | archive size |",
+            "|---|---|---|---|",
+            f"| podman | {ps:.3f} | {ps - pp:.3f} (export minus plain) | {pb / 2**10:.0f} KiB |",
+            f"| crgpu | {cs:.3f} | {ce:.3f} (`crgpu export`) | {cb / 2**10:.0f} KiB |",
+            f"| crgpu/podman | {cs / ps:.2f} | {ce / (ps - pp) if ps > pp else float('nan'):.2f} | {cb / pb:.2f} |",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -326,6 +410,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="16,200,1024")
     parser.add_argument("--runtimes", default="runc,runsc")
     parser.add_argument("--out", default=str(HERE.parent / "BENCHMARKS.md"))
+    parser.add_argument("--no-export", action="store_true", help="skip the export-against-podman rows")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root: the benchmarks start real containers", file=sys.stderr)
@@ -339,10 +424,11 @@ def main() -> int:
                 rows[(runtime, mib)] = compare(runtime, mib, args.reps, work, hog)
         lazy_mib = max(int(s) for s in args.sizes.split(","))
         lazy = lazy_vs_eager(lazy_mib, args.reps, work, hog) if "runc" in args.runtimes else None
+        export = None if args.no_export else export_vs_podman(lazy_mib, args.reps, work, hog)
         start = startup(15)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = report(rows, lazy, start, args.reps, lazy_mib)
+    text = report(rows, lazy, start, args.reps, lazy_mib, export)
     Path(args.out).write_text(text)
     print(text)
     return 0

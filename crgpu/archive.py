@@ -104,10 +104,8 @@ def export_image(
     done = 0
     try:
         with os.fdopen(fd, "wb") as raw:
-            with (
-                _compressor(raw, compression) as stream,
-                tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar,
-            ):
+            with _compressor(raw, compression) as stream:
+                tar = _TarWriter(stream)
                 for name, data in metadata:
                     _add_bytes(tar, name, data)
                     done += len(data)
@@ -120,6 +118,7 @@ def export_image(
                     done += size
                     if progress is not None:
                         progress(done, total)
+                tar.close()
             raw.flush()
             os.fsync(raw.fileno())
         os.rename(partial, out)
@@ -232,19 +231,57 @@ def _info(name: str, size: int, mode: int, kind: bytes = tarfile.REGTYPE) -> tar
     return info
 
 
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    tar.addfile(_info(name, len(data), 0o600), io.BytesIO(data))
+class _TarWriter:
+    """A tar stream written straight into the compressor: headers from tarfile (PAX), file data in
+    1 MiB reads. tarfile's own stream mode copies through 10 KiB blocks, which costs a third of
+    an export's time."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.offset = 0
+
+    def write(self, data: bytes) -> None:
+        self.out.write(data)
+        self.offset += len(data)
+
+    def pad(self) -> None:
+        if self.offset % tarfile.BLOCKSIZE:
+            self.write(b"\0" * (tarfile.BLOCKSIZE - self.offset % tarfile.BLOCKSIZE))
+
+    def header(self, info: tarfile.TarInfo) -> None:
+        self.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+
+    def close(self) -> None:
+        self.write(b"\0" * (2 * tarfile.BLOCKSIZE))
+        if self.offset % tarfile.RECORDSIZE:
+            self.write(b"\0" * (tarfile.RECORDSIZE - self.offset % tarfile.RECORDSIZE))
 
 
-def _add_dir(tar: tarfile.TarFile, name: str) -> None:
-    tar.addfile(_info(name, 0, 0o700, tarfile.DIRTYPE))
+def _add_bytes(tar: _TarWriter, name: str, data: bytes) -> None:
+    tar.header(_info(name, len(data), 0o600))
+    tar.write(data)
+    tar.pad()
 
 
-def _add_file(tar: tarfile.TarFile, name: str, path: Path) -> None:
+def _add_dir(tar: _TarWriter, name: str) -> None:
+    tar.header(_info(name, 0, 0o700, tarfile.DIRTYPE))
+
+
+def _add_file(tar: _TarWriter, name: str, path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as source:
-        size = os.fstat(source.fileno()).st_size
-        tar.addfile(_info(name, size, 0o600), source)
+    try:
+        size = os.fstat(fd).st_size
+        tar.header(_info(name, size, 0o600))
+        left = size
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                raise PreconditionError(f"{path} shrank while it was exported")
+            tar.write(chunk)
+            left -= len(chunk)
+        tar.pad()
+    finally:
+        os.close(fd)
 
 
 @contextmanager

@@ -40,6 +40,10 @@ fi
 
 apt-get update -q
 apt-get install "${apt_opts[@]}" "${target[@]}" criu runc runsc iptables busybox-static
+# The engines that own containers on real nodes, and checkpointctl (../shared/research/engines.md):
+# podman 5.4 and checkpointctl 1.3 from Debian 13, containerd 2.1 from sid (its runc stays Debian's).
+apt-get install "${apt_opts[@]}" "${target[@]}" podman conmon checkpointctl zstd
+apt-get install "${apt_opts[@]}" -t sid containerd
 # For the tests of the shell completions and man pages, and the static memory hog (benchmarks/hog.c).
 apt-get install "${apt_opts[@]}" zsh fish groff-base gcc libc6-dev
 
@@ -52,7 +56,7 @@ if [ ! -x "$TESTBED/runc-new/usr/sbin/runc" ]; then
   rm -rf "$tmp"
 fi
 # Print what was installed; whole outputs captured (head on a pipe would SIGPIPE under pipefail).
-for tool in runc "$TESTBED/runc-new/usr/sbin/runc" criu runsc; do
+for tool in runc "$TESTBED/runc-new/usr/sbin/runc" criu runsc podman checkpointctl containerd; do
   out=$("$tool" --version 2>&1 || true)
   echo "$tool: ${out%%$'\n'*}"
 done
