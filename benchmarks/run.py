@@ -207,6 +207,7 @@ def lazy_vs_eager(mib: int, reps: int, work: Path, hog: Path) -> dict[str, list[
 def export_vs_podman(mib: int, reps: int, work: Path, hog: Path) -> dict[str, list[float]]:
     """One podman container holding MIB MiB; per rep, alternating: podman's own checkpoint with
     --export (zstd), and crgpu checkpoint + crgpu export (zstd). Both keep it running."""
+    sys.path.insert(0, str(HERE.parent))  # the repository: podman as the tests run it
     from tests.testbed import Podman
 
     podman = Podman(work)
