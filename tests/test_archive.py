@@ -122,3 +122,62 @@ def test_the_writable_layer_is_found_in_the_mount_table(
     )
     assert overlay_upper(Path("/srv/with space")) == Path("/u x")
     assert overlay_upper(Path("/srv/plain")) is None
+
+
+def _write(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _rootfs(tmp_path: Path) -> Path:
+    rootfs = tmp_path / "image-rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    return rootfs
+
+
+def test_a_terminal_container_from_an_archive_needs_a_console_socket_before_anything_is_unpacked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRGPU_RUNC_ROOTS", str(tmp_path / "root"))
+    archive = _write(
+        tmp_path / "tty.tar",
+        [("config.dump", CONFIG), ("spec.dump", json.dumps({"process": {"terminal": True}}).encode())],
+    )
+    result = crgpu("restore", "-i", str(archive), "--rootfs", str(_rootfs(tmp_path)), "c2")
+    assert result.exit_code == ExitCode.PRECONDITION and "--console-socket" in result.stderr, result.output
+    work = Path(__import__("os").environ["CRGPU_WORK_ROOT"])
+    assert not (work / "c2").exists()  # refused from the archive's spec, nothing unpacked
+
+
+def test_an_archive_whose_container_would_reach_the_host_needs_trust(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Privileges, host namespaces and host bind mounts from an archive are listed and refused."""
+    from crgpu.archive_restore import sanitize_spec
+
+    spec = {
+        "process": {"capabilities": {"bounding": ["CAP_CHOWN", "CAP_SYS_ADMIN"]}},
+        "hooks": {"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", "touch /tmp/pwned"]}]},
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "network", "path": "/proc/1/ns/net"}]
+        },
+        "mounts": [
+            {"destination": "/host", "type": "bind", "source": "/etc", "options": ["rbind"]},
+            {"destination": "/etc/hosts", "type": "bind", "source": "/nonexistent/userdata/hosts"},
+        ],
+    }
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    notes, reaching = sanitize_spec(spec, bundle, "c2")
+    assert "hooks" not in spec and "path" not in spec["linux"]["namespaces"][2]  # type: ignore[index]
+    assert spec["linux"]["cgroupsPath"] == "/crgpu/c2"  # type: ignore[index]
+    assert any("CAP_SYS_ADMIN" in r for r in reaching)
+    assert any("ipc namespace" in r for r in reaching) and any("uts namespace" in r for r in reaching)
+    assert any("/etc at /host" in r for r in reaching)
+    stand_in = spec["mounts"][1]["source"]  # type: ignore[index]
+    assert str(stand_in).startswith(str(bundle)) and Path(str(stand_in)).is_file()
+    assert any("hooks were dropped" in n for n in notes)

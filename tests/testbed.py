@@ -362,9 +362,10 @@ class Podman:
         self("import", str(self.base / "rootfs.tar"), PODMAN_IMAGE)
         return PODMAN_IMAGE
 
-    def run(self, name: str, script: str = COUNTER) -> str:
+    def run(self, name: str, script: str = COUNTER, tty: bool = False) -> str:
         self.names.append(name)
-        return self("run", "-d", "--name", name, self.image(), "/bin/busybox", "sh", "-c", script)
+        terminal = ["-t"] if tty else []
+        return self("run", "-d", *terminal, "--name", name, self.image(), "/bin/busybox", "sh", "-c", script)
 
     def count(self, name: str) -> int:
         return int(self("exec", name, "/bin/busybox", "cat", "/tmp/count"))

@@ -37,9 +37,10 @@ def test_a_stop_checkpoint_of_a_podman_container_is_refused_with_podmans_command
     assert not (tmp_path / "img").exists()
 
 
-def test_a_hand_off_is_restored_by_podman_with_exec_working(podman: testbed.Podman) -> None:
+@pytest.mark.parametrize("tty", [False, True], ids=["plain", "terminal"])
+def test_a_hand_off_is_restored_by_podman_with_exec_working(podman: testbed.Podman, tty: bool) -> None:
     name = _name()
-    podman.run(name)
+    podman.run(name, tty=tty)  # `podman run -t`: the terminal is podman's (conmon's) to hand back
     saved = podman.wait_count_above(name, 5)
     result = crgpu("checkpoint", "--hand-off", "--json", name)
     doc = json.loads(result.stdout)
