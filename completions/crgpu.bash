@@ -6,11 +6,11 @@ _crgpu() {
     prev="${COMP_WORDS[COMP_CWORD-1]}"
     cmd=""
     for ((i = 1; i < COMP_CWORD; i++)); do
-        case "${COMP_WORDS[i]}" in checkpoint|cuda|doctor|inspect|restore) cmd="${COMP_WORDS[i]}"; break ;; esac
+        case "${COMP_WORDS[i]}" in checkpoint|cuda|doctor|export|inspect|restore) cmd="${COMP_WORDS[i]}"; break ;; esac
     done
     if [[ -z "$cmd" ]]; then
         case "$prev" in --config) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
-        _crgpu_words "checkpoint cuda doctor inspect restore --version --config --help -h"; return
+        _crgpu_words "checkpoint cuda doctor export inspect restore --version --config --help -h"; return
     fi
     case "$cmd" in
     checkpoint)
@@ -37,6 +37,14 @@ _crgpu() {
         esac
         if [[ "$cur" == -* ]]; then _crgpu_words "--probe --strict --image-path -i --container --json --debug --quiet -q --help -h"; else COMPREPLY=(); fi
         ;;
+    export)
+        case "$prev" in
+            --image-path|-i) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")); return ;;
+            --output|-o|--format) :; return ;;
+            --compression) _crgpu_words "none flate-best-speed"; return ;;
+        esac
+        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --output -o --format --compression --json --debug --quiet -q --help -h"; else COMPREPLY=(); fi
+        ;;
     inspect)
         case "$prev" in
         esac
@@ -44,13 +52,13 @@ _crgpu() {
         ;;
     restore)
         case "$prev" in
-            --image-path|-i|--work-path|--bundle|-b|--root) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")); return ;;
+            --image-path|-i|--work-path|--bundle|-b|--rootfs|--root) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")); return ;;
             --pid-file|--console-socket) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --page-server|--wait|--runtime-flag) :; return ;;
             --manage-cgroups-mode) _crgpu_words "soft full strict ignore"; return ;;
             --runtime) _crgpu_words "auto runc runsc"; return ;;
         esac
-        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --work-path --bundle -b --detach --no-detach -d --pid-file --console-socket --tcp-established --tcp-close --file-locks --ext-unix-sk --shell-job --manage-cgroups-mode --direct --force --trust-image --lazy-pages --page-server --wait --runtime --root --runtime-debug --runtime-flag --json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); fi
+        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --work-path --bundle -b --detach --no-detach -d --pid-file --console-socket --tcp-established --tcp-close --file-locks --ext-unix-sk --shell-job --manage-cgroups-mode --direct --force --rootfs --trust-image --lazy-pages --page-server --wait --runtime --root --runtime-debug --runtime-flag --json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); fi
         ;;
     esac
 }

@@ -18,6 +18,7 @@ import shutil
 import stat
 import subprocess
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,11 +48,33 @@ class PreparedArchive:
     container_id: str
     summary: ArchiveSummary
     notes: list[str] = field(default_factory=list)
+    work: Path | None = None  # what crgpu made: taken back by discard()
+
+    def discard(self) -> None:
+        """Unmount the bundle's overlay (if crgpu mounted one) and remove what crgpu unpacked."""
+        if self.work is None:
+            return
+        rootfs = self.work / "bundle" / "rootfs"
+        if os.path.ismount(rootfs):
+            subprocess.run(
+                ["umount", "--", str(rootfs)], capture_output=True, timeout=MOUNT_TIMEOUT_S, check=False
+            )
+        if not os.path.ismount(rootfs):
+            shutil.rmtree(self.work, ignore_errors=True)
 
 
 def prepare(
-    archive: Path, container_id: str | None, bundle: Path | None, rootfs: Path | None, trust: bool
+    archive: Path,
+    container_id: str | None,
+    bundle: Path | None,
+    rootfs: Path | None,
+    trust: bool,
+    before_unpack: Callable[[str], None] = lambda _id: None,
+    console_socket: bool = False,
 ) -> PreparedArchive:
+    """Unpack and make the bundle. Whatever can be refused from the archive's metadata is refused
+    before anything is written (`before_unpack(container_id)` adds the caller's checks); a failure
+    afterwards takes back the mount and the directory."""
     summary = read_summary(archive)
     wanted = container_id or summary.config.get("id")
     try:
@@ -66,21 +89,42 @@ def prepare(
             "an archive holds the container's writable layer, not its image: crgpu needs the image's root filesystem",
             hint="give --rootfs DIR (e.g. the path `podman image mount IMAGE` prints), or a whole --bundle",
         )
+    process = summary.spec.get("process")
+    if (
+        bundle is None
+        and isinstance(process, dict)
+        and process.get("terminal") is True
+        and not console_socket
+    ):
+        raise PreconditionError(
+            "the archive's container has a terminal (terminal: true in its spec): the runtime must hand the "
+            "restored terminal to a console socket",
+            hint="give --console-socket SOCKET (a receiver listening there, such as runc's recvtty)",
+        )
+    before_unpack(target_id)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
     work = Path(config.get("work_root").value) / target_id / f"import-{stamp}"
-    unpacked = work / "archive"
-    unpack(archive, unpacked)
-    image_dir = unpacked / CHECKPOINT_DIR
-    if not (image_dir / "inventory.img").is_file():
-        raise PreconditionError(f"{archive} holds no checkpoint/inventory.img: not a complete checkpoint")
-    if (unpacked / MANIFEST_NAME).is_file():
-        os.rename(unpacked / MANIFEST_NAME, image_dir / MANIFEST_NAME)
-    notes = [f"unpacked into {unpacked}"]
-    if bundle is None:
-        assert rootfs is not None
-        bundle, made = make_bundle(unpacked, work / "bundle", rootfs, target_id, trust)
-        notes += made
-    return PreparedArchive(image_dir, bundle, target_id, summary, notes)
+    prepared = PreparedArchive(
+        work / "archive" / CHECKPOINT_DIR, bundle or work / "bundle", target_id, summary
+    )
+    prepared.work = work
+    try:
+        unpacked = work / "archive"
+        unpack(archive, unpacked)
+        image_dir = prepared.image_dir
+        if not (image_dir / "inventory.img").is_file():
+            raise PreconditionError(f"{archive} holds no checkpoint/inventory.img: not a complete checkpoint")
+        if (unpacked / MANIFEST_NAME).is_file():
+            os.rename(unpacked / MANIFEST_NAME, image_dir / MANIFEST_NAME)
+        prepared.notes.append(f"unpacked into {unpacked}")
+        if bundle is None:
+            assert rootfs is not None
+            _, made = make_bundle(unpacked, prepared.bundle, rootfs, target_id, trust)
+            prepared.notes += made
+    except BaseException:
+        prepared.discard()
+        raise
+    return prepared
 
 
 def make_bundle(

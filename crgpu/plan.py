@@ -13,6 +13,7 @@ from pathlib import Path
 
 from crgpu import config
 from crgpu.archive import is_archive
+from crgpu.archive_restore import PreparedArchive
 from crgpu.archive_restore import prepare as prepare_archive
 from crgpu.criu import cuda_plugin_path, dirty_tracking, require_criu
 from crgpu.cuda import load_driver
@@ -242,22 +243,30 @@ def work_dir_for(container_id: str, kind: str) -> Path:
     return Path(config.get("work_root").value) / container_id / f"{kind}-{stamp}"
 
 
-def _from_archive(opts: RestoreOptions) -> tuple[RestoreOptions, list[str]]:
+def _from_archive(opts: RestoreOptions) -> tuple[RestoreOptions, PreparedArchive]:
     """An archive is unpacked (as hostile input) and its bundle made; the restore then runs on
     the unpacked images under crgpu's own state root (never one an archive names)."""
-    prepared = prepare_archive(opts.image_dir, opts.container_id, opts.bundle, opts.rootfs, opts.trust_image)
+    root = opts.root or Path("/run/runc")
+    prepared = prepare_archive(
+        opts.image_dir,
+        opts.container_id,
+        opts.bundle,
+        opts.rootfs,
+        opts.trust_image,
+        before_unpack=lambda container_id: refuse_existing(container_id, "runc", root),
+        console_socket=opts.console_socket is not None,
+    )
     update: dict[str, object] = {
         "image_path": prepared.image_dir,
         "container_id": prepared.container_id,
         "bundle": prepared.bundle,
-        "root": opts.root or Path("/run/runc"),
+        "root": root,
         "runtime": "runc" if opts.runtime == "auto" else opts.runtime,
         "force": opts.force or not (prepared.image_dir / MANIFEST_NAME).is_file(),
     }
-    notes = [*prepared.notes]
     if not (prepared.image_dir / MANIFEST_NAME).is_file():
-        notes.append(f"a {prepared.summary.format} archive: no crgpu.json, restored with runc")
-    return opts.model_copy(update=update), notes
+        prepared.notes.append(f"a {prepared.summary.format} archive: no crgpu.json, restored with runc")
+    return opts.model_copy(update=update), prepared
 
 
 def _image_for_restore(opts: RestoreOptions) -> tuple[Manifest | None, list[str]]:
@@ -283,14 +292,22 @@ def _image_for_restore(opts: RestoreOptions) -> tuple[Manifest | None, list[str]
 
 
 def plan_restore(opts: RestoreOptions, dry_run: bool = False) -> RestorePlan:
-    archive_notes: list[str] = []
-    if is_archive(opts.image_dir):
-        if dry_run:
-            raise PreconditionError(
-                "a dry run of an archive's restore would unpack it",
-                hint="see what it holds with `crgpu inspect ARCHIVE`",
-            )
-        opts, archive_notes = _from_archive(opts)
+    if not is_archive(opts.image_dir):
+        return _plan_restore(opts, [])
+    if dry_run:
+        raise PreconditionError(
+            "a dry run of an archive's restore would unpack it",
+            hint="see what it holds with `crgpu inspect ARCHIVE`",
+        )
+    opts, prepared = _from_archive(opts)
+    try:
+        return _plan_restore(opts, prepared.notes)
+    except BaseException:
+        prepared.discard()  # refused after unpacking: take back the mount and the files
+        raise
+
+
+def _plan_restore(opts: RestoreOptions, archive_notes: list[str]) -> RestorePlan:
     manifest, trust_notes = _image_for_restore(opts)
     trust_notes = [*archive_notes, *trust_notes]
     runtime_choice = choose_runtime(opts.runtime)

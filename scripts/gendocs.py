@@ -317,7 +317,9 @@ DESCRIPTIONS = {
     "restore": "Restore a container from a checkpoint made by crgpu. Runtime, state root, container ID, bundle "
     "and (runsc) the sandbox's global flags come from the image's crgpu.json. Before anything runs, the "
     "restore guard refuses an image that cannot work on this host: another runtime, an older CRIU, another "
-    "NVIDIA driver, fewer GPUs or another GPU model (\\-\\-force proceeds with a warning for each).",
+    "NVIDIA driver, fewer GPUs or another GPU model (\\-\\-force proceeds with a warning for each). "
+    "IMAGE may be an archive (crgpu export, podman's, the kubelet's): it is unpacked as hostile input and "
+    "restored onto \\-\\-rootfs (the image's root filesystem) under crgpu's own state root.",
     "doctor": "Check that this node can checkpoint runc, runsc and CUDA containers. Each check has a stable id, "
     "a status (ok, warn, fail, skip), a detail and the exact fix. Without a GPU the GPU checks are skipped. "
     "With \\-\\-probe, a throwaway busybox container per runtime is checkpointed and restored for real. "
@@ -328,7 +330,14 @@ DESCRIPTIONS = {
     "(onto other GPUs with \\-\\-device\\-map, driver 580); \\fBunlock\\fR lets it run. crgpu checkpoint \\-\\-cuda "
     "driver\\-api does all of this around the runtime for every CUDA process of a container.",
     "inspect": "Show what a checkpoint holds, from its crgpu.json alone: runtime, container, creation time, "
-    "options, host (kernel, CRIU, NVIDIA driver, GPUs), sizes and CRIU statistics. No runtime is needed.",
+    "options, host (kernel, CRIU, NVIDIA driver, GPUs), sizes and CRIU statistics. No runtime is needed. "
+    "An archive (crgpu export, podman container checkpoint \\-\\-export, the kubelet's) is read without "
+    "unpacking it.",
+    "export": "Write a checkpoint made by crgpu into an archive in the engines' format: checkpoint/ (CRIU's "
+    "images), stats\\-dump, spec.dump, config.dump (podman's, or the CRI's with \\-\\-format kubernetes), "
+    "rootfs\\-diff.tar and deleted.files (the container's writable layer), and crgpu.json. podman container "
+    "restore \\-\\-import and checkpointctl read it. The image is streamed into the compressor (zstd by "
+    "default); the archive appears under its name only when complete.",
 }
 GPU_NOTES = {
     "checkpoint": "On runc, a CUDA process is checkpointed by CRIU's CUDA plugin (cuda_plugin.so in CRIU's plugin "

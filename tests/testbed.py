@@ -27,6 +27,9 @@ COUNTER = (
     "exec </dev/null >/tmp/log 2>&1; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
 )
 
+# As COUNTER, but keeps its stdio: a container's terminal stays open in it.
+TTY_COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
+
 
 def missing(reason: str) -> None:
     if os.environ.get("CI") == "true":
