@@ -56,7 +56,8 @@ if [ ! -x "$TESTBED/runc-new/usr/sbin/runc" ]; then
   rm -rf "$tmp"
 fi
 # Print what was installed; whole outputs captured (head on a pipe would SIGPIPE under pipefail).
-for tool in runc "$TESTBED/runc-new/usr/sbin/runc" criu runsc podman checkpointctl containerd; do
+for tool in runc "$TESTBED/runc-new/usr/sbin/runc" criu runsc podman containerd; do
   out=$("$tool" --version 2>&1 || true)
   echo "$tool: ${out%%$'\n'*}"
 done
+echo "checkpointctl: $(command -v checkpointctl)"  # it has no version flag
