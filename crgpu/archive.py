@@ -31,19 +31,22 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Literal
 
+from crgpu.archive_names import (
+    CHECKPOINT_DIR,
+    CONFIG_DUMP,
+    DELETED_NAME,
+    DIFF_NAME,
+    SPEC_DUMP,
+    STATS_DUMP,
+    STATUS_DUMP,
+)
 from crgpu.criu import parse_stats
 from crgpu.errors import ImagePathError, PreconditionError
 from crgpu.image import MANIFEST_NAME, Manifest, read_image
-from crgpu.rootfs_diff import DELETED_NAME, DIFF_NAME
 from crgpu.safedirs import read_nofollow, take_private_dir
 
 ArchiveFormat = Literal["podman", "kubernetes"]
 Compression = Literal["zstd", "gzip", "none"]
-CHECKPOINT_DIR = "checkpoint"
-SPEC_DUMP = "spec.dump"
-CONFIG_DUMP = "config.dump"
-STATUS_DUMP = "status.dump"
-STATS_DUMP = "stats-dump"
 METADATA_MAX_BYTES = 16 * 1024 * 1024
 MAX_MEMBERS = 1_000_000
 # Files of a crgpu image that are crgpu's or the runtime's, not CRIU's images.
@@ -303,13 +306,6 @@ def _compressor(raw: IO[bytes], compression: Compression) -> Iterator[IO[bytes]]
 
 
 # ---------------------------------------------------------------- reading
-def is_archive(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(path.lstat().st_mode)
-    except OSError:
-        return False
-
-
 @contextmanager
 def open_archive(path: Path) -> Iterator[tarfile.TarFile]:
     """A streaming reader of an archive, whatever its compression (zstd, gzip, none)."""

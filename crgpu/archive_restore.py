@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from crgpu import config
-from crgpu.archive import CHECKPOINT_DIR, SPEC_DUMP, ArchiveSummary, read_summary, unpack
+from crgpu.archive import ArchiveSummary, read_summary, unpack
+from crgpu.archive_names import CHECKPOINT_DIR, DELETED_NAME, DIFF_NAME, SPEC_DUMP
 from crgpu.errors import PreconditionError
 from crgpu.image import MANIFEST_NAME
 from crgpu.options import check_container_id
-from crgpu.rootfs_diff import DELETED_NAME, DIFF_NAME
 
 # What a container gets without asking (the engines' default capability set).
 DEFAULT_CAPS = {

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from crgpu.archive import SPEC_DUMP
+from crgpu.archive_names import SPEC_DUMP
 from crgpu.cuda import load_driver
 from crgpu.cuda_flow import DriverApiSession
 from crgpu.cuda_processes import CudaProcess
@@ -109,7 +109,9 @@ def execute_checkpoint(
             _after_failed_checkpoint(plan, result)  # it reports the container's state afterwards
             raise_if_interrupted(result, plan.adapter, info.root)
             return result
-        result.container_status = safe_status(plan.adapter, info.id, info.root)
+        # A checkpoint that worked leaves the container running (--leave-running) or gone: no need
+        # to ask the runtime a second time.
+        result.container_status = "running" if opts.leave_running else None
         result.stats = criu_stats(
             plan.work_dir / "stats-dump", "runtime_checkpoint_duration", result.duration_s
         )

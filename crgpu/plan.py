@@ -10,11 +10,10 @@ import stat
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crgpu import config
-from crgpu.archive import is_archive
-from crgpu.archive_restore import PreparedArchive
-from crgpu.archive_restore import prepare as prepare_archive
+from crgpu.archive_names import is_archive
 from crgpu.criu import cuda_plugin_path, dirty_tracking, require_criu
 from crgpu.cuda import load_driver
 from crgpu.cuda_flow import classify, select_mode
@@ -40,10 +39,19 @@ from crgpu.runtimes.base import ContainerInfo, Invocation, RuntimeAdapter
 from crgpu.runtimes.capabilities import run_capture
 from crgpu.runtimes.detect import choose_runtime, find_container, locate, read_bundle_spec
 
+if TYPE_CHECKING:
+    from crgpu.archive_restore import PreparedArchive
+
 Adapter = RuntimeAdapter
 
 
 CHECKPOINTABLE = ("running", "paused")
+
+
+def load_adapters() -> None:
+    """Import both runtime adapters now (a command's own code), not in the middle of planning."""
+    import crgpu.runtimes.runc
+    import crgpu.runtimes.runsc  # noqa: F401
 
 
 def adapter_for(runtime: str) -> Adapter:
@@ -246,6 +254,8 @@ def work_dir_for(container_id: str, kind: str) -> Path:
 def _from_archive(opts: RestoreOptions) -> tuple[RestoreOptions, PreparedArchive]:
     """An archive is unpacked (as hostile input) and its bundle made; the restore then runs on
     the unpacked images under crgpu's own state root (never one an archive names)."""
+    from crgpu.archive_restore import prepare as prepare_archive
+
     root = opts.root or Path("/run/runc")
     prepared = prepare_archive(
         opts.image_dir,

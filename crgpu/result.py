@@ -46,6 +46,9 @@ class OperationResult:
     helper_argv: list[str] = field(default_factory=list)
     # What went wrong around a run that still succeeded (statistics or logs not written).
     warnings: list[str] = field(default_factory=list)
+    # Seconds: startup_s, plan_s, runtime_s (the runtime call, CRIU included), post_s (crgpu's own
+    # work around it: lock, directories, CUDA, statistics, manifest, clean-up).
+    timings: dict[str, float] = field(default_factory=dict)
     detail: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:

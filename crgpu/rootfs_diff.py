@@ -12,45 +12,44 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tarfile
 from pathlib import Path
 
+from crgpu.archive_names import DELETED_NAME, DIFF_NAME
 from crgpu.host_root import host_path
 
-DIFF_NAME = "rootfs-diff.tar"
-DELETED_NAME = "deleted.files"
+_ESCAPES = {" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"}
+
+
+def _escape(path: str) -> str:
+    """A path as mountinfo writes it (octal escapes for space, tab, newline and backslash)."""
+    return "".join(_ESCAPES.get(char, char) for char in path)
 
 
 def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (\\040)."""
-    out, i = [], 0
-    while i < len(field):
-        code = field[i + 1 : i + 4]
-        if field[i] == "\\" and len(code) == 3 and code.isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
+    for char, code in _ESCAPES.items():
+        field = field.replace(code, char)
+    return field
 
 
 def overlay_upper(rootfs: Path) -> Path | None:
-    """The upper directory of the overlay mounted at `rootfs`, or None (not an overlay)."""
+    """The upper directory of the overlay mounted at `rootfs`, or None (not an overlay). Only the
+    lines naming that mount point are parsed: a node with an engine has thousands."""
     try:
         lines = host_path("/proc/self/mountinfo").read_text().splitlines()
     except OSError:
         return None
+    target = f" {_escape(str(rootfs))} "
     found = None
     for line in lines:
-        before, sep, after = line.partition(" - ")
-        fields, tail = before.split(), after.split()
-        if not sep or len(fields) < 5 or len(tail) < 3:
+        if target not in line or " - overlay " not in line:
             continue
-        if _unescape(fields[4]) == str(rootfs) and tail[0] == "overlay":
-            for option in tail[2].split(","):
-                if option.startswith("upperdir="):
-                    found = Path(_unescape(option.removeprefix("upperdir=")))  # the last mount wins
+        before, _, after = line.partition(" - ")
+        fields, tail = before.split(), after.split()
+        if len(fields) < 5 or len(tail) < 3 or fields[4] != target.strip():
+            continue
+        for option in tail[2].split(","):
+            if option.startswith("upperdir="):
+                found = Path(_unescape(option.removeprefix("upperdir=")))  # the last mount wins
     return found
 
 
@@ -61,6 +60,8 @@ def _is_whiteout(st: os.stat_result) -> bool:
 def write_rootfs_diff(upper: Path, image_dir: Path) -> tuple[int, int]:
     """Write DIFF_NAME (and DELETED_NAME when something was deleted) into the image dir from an
     overlay upper dir. Returns (entries, deleted). Links are stored as links, never followed."""
+    import tarfile  # only for a container on an overlay
+
     deleted: list[str] = []
     entries = 0
     fd = os.open(

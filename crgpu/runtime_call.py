@@ -56,6 +56,7 @@ def run_runtime(
         raise ImagePathError(f"cannot write {output_log}: {exc.strerror}", hint=space_hint(exc)) from exc
     result.exit_code = run.exit_code
     result.duration_s = round(run.duration_s, 4)
+    result.timings["runtime_s"] = round(result.timings.get("runtime_s", 0.0) + run.duration_s, 4)
     result.interrupted_by = run.interrupted_by
     if run.exit_code == 0:
         return

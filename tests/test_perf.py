@@ -26,7 +26,7 @@ def _imported(*args: str) -> set[str]:
     return {m.group(1) for m in re.finditer(r"\|\s+([\w.]+)\s*$", done.stderr, re.M)}
 
 
-@pytest.mark.parametrize("args", [["--version"], ["--help"]])
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["checkpoint", "--help"], ["restore", "--help"]])
 def test_start_up_imports_nothing_heavy(args: list[str]) -> None:
     loaded = _imported(*args)
     assert "typer" in loaded  # the probe sees imports at all
@@ -37,6 +37,66 @@ def test_completion_request_loads_neither_typer_nor_pydantic() -> None:
     loaded = _imported("__complete", "ids")
     assert "crgpu.roots" in loaded
     assert not {m for m in loaded if m.startswith(("typer", *HEAVY))}
+
+
+def test_parsing_builds_no_pydantic_adapter_per_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Typer 0.29 builds a pydantic TypeAdapter for every option while parsing (0.2 s a call)."""
+    install_fake_runc(tmp_path, monkeypatch)
+    loaded = _imported("checkpoint", "--dry-run", "--json", "-i", str(tmp_path / "img"), "c1")
+    assert "crgpu.plan" in loaded  # it really planned
+    assert "typer._adapters" not in loaded
+
+
+def test_a_checkpoint_asks_the_runtime_for_the_state_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = install_fake_runc(tmp_path, monkeypatch)
+    result = subprocess.run(
+        [sys.executable, "-m", "crgpu", "checkpoint", "--json", "-i", str(tmp_path / "img"), "c1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert len([line for line in calls.read_text().splitlines() if " state " in f" {line} "]) == 1
+
+
+def test_every_result_says_where_its_time_went(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    install_fake_runc(tmp_path, monkeypatch, on_checkpoint="sleep 0.3")
+    done = subprocess.run(
+        [sys.executable, "-m", "crgpu", "checkpoint", "--json", "-i", str(tmp_path / "img"), "c1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    timings = json.loads(done.stdout)["timings"]
+    assert set(timings) == {"startup_s", "plan_s", "runtime_s", "post_s"}
+    assert 0.3 <= timings["runtime_s"] < 2  # the runtime's own 0.3 s, counted as the runtime's
+    assert 0 < timings["startup_s"] < 10 and timings["plan_s"] >= 0 and timings["post_s"] >= 0
+    plain = subprocess.run(
+        [sys.executable, "-m", "crgpu", "checkpoint", "-i", str(tmp_path / "img2"), "c1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "timings: start-up" in plain.stderr and "runtime 3" in plain.stderr
+    dry = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "crgpu",
+                "checkpoint",
+                "--dry-run",
+                "--json",
+                "-i",
+                str(tmp_path / "i3"),
+                "c1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    )
+    assert set(dry["timings"]) == {"startup_s", "plan_s"}
 
 
 def _max_rss_kib(argv: list[str]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from crgpu.cli.common import Planned, run_planned, validated
@@ -22,20 +23,27 @@ Examples:
 """
 
 
-def _plan(values: dict[str, Any]) -> Planned:
+def _parse(values: dict[str, Any]) -> Callable[[], Planned]:
+    """Parsing ends with the validated options (the command's code loaded); planning is the rest."""
     from crgpu.checkpoint import execute_checkpoint
     from crgpu.options import CheckpointOptions
-    from crgpu.plan import checkpoint_dry_run, plan_checkpoint
+    from crgpu.plan import checkpoint_dry_run, load_adapters, plan_checkpoint
 
-    plan = plan_checkpoint(validated(CheckpointOptions, model_values("checkpoint", values)))
-    return Planned(
-        f"{plan.adapter.label} checkpoint {plan.container.id}",
-        plan.invocation.notes,
-        lambda: checkpoint_dry_run(plan),
-        lambda sink: execute_checkpoint(plan, sink),
-    )
+    load_adapters()
+    opts = validated(CheckpointOptions, model_values("checkpoint", values))
+
+    def plan() -> Planned:
+        planned = plan_checkpoint(opts)
+        return Planned(
+            f"{planned.adapter.label} checkpoint {planned.container.id}",
+            planned.invocation.notes,
+            lambda: checkpoint_dry_run(planned),
+            lambda sink: execute_checkpoint(planned, sink),
+        )
+
+    return plan
 
 
 checkpoint = table_command(
-    "checkpoint", "Checkpoint a running container into a new image directory.", run_planned(_plan)
+    "checkpoint", "Checkpoint a running container into a new image directory.", run_planned(_parse)
 )

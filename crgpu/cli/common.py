@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,7 +100,7 @@ class Planned:
     execute: Callable[[LineSink], OperationResult]
 
 
-def run_planned(plan: Callable[[dict[str, Any]], Planned]) -> Callable[[dict[str, Any]], None]:
+def run_planned(parse: Callable[[dict[str, Any]], Callable[[], Planned]]) -> Callable[[dict[str, Any]], None]:
     """The body of checkpoint and restore: plan, then the dry run's plan, or the notes, the
     runtime's live output and the result; every failure through run_guarded."""
 
@@ -107,14 +108,29 @@ def run_planned(plan: Callable[[dict[str, Any]], Planned]) -> Callable[[dict[str
         renderer = Renderer(as_json=values["as_json"], quiet=values["quiet"])
 
         def body() -> int:
-            planned = plan(values)
+            from crgpu.timings import process_age_s
+
+            plan = parse(values)
+            startup = process_age_s()
+            started = time.monotonic()
+            planned = plan()
+            timings = {"startup_s": startup, "plan_s": round(time.monotonic() - started, 4)}
             if values["dry_run"]:
-                renderer.result(planned.preview())
+                preview = planned.preview()
+                preview.timings.update({k: v for k, v in timings.items() if v is not None})
+                renderer.result(preview)
                 return 0
             for note in planned.notes:
                 renderer.note(note)
+            started = time.monotonic()
             with renderer.stream(planned.title) as sink:
                 result = planned.execute(sink)
+            own = time.monotonic() - started - result.timings.get("runtime_s", 0.0)
+            result.timings = {
+                **{k: v for k, v in timings.items() if v is not None},
+                "runtime_s": result.timings.get("runtime_s", 0.0),
+                "post_s": round(max(own, 0.0), 4),
+            }
             renderer.result(result)
             return int(result.ok is False)
 

@@ -36,7 +36,7 @@ def inspect(
     renderer = Renderer(as_json=as_json, quiet=quiet)
 
     def body() -> int:
-        from crgpu.archive import is_archive
+        from crgpu.archive_names import is_archive
         from crgpu.image import read_image
 
         path = image_path.expanduser().absolute()

@@ -129,6 +129,7 @@ class Renderer:
                 style="green",
             )
             self.stats(result.stats)
+            self.timings(result.timings)
             print(printable(result.container_id))
             return
         self.failure(result.error or f"{result.verb} failed", result.hint, _failure_detail(result))
@@ -146,6 +147,19 @@ class Renderer:
             _console().print(table)
             return
         print("statistics: " + ", ".join(f"{name} {value}" for name, value in rows), file=sys.stderr)
+
+    def timings(self, timings: dict[str, float]) -> None:
+        """Where the call's time went: crgpu's fixed cost beside the runtime's."""
+        names = (
+            ("startup_s", "start-up"),
+            ("plan_s", "plan"),
+            ("runtime_s", "runtime"),
+            ("post_s", "crgpu after plan"),
+        )
+        shown = [f"{label} {timings[key] * 1000:.0f} ms" for key, label in names if key in timings]
+        if self.quiet or not shown:
+            return
+        self.status(", ".join(shown), label="timings:", style="dim")
 
     def failure(self, message: str, hint: str | None, detail: list[str]) -> None:
         message = printable(message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from crgpu.cli.common import Planned, run_planned, validated
@@ -18,18 +19,27 @@ Examples:
 """
 
 
-def _plan(values: dict[str, Any]) -> Planned:
+def _parse(values: dict[str, Any]) -> Callable[[], Planned]:
+    """Parsing ends with the validated options (the command's code loaded); planning is the rest."""
     from crgpu.options import RestoreOptions
-    from crgpu.plan import plan_restore, restore_dry_run
+    from crgpu.plan import load_adapters, plan_restore, restore_dry_run
     from crgpu.restore import execute_restore
 
-    plan = plan_restore(validated(RestoreOptions, model_values("restore", values)), values["dry_run"])
-    return Planned(
-        f"{plan.adapter.label} restore {plan.container_id}",
-        plan.invocation.notes,
-        lambda: restore_dry_run(plan),
-        lambda sink: execute_restore(plan, sink),
-    )
+    load_adapters()
+    opts = validated(RestoreOptions, model_values("restore", values))
+
+    def plan() -> Planned:
+        planned = plan_restore(opts, values["dry_run"])
+        return Planned(
+            f"{planned.adapter.label} restore {planned.container_id}",
+            planned.invocation.notes,
+            lambda: restore_dry_run(planned),
+            lambda sink: execute_restore(planned, sink),
+        )
+
+    return plan
 
 
-restore = table_command("restore", "Restore a container from a checkpoint made by crgpu.", run_planned(_plan))
+restore = table_command(
+    "restore", "Restore a container from a checkpoint made by crgpu.", run_planned(_parse)
+)

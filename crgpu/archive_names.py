@@ -1,0 +1,24 @@
+"""The names the engines' checkpoint archives use, shared by the image, export and import, and
+how an archive is told from an image directory. Standard library only: restore and checkpoint
+load this, not the archive code."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+CHECKPOINT_DIR = "checkpoint"
+SPEC_DUMP = "spec.dump"
+CONFIG_DUMP = "config.dump"
+STATUS_DUMP = "status.dump"
+STATS_DUMP = "stats-dump"
+DIFF_NAME = "rootfs-diff.tar"
+DELETED_NAME = "deleted.files"
+
+
+def is_archive(path: Path) -> bool:
+    """An archive is a regular file; an image is a directory."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
