@@ -59,7 +59,11 @@ def execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None =
         finally:
             if daemon is not None:
                 lazy_s = finish_daemon(daemon, result, plan.work_dir)
-        result.container_status = safe_status(plan.adapter, plan.container_id, plan.root)
+        if result.ok and plan.options.detach:
+            # A detached restore returns once the container runs: no second question to the runtime.
+            result.container_status = "running"
+        else:
+            result.container_status = safe_status(plan.adapter, plan.container_id, plan.root)
         if result.ok:
             result.stats = criu_stats(
                 plan.work_dir / "stats-restore", "runtime_restore_duration", result.duration_s

@@ -8,6 +8,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -35,6 +36,20 @@ DebugOpt = Annotated[
     bool, typer.Option("--debug", help="Show tracebacks of internal errors.", envvar="CRGPU_DEBUG")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and data.")]
+
+
+def path_arg(text: str, flag: str) -> Path:
+    """A path from the command line, checked as the options model checks paths (NUL bytes, lengths),
+    made absolute. Typer's Path type would stat it while parsing and raise on a NUL byte."""
+    from crgpu.options import check_path_lengths
+
+    try:
+        check_path_lengths(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}", hint="see --help") from None
+    if not text:
+        raise UsageError(f"{flag}: path is empty", hint="see --help")
+    return Path(text).expanduser().absolute()
 
 
 def validated(model: type[M], values: dict[str, Any]) -> M:

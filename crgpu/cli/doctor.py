@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, run_guarded
+from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, path_arg, run_guarded
 from crgpu.cli.render import Renderer
 from crgpu.textsafe import printable
 
@@ -38,7 +37,7 @@ def doctor(
     ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Count warnings as failures.")] = False,
     image_path: Annotated[
-        Optional[Path], typer.Option("--image-path", "-i", help="Check free space for a checkpoint here.")
+        Optional[str], typer.Option("--image-path", "-i", help="Check free space for a checkpoint here.")
     ] = None,
     container: Annotated[
         Optional[str], typer.Option("--container", help="With --image-path: count this container's memory.")
@@ -60,7 +59,8 @@ def doctor(
             memory = container_memory_bytes(find_container(container).pid)
         if probe and not as_json:
             renderer.status("probing: a throwaway container per runtime, checkpointed and restored ...")
-        report = run_doctor(image_path=image_path, container_memory=memory, strict=strict, probe=probe)
+        target = path_arg(image_path, "--image-path") if image_path is not None else None
+        report = run_doctor(image_path=target, container_memory=memory, strict=strict, probe=probe)
         render_report(report, renderer)
         return 0 if report.ok else 1
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, run_guarded
+from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, path_arg, run_guarded
 from crgpu.cli.render import Renderer
 from crgpu.textsafe import printable
 
@@ -38,10 +37,10 @@ class Compression(StrEnum):
 
 def export(
     image_path: Annotated[
-        Path, typer.Option("--image-path", "-i", help="The checkpoint directory.", show_default=False)
+        str, typer.Option("--image-path", "-i", help="The checkpoint directory.", show_default=False)
     ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="The archive to write (new).", show_default=False)
+        str, typer.Option("--output", "-o", help="The archive to write (new).", show_default=False)
     ],
     fmt: Annotated[
         Format,
@@ -66,8 +65,8 @@ def export(
 
         with renderer.progress("exporting") as advance:
             done = export_image(
-                image_path.expanduser().absolute(),
-                output.expanduser().absolute(),
+                path_arg(image_path, "--image-path"),
+                path_arg(output, "--output"),
                 fmt.value,
                 compression.value,
                 advance,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, run_guarded
+from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, path_arg, run_guarded
 from crgpu.cli.render import Renderer, format_stats
 from crgpu.textsafe import printable
 
@@ -25,7 +25,7 @@ Examples:
 
 def inspect(
     image_path: Annotated[
-        Path, typer.Argument(help="The checkpoint directory, or a checkpoint archive.", show_default=False)
+        str, typer.Argument(help="The checkpoint directory, or a checkpoint archive.", show_default=False)
     ],
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -39,7 +39,7 @@ def inspect(
         from crgpu.archive_names import is_archive
         from crgpu.image import read_image
 
-        path = image_path.expanduser().absolute()
+        path = path_arg(image_path, "IMAGE")
         if is_archive(path):
             return _inspect_archive(path, as_json, renderer)
         image = read_image(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -19,9 +18,11 @@ COMMON: tuple[tuple[str, Any, bool], ...] = (
     ("debug", DebugOpt, False),
     ("quiet", QuietOpt, False),
 )
+# Paths reach the options model as text: it checks them (NUL, lengths, absolute). Typer's own Path
+# type would stat each one while parsing (and raise on a NUL byte).
 _TYPES: dict[str, Any] = {
-    "dir": Path,
-    "file": Path,
+    "dir": str,
+    "file": str,
     "id": str,
     "int": int,
     "float": float,

@@ -114,3 +114,19 @@ def test_missing_runtime_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     result = crgpu("checkpoint", "-i", str(tmp_path / "i"), "c1")
     assert result.exit_code == 3
     assert "runc not found on PATH" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["inspect", "\x00"],
+        ["export", "-i", "\x00", "-o", "/tmp/crgpu-never"],
+        ["export", "-i", "/tmp", "-o", "bad\x00name"],
+        ["doctor", "-i", "\x00"],
+        ["checkpoint", "--root", "\x00", "-i", "/tmp/crgpu-never", "c1"],
+    ],
+)
+def test_a_nul_byte_in_a_path_is_a_usage_error_not_a_traceback(args: list[str]) -> None:
+    """Typer's Path type stats paths while parsing and raised ValueError on a NUL byte."""
+    result = crgpu(*args)
+    assert result.exit_code == 2 and "NUL byte" in result.stderr, result.output
