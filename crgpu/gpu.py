@@ -113,6 +113,8 @@ def driver_version() -> DriverVersion | None:
                 match = _VERSION.search(line)
                 if match:
                     return DriverVersion(match.group(1), "/proc/driver/nvidia/version")
+    if not host_path("/sys/module/nvidia").exists() and not host_path("/proc/driver/nvidia").exists():
+        return None  # no NVIDIA kernel module: no driver for NVML or nvidia-smi to report
     nvml = _from_nvml()
     if nvml:
         return DriverVersion(nvml, "nvml")

@@ -164,3 +164,22 @@ def test_pre_dump_and_lazy_pages_on_runsc_are_handled() -> None:
     assert "--background" in inv.argv
     with pytest.raises(PreconditionError, match="has no --background"):
         RunscAdapter(RUNSC_2024).restore_invocation(opts, "g1", Path("/r"), Path("/b"), Path("/w"), [])
+
+
+def test_a_host_without_the_nvidia_module_asks_neither_nvml_nor_nvidia_smi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every checkpoint records the driver version: without the kernel module there is none, and
+    looking for it through NVML and nvidia-smi cost 14 ms a call."""
+    from crgpu import gpu
+    from tests.fakes import write_fake_nvidia_smi
+
+    (tmp_path / "host").mkdir()
+    monkeypatch.setenv("CRGPU_HOST_ROOT", str(tmp_path / "host"))
+    calls = tmp_path / "smi-calls"
+    write_fake_nvidia_smi(tmp_path / "bin" / "nvidia-smi", "580.65.06", [], log=calls)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    asked = []
+    monkeypatch.setattr(gpu, "nvml_query", lambda query: asked.append(query))
+    assert gpu.driver_version() is None
+    assert not asked and not calls.exists()
