@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,27 @@ def test_executing_a_plan_leaves_it_as_the_dry_run_showed_it(
     result.argv.append("--changed")
     assert plan.invocation == before  # ...never to the plan's
     assert checkpoint_dry_run(plan).to_json() == shown
+
+
+def test_a_runsc_sandbox_is_running_by_its_state_file_and_a_live_process() -> None:
+    """`runsc state` is a 45 ms Go start-up; the state file and a signal 0 answer the same."""
+    import subprocess
+
+    from crgpu.plan import _status
+    from crgpu.runtimes.base import ContainerInfo
+
+    asked: list[str] = []
+
+    class Runsc:
+        def status(self, container_id: str, root: Path) -> str:
+            asked.append(container_id)
+            return "stopped"
+
+    alive = ContainerInfo("g1", "runsc", Path("/r"), Path("/r/s"), pid=os.getpid(), status="running")
+    assert _status(Runsc(), alive) == "running" and asked == []  # type: ignore[arg-type]
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = ContainerInfo("g2", "runsc", Path("/r"), Path("/r/s"), pid=gone.pid, status="running")
+    assert _status(Runsc(), dead) == "stopped" and asked == ["g2"]  # type: ignore[arg-type]
+    runc = ContainerInfo("c1", "runc", Path("/r"), Path("/r/s"), pid=os.getpid(), status="running")
+    assert _status(Runsc(), runc) == "stopped" and asked == ["g2", "c1"]  # type: ignore[arg-type]
