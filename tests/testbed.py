@@ -79,17 +79,18 @@ def make_bundle(directory: Path, script: str = COUNTER, terminal: bool = False) 
 
 
 def read_counter(bundle: Path) -> int:
-    """The counter the workload last wrote; retried over a write in progress."""
+    """The counter the workload last wrote in a bundle's rootfs."""
+    return read_count_file(bundle / "rootfs" / "tmp" / "count")
+
+
+def read_count_file(path: Path) -> int:
+    """A counter file's value; retried over a write in progress (the counter truncates, then writes)."""
     for _ in range(50):
-        text = (
-            (bundle / "rootfs" / "tmp" / "count").read_text().strip()
-            if (bundle / "rootfs" / "tmp" / "count").exists()
-            else ""
-        )
+        text = path.read_text().strip() if path.exists() else ""
         if text.isdigit():
             return int(text)
         time.sleep(0.02)
-    raise AssertionError(f"no counter in {bundle}")
+    raise AssertionError(f"no counter in {path}")
 
 
 def wait_counter_above(bundle: Path, value: int, timeout: float = 5.0) -> int:

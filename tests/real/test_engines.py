@@ -112,7 +112,7 @@ def _restored_count(runc: str, root: Path, container_id: str) -> int:
     state = subprocess.run([runc, "--root", str(root), "state", container_id], capture_output=True, text=True)
     assert state.returncode == 0, state.stderr
     pid = json.loads(state.stdout)["pid"]
-    return int(Path(f"/proc/{pid}/root/tmp/count").read_text())
+    return testbed.read_count_file(Path(f"/proc/{pid}/root/tmp/count"))
 
 
 def _drop(runc: str, root: Path, container_id: str, work_root: Path) -> None:
