@@ -6,6 +6,8 @@ cd "$here"
 if [ ! -x .venv/bin/pytest ] || ! command -v criu >/dev/null || ! command -v runsc >/dev/null; then
   bash scripts/setup.sh
 fi
+# The installed command (not editable, see setup.sh) made current with this tree.
+.venv/bin/python -m pip install -q --no-deps --disable-pip-version-check .
 .venv/bin/ruff check crgpu tests
 .venv/bin/ruff format --check crgpu tests
 .venv/bin/mypy crgpu
