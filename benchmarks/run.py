@@ -30,32 +30,30 @@ RUNSC_GLOBALS = ["--network=none", "--ignore-cgroups"]
 PHASES = ("startup_s", "plan_s", "runtime_s", "post_s")
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
-    # Output to a file, never a pipe: a detached container inherits the runtime's stdio and would
-    # hold a pipe open for ever.
-    with tempfile.TemporaryFile() as out:
-        start = time.perf_counter()
-        code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env).returncode
-        elapsed = time.perf_counter() - start
-        if code != 0:
-            out.seek(0)
-            raise RuntimeError(f"{' '.join(argv)} failed: {out.read().decode(errors='replace')[-400:]}")
-    return elapsed
-
-
-def timed_json(argv: list[str]) -> tuple[float, dict[str, float]]:
-    """As timed(), for a crgpu call with --json: also its own per-phase timings."""
+def run_timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    """Seconds a command took, and its stdout. Output to files, never a pipe: a detached container
+    inherits the runtime's stdio and would hold a pipe open for ever."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err).returncode
+        code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env).returncode
         elapsed = time.perf_counter() - start
         out.seek(0)
         text = out.read().decode(errors="replace")
         if code != 0:
             err.seek(0)
             raise RuntimeError(
-                f"{' '.join(argv)} failed: {text[-300:]} {err.read().decode(errors='replace')[-300:]}"
+                f"{' '.join(argv)} failed: {(text + err.read().decode(errors='replace'))[-400:]}"
             )
+    return elapsed, text
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    return run_timed(argv, env)[0]
+
+
+def timed_json(argv: list[str]) -> tuple[float, dict[str, float]]:
+    """As timed(), for a crgpu call with --json: also its own per-phase timings."""
+    elapsed, text = run_timed(argv)
     return elapsed, json.loads(text).get("timings", {})
 
 

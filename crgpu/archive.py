@@ -43,7 +43,7 @@ from crgpu.archive_names import (
 from crgpu.criu import parse_stats
 from crgpu.errors import ImagePathError, PreconditionError
 from crgpu.image import MANIFEST_NAME, Manifest, read_image
-from crgpu.safedirs import read_nofollow, take_private_dir
+from crgpu.safedirs import open_new_private, read_nofollow, take_private_dir
 
 ArchiveFormat = Literal["podman", "kubernetes"]
 Compression = Literal["zstd", "gzip", "none"]
@@ -103,7 +103,7 @@ def export_image(
         metadata.append((DIFF_NAME, _empty_tar()))
     total = sum(size for _, _, size in members) + sum(len(data) for _, data in metadata)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = open_new_private(partial)
     done = 0
     try:
         with os.fdopen(fd, "wb") as raw:
@@ -365,6 +365,14 @@ def _check_member(member: tarfile.TarInfo) -> str:
     return name
 
 
+def _checked_members(tar: tarfile.TarFile, path: Path) -> Iterator[tuple[tarfile.TarInfo, str]]:
+    """Each member with its checked name; at most MAX_MEMBERS of them."""
+    for count, member in enumerate(tar, start=1):
+        if count > MAX_MEMBERS:
+            raise PreconditionError(f"{path} holds more than {MAX_MEMBERS} members")
+        yield member, _check_member(member)
+
+
 @dataclass
 class ArchiveSummary:
     """What an archive says of itself, read without unpacking it."""
@@ -384,11 +392,8 @@ def read_summary(path: Path) -> ArchiveSummary:
     found: dict[str, bytes] = {}
     size, count = 0, 0
     with open_archive(path) as tar:
-        for member in tar:
+        for member, name in _checked_members(tar, path):
             count += 1
-            if count > MAX_MEMBERS:
-                raise PreconditionError(f"{path} holds more than {MAX_MEMBERS} members")
-            name = _check_member(member)
             if name.startswith(f"{CHECKPOINT_DIR}/"):
                 size += member.size
             elif name in (CONFIG_DUMP, SPEC_DUMP, STATS_DUMP, MANIFEST_NAME) and member.isreg():
@@ -428,15 +433,11 @@ def unpack(path: Path, target: Path) -> int:
     """Unpack an archive into a new private directory, member by member, refusing what a
     checkpoint archive never holds. Returns the bytes written."""
     take_private_dir(target, "unpack directory", empty=True)
-    written, count = 0, 0
+    written = 0
     try:
         free = _free_bytes(target)
         with open_archive(path) as tar:
-            for member in tar:
-                count += 1
-                if count > MAX_MEMBERS:
-                    raise PreconditionError(f"{path} holds more than {MAX_MEMBERS} members")
-                name = _check_member(member)
+            for member, name in _checked_members(tar, path):
                 if member.size > free - written:
                     raise PreconditionError(
                         f"the archive's {name} is {member.size} bytes, more than the {free - written} bytes "
@@ -449,10 +450,7 @@ def unpack(path: Path, target: Path) -> int:
                     _make_parents(target, destination)
                     continue
                 handle = tar.extractfile(member)
-                fd = os.open(
-                    destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-                )
-                with os.fdopen(fd, "wb") as out:
+                with os.fdopen(open_new_private(destination), "wb") as out:
                     left = member.size
                     while left > 0 and handle is not None:
                         chunk = handle.read(min(left, 1 << 20))

@@ -12,6 +12,7 @@ host (added privileges, host namespaces, bind mounts of this host's paths) is li
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -26,10 +27,11 @@ from typing import Any
 
 from crgpu import config
 from crgpu.archive import ArchiveSummary, read_summary, unpack
-from crgpu.archive_names import CHECKPOINT_DIR, DELETED_NAME, DIFF_NAME, SPEC_DUMP
+from crgpu.archive_names import CHECKPOINT_DIR, DELETED_NAME, DIFF_NAME
 from crgpu.errors import PreconditionError
 from crgpu.image import MANIFEST_NAME
 from crgpu.options import check_container_id
+from crgpu.safedirs import write_new_private
 
 # What a container gets without asking (the engines' default capability set).
 DEFAULT_CAPS = {
@@ -101,13 +103,14 @@ def prepare(
             "restored terminal to a console socket",
             hint="give --console-socket SOCKET (a receiver listening there, such as runc's recvtty)",
         )
+    if bundle is None and rootfs is not None and (not rootfs.is_dir() or not any(rootfs.iterdir())):
+        raise PreconditionError(f"--rootfs {rootfs} is not a non-empty directory")
     before_unpack(target_id)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
     work = Path(config.get("work_root").value) / target_id / f"import-{stamp}"
     prepared = PreparedArchive(
-        work / "archive" / CHECKPOINT_DIR, bundle or work / "bundle", target_id, summary
+        work / "archive" / CHECKPOINT_DIR, bundle or work / "bundle", target_id, summary, work=work
     )
-    prepared.work = work
     try:
         unpacked = work / "archive"
         unpack(archive, unpacked)
@@ -119,8 +122,8 @@ def prepare(
         prepared.notes.append(f"unpacked into {unpacked}")
         if bundle is None:
             assert rootfs is not None
-            _, made = make_bundle(unpacked, prepared.bundle, rootfs, target_id, trust)
-            prepared.notes += made
+            spec = copy.deepcopy(summary.spec)
+            prepared.notes += make_bundle(unpacked, spec, prepared.bundle, rootfs, target_id, trust)
     except BaseException:
         prepared.discard()
         raise
@@ -128,16 +131,9 @@ def prepare(
 
 
 def make_bundle(
-    unpacked: Path, bundle: Path, lower: Path, container_id: str, trust: bool
-) -> tuple[Path, list[str]]:
-    try:
-        spec = json.loads((unpacked / SPEC_DUMP).read_text())
-    except (OSError, ValueError) as exc:
-        raise PreconditionError(f"the archive's spec.dump cannot be read: {exc}") from exc
-    if not isinstance(spec, dict):
-        raise PreconditionError("the archive's spec.dump is not an OCI spec")
-    if not lower.is_dir() or not any(lower.iterdir()):
-        raise PreconditionError(f"--rootfs {lower} is not a non-empty directory")
+    unpacked: Path, spec: dict[str, Any], bundle: Path, lower: Path, container_id: str, trust: bool
+) -> list[str]:
+    """The bundle for the archive's spec (as read_summary parsed it; changed here) over `lower`."""
     bundle.mkdir(mode=0o700)
     notes, reaching = sanitize_spec(spec, bundle, container_id)
     if reaching and not trust:
@@ -158,11 +154,9 @@ def make_bundle(
     os.chmod(upper, stat.S_IMODE(top.st_mode))
     _mount_overlay(lower, upper, workdir, rootfs)
     spec["root"] = {"path": str(rootfs), "readonly": bool((spec.get("root") or {}).get("readonly", False))}
-    fd = os.open(bundle / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(spec, out, indent=2)
+    write_new_private(bundle / "config.json", json.dumps(spec, indent=2).encode())
     notes.append(f"bundle made from the archive's spec: {bundle} (root filesystem: overlay of {lower})")
-    return bundle, notes
+    return notes
 
 
 def sanitize_spec(spec: dict[str, Any], bundle: Path, container_id: str) -> tuple[list[str], list[str]]:
@@ -223,8 +217,7 @@ def _stand_in(bundle: Path, index: int, source: str) -> Path:
     if looks_like_dir:
         path.mkdir(mode=0o755)
     else:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        os.close(fd)
+        write_new_private(path, b"", 0o644)
     return path
 
 

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from pydantic import ValidationError
+
 from crgpu.archive_names import SPEC_DUMP
 from crgpu.cuda import load_driver
 from crgpu.cuda_flow import DriverApiSession
@@ -36,7 +38,7 @@ from crgpu.rootfs_diff import overlay_upper, write_rootfs_diff
 from crgpu.runtime_call import criu_stats, require_privileges, run_runtime, safe_status, write_criu_config
 from crgpu.runtimes.base import RUNTIME_STATUS_FD, Invocation
 from crgpu.runtimes.detect import SPEC_MAX_BYTES, read_bundle_spec
-from crgpu.safedirs import read_nofollow
+from crgpu.safedirs import read_nofollow, write_new_private
 
 
 def execute_checkpoint(
@@ -140,22 +142,16 @@ def _record_container_files(plan: CheckpointPlan, result: OperationResult) -> No
     try:
         if info.bundle is not None:
             spec = read_nofollow(info.bundle / "config.json", SPEC_MAX_BYTES)
-            _write_new(image / SPEC_DUMP, spec)
+            write_new_private(image / SPEC_DUMP, spec)
         stats = plan.work_dir / "stats-dump"
         if plan.work_dir != image and stats.is_file():
-            _write_new(image / "stats-dump", read_nofollow(stats, SPEC_MAX_BYTES))
+            write_new_private(image / "stats-dump", read_nofollow(stats, SPEC_MAX_BYTES))
         upper = overlay_upper(info.rootfs) if info.rootfs else None
         if upper is not None:
             entries, deleted = write_rootfs_diff(upper, image)
             result.notes.append(f"the writable layer recorded: {entries} entries, {deleted} deleted")
     except (OSError, PreconditionError) as exc:
         result.warnings.append(f"the container's spec or writable layer could not be recorded: {exc}")
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
 
 
 def _write(plan: CheckpointPlan, stats: dict[str, float], session: DriverApiSession | None) -> None:
@@ -177,7 +173,7 @@ def _write(plan: CheckpointPlan, stats: dict[str, float], session: DriverApiSess
             pid=info.pid,
             gpu=info.gpu,
             gpu_evidence=list(info.gpu_evidence),
-            engine=EngineRecord.model_validate(info.engine.record()) if info.engine else None,
+            engine=_engine_record(info.engine.record()) if info.engine else None,
         ),
         options=opts.model_dump(mode="json"),
         host=host,
@@ -199,6 +195,17 @@ def _write(plan: CheckpointPlan, stats: dict[str, float], session: DriverApiSess
         sizes=image_sizes(opts.image_dir),
     )
     write_manifest(opts.image_dir, manifest)
+
+
+def _engine_record(record: dict[str, str]) -> EngineRecord:
+    """The engine as the manifest records it. Names come from the engine's own data (podman's
+    answer, Docker's config.v2.json, annotations): one the manifest cannot hold is left out, and
+    the checkpoint that already ran is not lost over it."""
+    try:
+        return EngineRecord.model_validate(record)
+    except ValidationError as exc:
+        bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+        return EngineRecord.model_validate({k: v for k, v in record.items() if k not in bad or k == "kind"})
 
 
 def _process_record(proc: CudaProcess, session: DriverApiSession | None) -> dict[str, Any]:

@@ -134,16 +134,14 @@ def _kubernetes_id(namespace: str, pod: str, container: str) -> str | None:
 
 
 def _state_labels(state: Path) -> dict[str, str]:
+    from crgpu.runtimes.detect import state_labels  # detect imports this module
+
     try:
         data = json.loads(state.read_text())
     except (OSError, ValueError):
         return {}
     config_ = data.get("config") if isinstance(data, dict) else None
-    labels = config_.get("labels") if isinstance(config_, dict) else None
-    pairs = (
-        (item.partition("=") for item in labels if isinstance(item, str)) if isinstance(labels, list) else ()
-    )
-    return {key: value for key, _, value in pairs}
+    return state_labels(config_) if isinstance(config_, dict) else {}
 
 
 def _podman(*args: str) -> str | None:

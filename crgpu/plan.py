@@ -10,7 +10,7 @@ import stat
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from crgpu import config
 from crgpu.archive_names import is_archive
@@ -37,7 +37,7 @@ from crgpu.options import CheckpointOptions, RestoreOptions
 from crgpu.result import OperationResult, new_result
 from crgpu.runtimes.base import ContainerInfo, Invocation, RuntimeAdapter
 from crgpu.runtimes.capabilities import run_capture
-from crgpu.runtimes.detect import choose_runtime, find_container, locate, read_bundle_spec
+from crgpu.runtimes.detect import bundle_rootfs, choose_runtime, find_container, locate, read_bundle_spec
 
 if TYPE_CHECKING:
     from crgpu.archive_restore import PreparedArchive
@@ -364,7 +364,8 @@ def _plan_restore(opts: RestoreOptions, archive_notes: list[str]) -> RestorePlan
         )
     if not os.access(config, os.R_OK):
         raise PreconditionError(f"cannot read {config}", hint="run crgpu as root")
-    if opts.console_socket is None and _has_terminal(bundle):
+    spec = read_bundle_spec(bundle)
+    if opts.console_socket is None and _has_terminal(spec):
         raise PreconditionError(
             f"the container has a terminal (terminal: true in {config}): the runtime must hand the "
             "restored terminal to a console socket",
@@ -382,7 +383,7 @@ def _plan_restore(opts: RestoreOptions, archive_notes: list[str]) -> RestorePlan
     )
     refuse_existing(container_id, runtime, root)
     _refuse_behind_engine(manifest, container_id, root)
-    _require_rootfs(bundle)
+    _require_rootfs(bundle, spec)
     try:
         adapter = adapter_for(runtime)
     except NotFoundError as exc:
@@ -398,7 +399,7 @@ def _plan_restore(opts: RestoreOptions, archive_notes: list[str]) -> RestorePlan
             )
         here = host_record(with_criu=runtime == "runc", with_gpus=manifest.container.gpu)
         warnings += enforce(restore_findings(manifest, here, runtime), opts.force)
-        gpu_map = _gpu_map(manifest, here, bundle, opts.force, warnings)
+        gpu_map = _gpu_map(manifest, here, spec, opts.force, warnings)
     work_dir = opts.work_path or work_dir_for(container_id, "restore")
     global_flags = manifest.runtime.global_flags if manifest else []
     criu_extra = _cuda_restore_needs(manifest, opts, runtime, warnings)
@@ -412,7 +413,7 @@ def _plan_restore(opts: RestoreOptions, archive_notes: list[str]) -> RestorePlan
 
 
 def _gpu_map(
-    manifest: Manifest, here: HostRecord, bundle: Path, force: bool, warnings: list[str]
+    manifest: Manifest, here: HostRecord, spec: dict[str, Any], force: bool, warnings: list[str]
 ) -> dict[str, str] | None:
     """Where a driver-API image's CUDA state goes: the GPUs its processes used, onto the GPUs the
     bundle gives the restored container (decided before anything runs, shown by --dry-run)."""
@@ -423,7 +424,7 @@ def _gpu_map(
             [g for g in manifest.host.gpus if GPU_UUID.fullmatch(g.uuid)],
             gpus_used(manifest) or None,
             here.gpus,
-            given_gpus(read_bundle_spec(bundle), here.gpus),
+            given_gpus(spec, here.gpus),
         )
     except PreconditionError as exc:
         if not force:
@@ -449,15 +450,12 @@ def _refuse_behind_engine(manifest: Manifest | None, container_id: str, root: Pa
         )
 
 
-def _require_rootfs(bundle: Path) -> None:
+def _require_rootfs(bundle: Path, spec: dict[str, Any]) -> None:
     """An engine unmounts a stopped container's root filesystem; restoring onto the empty mount
     point fails in CRIU and leaves stubs that break the engine's own clean-up."""
-    spec = read_bundle_spec(bundle)
-    root = spec.get("root")
-    path = root.get("path") if isinstance(root, dict) else None
-    if not isinstance(path, str) or not path:
+    rootfs = bundle_rootfs(bundle, spec)
+    if rootfs is None:
         return
-    rootfs = Path(path) if path.startswith("/") else bundle / path
     try:
         empty = not any(rootfs.iterdir())
     except OSError:
@@ -470,8 +468,8 @@ def _require_rootfs(bundle: Path) -> None:
         )
 
 
-def _has_terminal(bundle: Path) -> bool:
-    process = read_bundle_spec(bundle).get("process")
+def _has_terminal(spec: dict[str, Any]) -> bool:
+    process = spec.get("process")
     return isinstance(process, dict) and process.get("terminal") is True
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from crgpu.archive_names import DELETED_NAME, DIFF_NAME
 from crgpu.host_root import host_path
+from crgpu.safedirs import open_new_private, write_new_private
 
 _ESCAPES = {" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"}
 
@@ -64,10 +65,10 @@ def write_rootfs_diff(upper: Path, image_dir: Path) -> tuple[int, int]:
 
     deleted: list[str] = []
     entries = 0
-    fd = os.open(
-        image_dir / DIFF_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-    )
-    with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        os.fdopen(open_new_private(image_dir / DIFF_NAME), "wb") as raw,
+        tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for directory, dirs, files in os.walk(upper, followlinks=False):
             dirs.sort()
             for name in sorted([*dirs, *files]):
@@ -82,11 +83,5 @@ def write_rootfs_diff(upper: Path, image_dir: Path) -> tuple[int, int]:
                 tar.add(path, arcname=relative, recursive=False)
                 entries += 1
     if deleted:
-        fd = os.open(
-            image_dir / DELETED_NAME,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
-        )
-        with os.fdopen(fd, "w") as out:
-            json.dump(deleted, out)
+        write_new_private(image_dir / DELETED_NAME, json.dumps(deleted).encode())
     return entries, len(deleted)

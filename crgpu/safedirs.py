@@ -118,6 +118,16 @@ def take_private_dir(path: Path, what: str, *, empty: bool) -> Path:
     return path
 
 
+def open_new_private(path: Path, mode: int = 0o600) -> int:
+    """A file descriptor to a new file (never an existing one, never through a link)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+
+
+def write_new_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    with os.fdopen(open_new_private(path, mode), "wb") as out:
+        out.write(data)
+
+
 def open_private_append(path: Path) -> int:
     """A file descriptor appending to `path`, created 0600; a link there is refused (ELOOP)."""
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -20,8 +21,13 @@ CONFIG = json.dumps({"id": "c1", "name": "web", "runtime": "runc"}).encode()
 
 
 def _archive(path: Path, *members: tarfile.TarInfo | tuple[str, bytes]) -> Path:
+    """An archive with the engines' metadata (config.dump, spec.dump) and these members."""
+    return _tar(path, ("config.dump", CONFIG), ("spec.dump", SPEC), *members)
+
+
+def _tar(path: Path, *members: tarfile.TarInfo | tuple[str, bytes]) -> Path:
     with tarfile.open(path, "w") as tar:
-        for member in (("config.dump", CONFIG), ("spec.dump", SPEC), *members):
+        for member in members:
             if isinstance(member, tuple):
                 info = tarfile.TarInfo(member[0])
                 info.size = len(member[1])
@@ -77,10 +83,7 @@ def test_an_oversized_member_is_refused_before_a_byte_is_written(tmp_path: Path)
 
 
 def test_an_archive_without_the_engines_metadata_is_not_a_checkpoint(tmp_path: Path) -> None:
-    archive = tmp_path / "plain.tar"
-    with tarfile.open(archive, "w") as tar:
-        info = tarfile.TarInfo("hello.txt")
-        tar.addfile(info, io.BytesIO(b""))
+    archive = _tar(tmp_path / "plain.tar", ("hello.txt", b""))
     result = crgpu("inspect", str(archive))
     assert result.exit_code == ExitCode.PRECONDITION and "not a checkpoint archive" in result.stderr
 
@@ -96,12 +99,7 @@ def test_inspect_reads_an_archive_without_unpacking_it(tmp_path: Path) -> None:
 
 def test_escape_codes_in_an_archive_never_reach_the_terminal(tmp_path: Path) -> None:
     config = json.dumps({"id": "c1", "name": "web\x1b]0;pwned\x07", "runtime": "runc"}).encode()
-    archive = tmp_path / "esc.tar"
-    with tarfile.open(archive, "w") as tar:
-        for name, data in (("config.dump", config), ("spec.dump", SPEC)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    archive = _tar(tmp_path / "esc.tar", ("config.dump", config), ("spec.dump", SPEC))
     result = crgpu("inspect", str(archive))
     assert result.exit_code == 0 and "\x1b" not in result.stdout and "\x07" not in result.stdout
 
@@ -124,15 +122,6 @@ def test_the_writable_layer_is_found_in_the_mount_table(
     assert overlay_upper(Path("/srv/plain")) is None
 
 
-def _write(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 def _rootfs(tmp_path: Path) -> Path:
     rootfs = tmp_path / "image-rootfs"
     (rootfs / "bin").mkdir(parents=True)
@@ -143,13 +132,14 @@ def test_a_terminal_container_from_an_archive_needs_a_console_socket_before_anyt
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CRGPU_RUNC_ROOTS", str(tmp_path / "root"))
-    archive = _write(
+    archive = _tar(
         tmp_path / "tty.tar",
-        [("config.dump", CONFIG), ("spec.dump", json.dumps({"process": {"terminal": True}}).encode())],
+        ("config.dump", CONFIG),
+        ("spec.dump", json.dumps({"process": {"terminal": True}}).encode()),
     )
     result = crgpu("restore", "-i", str(archive), "--rootfs", str(_rootfs(tmp_path)), "c2")
     assert result.exit_code == ExitCode.PRECONDITION and "--console-socket" in result.stderr, result.output
-    work = Path(__import__("os").environ["CRGPU_WORK_ROOT"])
+    work = Path(os.environ["CRGPU_WORK_ROOT"])
     assert not (work / "c2").exists()  # refused from the archive's spec, nothing unpacked
 
 
@@ -181,3 +171,31 @@ def test_an_archive_whose_container_would_reach_the_host_needs_trust(
     stand_in = spec["mounts"][1]["source"]  # type: ignore[index]
     assert str(stand_in).startswith(str(bundle)) and Path(str(stand_in)).is_file()
     assert any("hooks were dropped" in n for n in notes)
+
+
+@pytest.mark.parametrize(
+    ("deleted", "layer"),
+    [
+        (["../../escaped"], []),  # a whiteout outside the container's layer
+        ([], [_special("dev/sda", tarfile.BLKTYPE)]),  # a device node in the layer
+        ([], [_special("etc/passwd", tarfile.SYMTYPE, "../../../../etc/passwd"), ("etc/passwd", b"x")]),
+    ],
+    ids=["whiteout-out", "device", "write-through-link"],
+)
+def test_a_hostile_writable_layer_is_refused_and_nothing_lands_outside(
+    tmp_path: Path, deleted: list[str], layer: list[tarfile.TarInfo | tuple[str, bytes]]
+) -> None:
+    """rootfs-diff.tar and deleted.files from an archive go into the overlay's upper dir only."""
+    from crgpu.archive_restore import _apply_layer
+
+    unpacked, upper = tmp_path / "archive", tmp_path / "bundle" / "upper"
+    unpacked.mkdir()
+    upper.mkdir(parents=True)
+    if layer:
+        _tar(unpacked / "rootfs-diff.tar", *layer)
+    if deleted:
+        (unpacked / "deleted.files").write_text(json.dumps(deleted))
+    with pytest.raises(PreconditionError):
+        _apply_layer(unpacked, upper)
+    assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()
+    assert not (upper / "dev" / "sda").exists()

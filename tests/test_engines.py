@@ -99,3 +99,25 @@ def test_a_restore_onto_an_empty_rootfs_is_refused(tmp_path: Path, monkeypatch: 
     (bundle / "config.json").write_text(json.dumps({"root": {"path": "rootfs"}}))
     result = crgpu("restore", "--force", "--runtime", "runc", "--bundle", str(bundle), "-i", str(image), "c7")
     assert result.exit_code == ExitCode.PRECONDITION and "missing or empty (not mounted?)" in result.stderr
+
+
+def test_an_engine_name_the_manifest_cannot_hold_is_left_out_not_a_lost_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Engine names are the engine's data (here Docker's config.v2.json): a 10 KB one must not turn
+    a checkpoint that ran into an internal error."""
+    install_fake_runc(tmp_path, monkeypatch)
+    docker_id = "ef" * 32
+    root = tmp_path / "run" / "docker" / "runtime-runc" / "moby"
+    _container(root, docker_id, {})
+    monkeypatch.setenv("CRGPU_RUNC_ROOTS", str(root))
+    data_root = tmp_path / "docker"
+    (data_root / "containers" / docker_id).mkdir(parents=True)
+    (data_root / "containers" / docker_id / "config.v2.json").write_text(
+        json.dumps({"Name": "/" + "w" * 10_000})
+    )
+    monkeypatch.setenv("CRGPU_DOCKER_DATA_ROOT", str(data_root))
+    result = crgpu("checkpoint", "--leave-running", "-i", str(tmp_path / "img"), docker_id)
+    assert result.exit_code == 0, result.output
+    engine = json.loads((tmp_path / "img" / "crgpu.json").read_text())["container"]["engine"]
+    assert engine["kind"] == "docker" and engine["name"] is None

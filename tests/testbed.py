@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,16 +95,22 @@ def read_count_file(path: Path) -> int:
 
 
 def wait_counter_above(bundle: Path, value: int, timeout: float = 5.0) -> int:
+    return wait_above(lambda: read_counter(bundle), value, timeout, f"counter in {bundle}")
+
+
+def wait_above(read: Callable[[], int], value: int, timeout: float, what: str) -> int:
+    """Until `read()` passes `value` (a read that fails counts as -1); the value it reached."""
     deadline = time.monotonic() + timeout
+    current = -1
     while time.monotonic() < deadline:
         try:
-            current = read_counter(bundle)
-        except AssertionError:
+            current = read()
+        except (AssertionError, ValueError):
             current = -1
         if current > value:
             return current
         time.sleep(0.05)
-    raise AssertionError(f"counter in {bundle} did not pass {value} within {timeout} s")
+    raise AssertionError(f"{what} stayed at {current}, not above {value} within {timeout} s")
 
 
 def wait_for_path(path: Path, timeout: float = 30) -> None:
@@ -375,17 +382,7 @@ class Podman:
         return int(self("exec", name, "/bin/busybox", "cat", "/tmp/count"))
 
     def wait_count_above(self, name: str, value: int, timeout: float = 10.0) -> int:
-        deadline = time.monotonic() + timeout
-        last = -1
-        while time.monotonic() < deadline:
-            try:
-                last = self.count(name)
-            except (AssertionError, ValueError):
-                last = -1
-            if last > value:
-                return last
-            time.sleep(0.1)
-        raise AssertionError(f"{name}'s counter stayed at {last}, not above {value}")
+        return wait_above(lambda: self.count(name), value, timeout, f"{name}'s counter")
 
     def cleanup(self) -> None:
         for name in self.names:

@@ -128,7 +128,8 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _labels(config: dict[str, Any]) -> dict[str, str]:
+def state_labels(config: dict[str, Any]) -> dict[str, str]:
+    """runc's state keeps the bundle and the spec's annotations as KEY=VALUE labels."""
     labels: dict[str, str] = {}
     for item in config.get("labels") or []:
         if isinstance(item, str) and "=" in item:
@@ -137,7 +138,8 @@ def _labels(config: dict[str, Any]) -> dict[str, str]:
     return labels
 
 
-def _rootfs(bundle: str | None, spec: dict[str, Any]) -> Path | None:
+def bundle_rootfs(bundle: str | Path | None, spec: dict[str, Any]) -> Path | None:
+    """The spec's root.path, resolved against the bundle."""
     root = spec.get("root")
     path = root.get("path") if isinstance(root, dict) else None
     if not isinstance(path, str) or not path:
@@ -162,7 +164,7 @@ def read_bundle_spec(bundle: str | Path | None) -> dict[str, Any]:
 def _read_runc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
     data = _load_json(loc.state_path)
     config = data.get("config") or {}
-    labels = _labels(config)
+    labels = state_labels(config)
     devices = [d for d in config.get("devices") or [] if isinstance(d, dict)]
     pid = data.get("init_process_pid")
     bundle = labels.get("bundle")
@@ -179,7 +181,7 @@ def _read_runc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
         state_path=loc.state_path,
         pid=pid if isinstance(pid, int) and pid > 0 else None,
         bundle=Path(bundle) if bundle else None,
-        rootfs=_rootfs(bundle, spec),
+        rootfs=bundle_rootfs(bundle, spec),
         gpu=bool(evidence),
         gpu_evidence=tuple(ordered(evidence)),
     )
@@ -204,7 +206,9 @@ def _read_runsc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
         state_path=loc.state_path,
         pid=pid if isinstance(pid, int) and pid > 0 else None,
         bundle=Path(bundle) if bundle else None,
-        rootfs=_rootfs(bundle if isinstance(bundle, str) else None, spec if isinstance(spec, dict) else {}),
+        rootfs=bundle_rootfs(
+            bundle if isinstance(bundle, str) else None, spec if isinstance(spec, dict) else {}
+        ),
         gpu=bool(evidence),
         gpu_evidence=tuple(ordered(evidence)),
         status=str(data.get("status")) if data.get("status") else None,
