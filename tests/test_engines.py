@@ -60,18 +60,24 @@ def test_an_unknown_kubernetes_name_is_not_found(tmp_path: Path, monkeypatch: py
     assert result.exit_code == ExitCode.NOT_FOUND and "podman ps" in result.stderr
 
 
-def test_a_docker_container_is_found_by_its_name_and_handed_off_where_docker_looks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _docker_container(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_id: str, name: str) -> Path:
+    """A container of Docker's (the moby runc root, its config.v2.json); returns the data root."""
     install_fake_runc(tmp_path, monkeypatch)
-    docker_id = "cd" * 32
     root = tmp_path / "run" / "docker" / "runtime-runc" / "moby"
     _container(root, docker_id, {})
     monkeypatch.setenv("CRGPU_RUNC_ROOTS", str(root))
     data_root = tmp_path / "docker"
     (data_root / "containers" / docker_id).mkdir(parents=True)
-    (data_root / "containers" / docker_id / "config.v2.json").write_text(json.dumps({"Name": "/web"}))
+    (data_root / "containers" / docker_id / "config.v2.json").write_text(json.dumps({"Name": name}))
     monkeypatch.setenv("CRGPU_DOCKER_DATA_ROOT", str(data_root))
+    return data_root
+
+
+def test_a_docker_container_is_found_by_its_name_and_handed_off_where_docker_looks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docker_id = "cd" * 32
+    data_root = _docker_container(tmp_path, monkeypatch, docker_id, "/web")
     refused = crgpu("checkpoint", "-i", str(tmp_path / "img"), "web")
     assert refused.exit_code == ExitCode.PRECONDITION and "docker checkpoint create web" in refused.stderr
     planned = json.loads(crgpu("checkpoint", "--dry-run", "--json", "--hand-off", "web").stdout)
@@ -106,17 +112,8 @@ def test_an_engine_name_the_manifest_cannot_hold_is_left_out_not_a_lost_checkpoi
 ) -> None:
     """Engine names are the engine's data (here Docker's config.v2.json): a 10 KB one must not turn
     a checkpoint that ran into an internal error."""
-    install_fake_runc(tmp_path, monkeypatch)
     docker_id = "ef" * 32
-    root = tmp_path / "run" / "docker" / "runtime-runc" / "moby"
-    _container(root, docker_id, {})
-    monkeypatch.setenv("CRGPU_RUNC_ROOTS", str(root))
-    data_root = tmp_path / "docker"
-    (data_root / "containers" / docker_id).mkdir(parents=True)
-    (data_root / "containers" / docker_id / "config.v2.json").write_text(
-        json.dumps({"Name": "/" + "w" * 10_000})
-    )
-    monkeypatch.setenv("CRGPU_DOCKER_DATA_ROOT", str(data_root))
+    _docker_container(tmp_path, monkeypatch, docker_id, "/" + "w" * 10_000)
     result = crgpu("checkpoint", "--leave-running", "-i", str(tmp_path / "img"), docker_id)
     assert result.exit_code == 0, result.output
     engine = json.loads((tmp_path / "img" / "crgpu.json").read_text())["container"]["engine"]
