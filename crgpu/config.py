@@ -7,7 +7,6 @@ came from (`crgpu doctor` shows it). Standard library only: shell completion imp
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +99,8 @@ def _load() -> dict[str, Any]:
         raise UsageError(f"cannot read config file {path}: {exc.strerror}") from exc
     key = (str(path), stat.st_mtime_ns)
     if key not in _cache:
+        import tomllib  # only where a config file exists: 3 ms of every call otherwise
+
         try:
             data = tomllib.loads(path.read_text())
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -7,7 +7,6 @@ variable names. Tests replace `DRIVER_FACTORY`."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 from collections.abc import Callable
@@ -191,6 +190,8 @@ def _set_uuid(cu: Any, target: Any, field: str, text: str) -> None:
     """Set a CUuuid field from 'GPU-...' text. CUuuid.bytes is read-only in every cuda-bindings
     version; a CUuuid over a 16-byte ctypes buffer is the way in (as NVIDIA's cuda.core does), and
     assigning it copies the bytes, so the buffer only has to outlive the assignment."""
+    import ctypes  # only on a GPU path: 2 ms of every checkpoint otherwise
+
     buffer = (ctypes.c_char * 16).from_buffer_copy(_uuid_bytes(text))
     setattr(target, field, cu.CUuuid(_ptr=ctypes.addressof(buffer)))
     del buffer

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +99,8 @@ def node_key(create: bool) -> bytes | None:
         raise ImagePathError(f"cannot create the node key {path}: {exc.strerror}") from exc
     try:
         os.fchmod(fd, 0o600)
+        import secrets  # once per node, when the key is made
+
         os.write(fd, secrets.token_bytes(KEY_BYTES))
         os.fsync(fd)
     finally:

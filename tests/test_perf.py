@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,26 +17,56 @@ from tests.fakes import install_fake_runc
 from tests.runtimes.test_runc import INFO, RUNC_11, RUNC_13, WORK
 
 HEAVY = ("pydantic", "rich", "crgpu.plan", "crgpu.doctor", "crgpu.runtimes", "crgpu.options")
+NO_PLUGINS = "pydantic.plugin._loader"  # crgpu's stand-in for pydantic's loader: no pydantic code
+
+
+def _heavy(loaded: set[str], also: tuple[str, ...] = ()) -> set[str]:
+    return {m for m in loaded if m.startswith((*HEAVY, *also))} - {NO_PLUGINS}
+
+
+# `python -m crgpu ARGS` that writes the modules it ended with to $MODULES_OUT. (-X importtime
+# misses modules loaded through importlib.import_module.)
+_PROBE = """
+import atexit, os, runpy, sys
+out = os.environ.pop("MODULES_OUT")
+atexit.register(lambda: open(out, "w").write("\\n".join(sys.modules)))
+runpy.run_module("crgpu", run_name="__main__", alter_sys=True)
+"""
 
 
 def _imported(*args: str) -> set[str]:
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "crgpu", *args], capture_output=True, text=True, timeout=60
-    )
-    return {m.group(1) for m in re.finditer(r"\|\s+([\w.]+)\s*$", done.stderr, re.M)}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "modules"
+        subprocess.run(
+            [sys.executable, "-c", _PROBE, *args],
+            env={**os.environ, "MODULES_OUT": str(out)}, capture_output=True, timeout=60,
+        )  # fmt: skip
+        return set(out.read_text().splitlines())
 
 
-@pytest.mark.parametrize("args", [["--version"], ["--help"], ["checkpoint", "--help"], ["restore", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["checkpoint", "--help"], ["restore", "--help"]])
 def test_start_up_imports_nothing_heavy(args: list[str]) -> None:
+    """Help through Typer (`python -m crgpu` is not the pre-rendered help's program name)."""
     loaded = _imported(*args)
     assert "typer" in loaded  # the probe sees imports at all
-    assert not {m for m in loaded if m.startswith(HEAVY)}
+    assert not _heavy(loaded)
+    others = {
+        f"crgpu.cli.{name}" for name in ("checkpoint", "restore", "doctor", "export", "inspect", "cuda")
+    }
+    # the command asked for only; the top-level help lists them all
+    assert loaded & others == ({f"crgpu.cli.{name}" for name in args[:-1]} or others)
+
+
+def test_version_loads_no_cli_stack() -> None:
+    loaded = _imported("--version")
+    assert "crgpu" in loaded  # the probe sees imports at all
+    assert not _heavy(loaded, ("typer", "crgpu.cli"))
 
 
 def test_completion_request_loads_neither_typer_nor_pydantic() -> None:
     loaded = _imported("__complete", "ids")
     assert "crgpu.roots" in loaded
-    assert not {m for m in loaded if m.startswith(("typer", *HEAVY))}
+    assert not _heavy(loaded, ("typer",))
 
 
 def test_parsing_builds_no_pydantic_adapter_per_option(
@@ -47,6 +77,44 @@ def test_parsing_builds_no_pydantic_adapter_per_option(
     loaded = _imported("checkpoint", "--dry-run", "--json", "-i", str(tmp_path / "img"), "c1")
     assert "crgpu.plan" in loaded  # it really planned
     assert "typer._adapters" not in loaded
+
+
+def test_a_checkpoint_reads_no_installed_package_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pydantic's plugin loader imports importlib.metadata (zipfile, email) before it reads
+    PYDANTIC_DISABLE_PLUGINS: 40-60 ms of every call here."""
+    install_fake_runc(tmp_path, monkeypatch)
+    loaded = _imported("checkpoint", "--json", "-i", str(tmp_path / "img"), "c1")
+    assert "crgpu.image" in loaded  # it really wrote a manifest
+    assert "importlib.metadata" not in loaded
+
+
+def _plugin_on_path(site: Path, marker: Path) -> dict[str, str]:
+    """A distribution that registers a pydantic plugin which, once loaded, writes `marker`."""
+    dist = site / "evil_plugin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: evil-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[pydantic]\nevil = evil_plugin:plugin\n")
+    (site / "evil_plugin.py").write_text(f"open({str(marker)!r}, 'w').close()\nplugin = object()\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}  # crgpu set it here
+    return {**env, "PYTHONPATH": str(site)}
+
+
+def test_no_installed_pydantic_plugin_runs_in_crgpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install_fake_runc(tmp_path, monkeypatch)
+    marker = tmp_path / "plugin-ran"
+    env = _plugin_on_path(tmp_path / "site", marker)
+    model = "from pydantic import BaseModel\nclass M(BaseModel):\n    x: int\n"
+    subprocess.run([sys.executable, "-c", model], env=env, capture_output=True, timeout=60)
+    assert marker.exists()  # pydantic on its own loads it
+    marker.unlink()
+    done = subprocess.run(
+        [sys.executable, "-m", "crgpu", "checkpoint", "--json", "-i", str(tmp_path / "img"), "c1"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()
 
 
 def test_a_checkpoint_asks_the_runtime_for_the_state_once(

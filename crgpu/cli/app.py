@@ -1,19 +1,21 @@
-"""The Typer application: global flags and the command table."""
+"""The Typer application: global flags and the command table.
+
+A call builds only the command it names (`crgpu checkpoint ...` never imports restore's or doctor's
+module, nor has Typer turn their signatures into click parameters); `app`, every command, is built
+for the top-level help, an unknown command, the docs and the tests.
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from crgpu import __version__
-from crgpu.cli import checkpoint as checkpoint_cmd
-from crgpu.cli import cuda as cuda_cmd
-from crgpu.cli import doctor as doctor_cmd
-from crgpu.cli import export as export_cmd
-from crgpu.cli import inspect as inspect_cmd
-from crgpu.cli import restore as restore_cmd
 from crgpu.errors import EXIT_CODE_MEANINGS
 
 EXAMPLES = """Examples:
@@ -30,17 +32,6 @@ EXIT_CODES_TEXT = "Exit codes:\n\n" + "\n\n".join(
     f"  {int(code):>3}  {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items()
 )
 
-app = typer.Typer(
-    name="crgpu",
-    help="Checkpoint and restore (GPU) containers on runc + CRIU and gVisor runsc.",
-    epilog=EXAMPLES + "\n" + EXIT_CODES_TEXT,
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
 
 def _version(value: bool) -> None:
     if value:
@@ -48,7 +39,6 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
 def main_callback(
     version: Annotated[
         bool,
@@ -69,13 +59,73 @@ def main_callback(
     config.set_config_file(config_file)
 
 
-app.command("checkpoint", epilog=checkpoint_cmd.EXAMPLES + "\n" + EXIT_CODES_TEXT)(checkpoint_cmd.checkpoint)
-app.command("restore", epilog=restore_cmd.EXAMPLES + "\n" + EXIT_CODES_TEXT)(restore_cmd.restore)
-app.command("doctor", epilog=doctor_cmd.EXAMPLES + "\n" + EXIT_CODES_TEXT)(doctor_cmd.doctor)
-app.add_typer(cuda_cmd.cuda_app, name="cuda")
-app.command("inspect", epilog=inspect_cmd.EXAMPLES + "\n" + EXIT_CODES_TEXT)(inspect_cmd.inspect)
-app.command("export", epilog=export_cmd.EXAMPLES + "\n" + EXIT_CODES_TEXT)(export_cmd.export)
+def _command(name: str) -> Callable[[typer.Typer], None]:
+    """Adds `crgpu NAME`, whose function and EXAMPLES live in crgpu.cli.NAME under the same name."""
+
+    def add(app: typer.Typer) -> None:
+        module = importlib.import_module(f"crgpu.cli.{name}")
+        app.command(name, epilog=module.EXAMPLES + "\n" + EXIT_CODES_TEXT)(getattr(module, name))
+
+    return add
+
+
+def _add_cuda(app: typer.Typer) -> None:
+    from crgpu.cli.cuda import cuda_app
+
+    app.add_typer(cuda_app, name="cuda")
+
+
+# In the order the top-level help lists them.
+COMMANDS: dict[str, Callable[[typer.Typer], None]] = {
+    "checkpoint": _command("checkpoint"),
+    "restore": _command("restore"),
+    "doctor": _command("doctor"),
+    "cuda": _add_cuda,
+    "inspect": _command("inspect"),
+    "export": _command("export"),
+}
+# Global options that take a value: the command name is the first word that is neither.
+_VALUED_GLOBALS = ("--config",)
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The application with every command, or with the one named `only`."""
+    app = typer.Typer(
+        name="crgpu",
+        help="Checkpoint and restore (GPU) containers on runc + CRIU and gVisor runsc.",
+        epilog=EXAMPLES + "\n" + EXIT_CODES_TEXT,
+        no_args_is_help=True,
+        add_completion=False,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(main_callback)
+    for name, add in COMMANDS.items():
+        if only in (None, name):
+            add(app)
+    return app
+
+
+def command_named(args: list[str]) -> str | None:
+    """The command these arguments name, if it is one of COMMANDS; None for anything else."""
+    words = iter(args)
+    for word in words:
+        if word == "--":
+            return None
+        if word in _VALUED_GLOBALS:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":
+        app = globals()["app"] = build_app()
+        return app
+    raise AttributeError(name)
 
 
 def main() -> None:
-    app()
+    build_app(command_named(sys.argv[1:]))()

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from crgpu.cli.render import Renderer
 from crgpu.errors import CrgpuError, ExitCode, UsageError
 from crgpu.textsafe import printable
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from crgpu.cli.render import Renderer
     from crgpu.process import LineSink
     from crgpu.result import OperationResult
 
@@ -120,6 +120,8 @@ def run_planned(parse: Callable[[dict[str, Any]], Callable[[], Planned]]) -> Cal
     runtime's live output and the result; every failure through run_guarded."""
 
     def run(values: dict[str, Any]) -> None:
+        from crgpu.cli.render import Renderer  # not for --help
+
         renderer = Renderer(as_json=values["as_json"], quiet=values["quiet"])
 
         def body() -> int:

@@ -126,3 +126,37 @@ def test_every_help_ends_with_examples() -> None:
     for args in ([], ["checkpoint"], ["restore"], ["doctor"], ["inspect"]):
         out = crgpu(*args, "--help").stdout
         assert "Examples:" in out, args
+
+
+def _as_the_crgpu_command(*args: str, columns: int) -> subprocess.CompletedProcess[str]:
+    """crgpu as its installed command runs it: argv[0] `crgpu`, __main__ not a package; the
+    imports it made on stderr."""
+    call = "import sys; sys.argv[0] = 'crgpu'; from crgpu.__main__ import main; main()"
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", call, *args],
+        env={**os.environ, "COLUMNS": str(columns)},
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("path", [(), ("checkpoint",), ("restore",), ("doctor",), ("cuda", "restore")])
+def test_help_prints_what_typer_prints_without_loading_typer(path: tuple[str, ...]) -> None:
+    for columns in (80, 132):
+        for flag in ("--help", "-h"):
+            done = _as_the_crgpu_command(*path, flag, columns=columns)
+            assert done.returncode == 0, done.stderr
+            assert done.stdout == docs.rendered_help(path, columns)
+            assert "| typer" not in done.stderr  # the pre-rendered page
+
+
+def test_a_narrow_terminal_or_other_words_get_help_from_typer_itself() -> None:
+    narrow = _as_the_crgpu_command("checkpoint", "--help", columns=60)
+    assert narrow.stdout == docs.rendered_help(("checkpoint",), 60) != docs.rendered_help(("checkpoint",))
+    assert "| typer" in narrow.stderr
+    configured = _as_the_crgpu_command("--config", "/nonexistent", "checkpoint", "--help", columns=100)
+    assert configured.stdout == docs.rendered_help(("checkpoint",), 100)
+    assert "| typer" in configured.stderr
+    as_module = subprocess.run(
+        [sys.executable, "-m", "crgpu", "checkpoint", "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )  # fmt: skip
+    assert as_module.stdout.startswith("Usage: python -m crgpu checkpoint ")  # click's own name for it
