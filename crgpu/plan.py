@@ -152,9 +152,13 @@ def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
 
 
 def _status(adapter: Adapter, container: ContainerInfo) -> str | None:
-    """The container's status. runsc's state file says it, and `runsc state` (a 45 ms Go start-up)
-    only adds whether the sandbox process is alive, which a signal 0 answers; runc is asked."""
-    if container.runtime == "runsc" and container.status == "running" and container.pid:
+    """The container's status. `runc state` and `runsc state` (10-45 ms of Go start-up each) read
+    what detect already read: runc's state.json with the init process and the freezer (a running
+    container found there is running), runsc's state file, to which a signal 0 adds whether the
+    sandbox process is alive. The runtime is asked only where those leave it open."""
+    if container.status == "running" and container.pid:
+        if container.runtime == "runc":
+            return "running"
         try:
             os.kill(container.pid, 0)
             return "running"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,6 +128,85 @@ def test_a_checkpoint_asks_the_runtime_for_the_state_once(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert len([line for line in calls.read_text().splitlines() if " state " in f" {line} "]) == 1
+
+
+# /proc/PID/stat of a running `sleep` as the kernel writes it (fields 3 and 22: state, start time).
+_STAT = "4242 (sleep (x) 1) S 4230 4242 4242 0 -1 4194560 109 0 0 0 0 0 0 0 20 0 1 0 {start} 2322432 161 ..."
+
+
+def _runc_state_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, start: int = 1810499, state: str = "S", **cgroup: str
+) -> list[str]:
+    """Plan a checkpoint of c1, whose state.json (written as runc 1.1 writes it) names init 4242
+    started at tick 1810499 and the cgroup files in `cgroup` (path -> content) under a fake host
+    root; returns the `runc state` calls crgpu made."""
+    import json
+
+    from crgpu.options import CheckpointOptions
+    from crgpu.plan import plan_checkpoint
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    calls = install_fake_runc(tmp_path, monkeypatch)
+    host = tmp_path / "host"
+    monkeypatch.setenv("CRGPU_HOST_ROOT", str(host))
+    (host / "proc" / "4242").mkdir(parents=True)
+    (host / "proc" / "4242" / "stat").write_text(_STAT.replace("S", state, 1).format(start=start))
+    for path, text in cgroup.items():
+        (host / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (host / path.lstrip("/")).write_text(text)
+    paths = {("freezer" if p.endswith("freezer.state") else ""): p.rsplit("/", 1)[0] for p in cgroup}
+    state_json = tmp_path / "root" / "c1" / "state.json"
+    state_json.write_text(
+        json.dumps(
+            {
+                "init_process_pid": 4242,
+                "init_process_start": 1810499,
+                "cgroup_paths": paths,
+                "config": {"labels": ["bundle=/b"]},
+            }
+        )
+    )
+    plan_checkpoint(CheckpointOptions(container_id="c1", image_path=tmp_path / "img"))
+    return (
+        [line for line in calls.read_text().splitlines() if " state " in f" {line} "]
+        if calls.exists()
+        else []
+    )
+
+
+V1 = "/sys/fs/cgroup/freezer/c1/freezer.state"
+V2 = "/sys/fs/cgroup/c1/cgroup.freeze"
+
+
+def test_a_running_runc_container_is_read_from_its_state_not_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`runc state` is 10-15 ms of Go start-up; it reads the same files."""
+    assert _runc_state_said(tmp_path / "v1", monkeypatch, **{V1: "THAWED\n"}) == []
+    assert _runc_state_said(tmp_path / "v2", monkeypatch, **{V2: "0\n"}) == []
+
+
+@pytest.mark.parametrize(
+    ("why", "kwargs"),
+    [
+        ("paused (v1)", {V1: "FROZEN\n"}),
+        ("paused (v2)", {V2: "1\n"}),
+        ("another process has the PID now", {"start": 99, V1: "THAWED\n"}),
+        ("the init process is a zombie", {"state": "Z", V1: "THAWED\n"}),
+        ("no freezer to read", {}),
+        ("a cgroup path outside /sys/fs/cgroup", {"/etc/c1/cgroup.freeze": "0\n"}),
+    ],
+)
+def test_runc_is_asked_where_its_state_leaves_the_status_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, why: str, kwargs: dict[str, Any]
+) -> None:
+    assert len(_runc_state_said(tmp_path, monkeypatch, **kwargs)) == 1, why
+
+
+def test_a_created_runc_container_is_asked_about(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "root" / "c1").mkdir(parents=True)
+    os.mkfifo(tmp_path / "root" / "c1" / "exec.fifo")  # runc's mark of `created`
+    assert len(_runc_state_said(tmp_path, monkeypatch, **{V1: "THAWED\n"})) == 1
 
 
 def test_every_result_says_where_its_time_went(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

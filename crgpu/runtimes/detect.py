@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,50 @@ def read_bundle_spec(bundle: str | Path | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _proc_start_and_state(pid: int) -> tuple[int, str] | None:
+    """A process's start time (clock ticks after boot, /proc/PID/stat field 22) and state letter."""
+    try:
+        stat = host_path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # the command name may hold spaces and parentheses
+    try:
+        return int(fields[19]), fields[0]
+    except (IndexError, ValueError):
+        return None
+
+
+def _read_small(path: str) -> str | None:
+    if not path.startswith("/sys/fs/cgroup/") or "/../" in path:
+        return None  # only a cgroup file, whatever the state says
+    try:
+        return host_path(path).read_text(errors="replace")[:64].strip()
+    except OSError:
+        return None
+
+
+def _runc_running(state_dir: Path, data: dict[str, Any]) -> bool:
+    """Whether runc would call the container `running`, read where runc itself reads it
+    (libcontainer's refreshState): its cgroup not frozen, its init process alive with the start
+    time runc recorded, and no exec.fifo (that is `created`). False wherever that is not plain:
+    the caller then asks `runc state`."""
+    pid, start = data.get("init_process_pid"), data.get("init_process_start")
+    if not (isinstance(pid, int) and pid > 0 and isinstance(start, int)):
+        return False
+    cgroups = data.get("cgroup_paths")
+    if not isinstance(cgroups, dict):
+        return False
+    # cgroup v1 (alone or beside v2) has a freezer hierarchy; pure v2 has the one path "".
+    if isinstance(cgroups.get("freezer"), str):
+        thawed = _read_small(cgroups["freezer"] + "/freezer.state") == "THAWED"
+    else:
+        thawed = isinstance(cgroups.get(""), str) and _read_small(cgroups[""] + "/cgroup.freeze") == "0"
+    if not thawed or os.path.lexists(state_dir / "exec.fifo"):
+        return False
+    proc = _proc_start_and_state(pid)
+    return proc is not None and proc[0] == start and proc[1] not in ("Z", "X", "x")
+
+
 def _read_runc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
     data = _load_json(loc.state_path)
     config = data.get("config") or {}
@@ -184,6 +229,7 @@ def _read_runc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
         rootfs=bundle_rootfs(bundle, spec),
         gpu=bool(evidence),
         gpu_evidence=tuple(ordered(evidence)),
+        status="running" if _runc_running(loc.state_path.parent, data) else None,
     )
 
 
