@@ -350,6 +350,7 @@ def report(
         f"Made by `benchmarks/run.py` on {time.strftime('%Y-%m-%d')}: {platform.node() and 'this machine'}, "
         f"{os.cpu_count()} cores, kernel {platform.release()}, {reps} runs per arm (A/B alternating), medians in seconds.",
         "runc is Debian's 1.1.15 with CRIU 4.1.1; runsc is Debian's 0.0~20240729 with `--compression none` in both arms.",
+        f"crgpu runs on Python {platform.python_version()} ({sys.executable}).",
         "",
         "## Checkpoint and restore: crgpu against the raw runtime",
         "",

@@ -39,7 +39,9 @@ SRC
 fi
 
 apt-get update -q
-apt-get install "${apt_opts[@]}" "${target[@]}" criu runc runsc iptables busybox-static
+# criu's python3-pycriu brings Debian 13's python3 (3.13) onto a Debian 12 machine: its venv needs
+# the pip wheel of the same release (Debian 12's pip 23.0 fails in ensurepip under 3.13).
+apt-get install "${apt_opts[@]}" "${target[@]}" criu runc runsc iptables busybox-static python3-venv python3-pip-whl
 # The engines that own containers on real nodes, and checkpointctl (../shared/research/engines.md):
 # podman 5.4 and checkpointctl 1.3 from Debian 13, containerd 2.1 from sid (its runc stays Debian's).
 apt-get install "${apt_opts[@]}" "${target[@]}" podman conmon checkpointctl zstd
