@@ -384,6 +384,16 @@ class Podman:
     def wait_count_above(self, name: str, value: int, timeout: float = 10.0) -> int:
         return wait_above(lambda: self.count(name), value, timeout, f"{name}'s counter")
 
+    def wait_status(self, name: str, status: str, timeout: float = 10.0) -> str:
+        """podman's status of the container once it is `status`. Whether podman says `stopped` or
+        already `exited` after its process ended depends on its clean-up, which runs on its own."""
+        deadline = time.monotonic() + timeout
+        while (current := self("inspect", "--format", "{{.State.Status}}", name)) != status:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} stayed {current}, not {status}, for {timeout} s")
+            time.sleep(0.05)
+        return current
+
     def cleanup(self) -> None:
         for name in self.names:
             self("rm", "-f", "-t", "0", name, check=False)

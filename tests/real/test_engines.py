@@ -48,7 +48,7 @@ def test_a_hand_off_is_restored_by_podman_with_exec_working(podman: testbed.Podm
     doc = json.loads(result.stdout)
     assert result.exit_code == 0, doc
     assert any(f"podman container restore {name}" in note for note in doc["notes"])
-    assert podman("inspect", "--format", "{{.State.Status}}", name) == "exited"
+    assert podman.wait_status(name, "exited") == "exited"
     podman("container", "restore", name)
     assert podman("inspect", "--format", "{{.State.Status}}", name) == "running"
     after = podman.wait_count_above(name, saved)  # `podman exec` works: conmon is podman's again
