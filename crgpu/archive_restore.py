@@ -30,6 +30,7 @@ from crgpu.archive import ArchiveSummary, read_summary, unpack
 from crgpu.archive_names import CHECKPOINT_DIR, DELETED_NAME, DIFF_NAME
 from crgpu.errors import PreconditionError
 from crgpu.image import MANIFEST_NAME
+from crgpu.mounts import unmount
 from crgpu.options import check_container_id
 from crgpu.safedirs import write_new_private
 
@@ -57,11 +58,7 @@ class PreparedArchive:
         if self.work is None:
             return
         rootfs = self.work / "bundle" / "rootfs"
-        if os.path.ismount(rootfs):
-            subprocess.run(
-                ["umount", "--", str(rootfs)], capture_output=True, timeout=MOUNT_TIMEOUT_S, check=False
-            )
-        if not os.path.ismount(rootfs):
+        if not os.path.ismount(rootfs) or unmount(rootfs):
             shutil.rmtree(self.work, ignore_errors=True)
 
 

@@ -16,6 +16,7 @@ from crgpu.image import (
 )
 from crgpu.lazy_pages import finish_daemon, start_daemon
 from crgpu.locks import container_lock
+from crgpu.mounts import mount_points_below, unmount
 from crgpu.plan import RestorePlan, refuse_existing
 from crgpu.process import LineSink, Watchdog
 from crgpu.result import OperationResult, new_result, raise_if_interrupted
@@ -82,10 +83,20 @@ def execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None =
             # run's own: the ID was free under the lock, and the runtime did not find it taken.
             plan.adapter.delete(plan.container_id, plan.root)
             result.container_status = safe_status(plan.adapter, plan.container_id, plan.root)
+        if not result.ok:
+            _release_mounts(plan.work_dir)
         if watchdog is not None:
             watchdog.cap_logs()  # after the delete: the looping restorer runs inside the container
         raise_if_interrupted(result, plan.adapter, plan.root)
         return result
+
+
+def _release_mounts(work_dir: Path) -> None:
+    """CRIU mounts its cgroup yard (`.criu.cgyard.*`, a tmpfs and one mount per controller) in the
+    work directory; a restore that fails before CRIU tidies up (a lazy restore whose pages never
+    came, here) leaves them there, a dozen mounts a time. The directory is this restore's own."""
+    for point in mount_points_below(work_dir):
+        unmount(point, detach=True)
 
 
 # A restore whose CRIU log passes this has stopped making progress (a damaged image makes CRIU

@@ -15,31 +15,15 @@ import stat
 from pathlib import Path
 
 from crgpu.archive_names import DELETED_NAME, DIFF_NAME
-from crgpu.host_root import host_path
+from crgpu.mounts import escape, mountinfo_lines, unescape
 from crgpu.safedirs import open_new_private, write_new_private
-
-_ESCAPES = {" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"}
-
-
-def _escape(path: str) -> str:
-    """A path as mountinfo writes it (octal escapes for space, tab, newline and backslash)."""
-    return "".join(_ESCAPES.get(char, char) for char in path)
-
-
-def _unescape(field: str) -> str:
-    for char, code in _ESCAPES.items():
-        field = field.replace(code, char)
-    return field
 
 
 def overlay_upper(rootfs: Path) -> Path | None:
     """The upper directory of the overlay mounted at `rootfs`, or None (not an overlay). Only the
     lines naming that mount point are parsed: a node with an engine has thousands."""
-    try:
-        lines = host_path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return None
-    target = f" {_escape(str(rootfs))} "
+    lines = mountinfo_lines()
+    target = f" {escape(str(rootfs))} "
     found = None
     for line in lines:
         if target not in line or " - overlay " not in line:
@@ -50,7 +34,7 @@ def overlay_upper(rootfs: Path) -> Path | None:
             continue
         for option in tail[2].split(","):
             if option.startswith("upperdir="):
-                found = Path(_unescape(option.removeprefix("upperdir=")))  # the last mount wins
+                found = Path(unescape(option.removeprefix("upperdir=")))  # the last mount wins
     return found
 
 

@@ -122,6 +122,33 @@ def test_the_writable_layer_is_found_in_the_mount_table(
     assert overlay_upper(Path("/srv/plain")) is None
 
 
+def test_the_mounts_inside_a_work_dir_are_listed_deepest_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crgpu.mounts import mount_points_below
+
+    work = "/var/lib/crgpu/work/c1/restore-1"
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/mountinfo").write_text(
+        # As CRIU 4.1 leaves its cgroup yard after a failed lazy restore (cgroup v1), beside a
+        # neighbour whose name only starts the same, the work dir itself and a name with a space.
+        f"2201 30 0:301 / {work}/.criu.cgyard.4wuBB0 rw,relatime - tmpfs none rw\n"
+        f"2202 2201 0:28 / {work}/.criu.cgyard.4wuBB0/pids rw,relatime - cgroup none rw,pids\n"
+        f"2203 2201 0:29 / {work}/.criu.cgyard.4wuBB0/blkio rw,relatime - cgroup none rw,blkio\n"
+        f"2204 30 0:302 / {work}0/x rw - tmpfs none rw\n"
+        f"2205 30 0:303 / {work} rw - tmpfs none rw\n"
+        f"2206 30 0:304 / {work}/with\\040space rw - tmpfs none rw\n"
+    )
+    monkeypatch.setenv("CRGPU_HOST_ROOT", str(tmp_path))
+    yard = f"{work}/.criu.cgyard.4wuBB0"
+    assert mount_points_below(Path(work)) == [
+        Path(f"{yard}/blkio"),
+        Path(f"{yard}/pids"),
+        Path(yard),
+        Path(f"{work}/with space"),
+    ]
+
+
 def _rootfs(tmp_path: Path) -> Path:
     rootfs = tmp_path / "image-rootfs"
     (rootfs / "bin").mkdir(parents=True)

@@ -200,6 +200,10 @@ def test_lazy_migration_through_a_page_server(runc_container, short_tmp: Path) -
         assert dump.returncode == 1, dumped
         assert any("Lazy pages transfer FAILED" in line for line in dumped["criu_errors"]), dumped
         assert container.status() == "running"  # the source goes on
+        # CRIU's cgroup yard in crgpu's work dir is unmounted (a dozen mounts left per try before)
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+        left = [line for line in mounts if f"/{new_id}/restore-" in line]
+        assert not left, left[:3]
         raw_code, raw_log = _raw_lazy_migration(runc_container(), short_tmp)
         raw_errors = [line for line in raw_log.splitlines() if "Error" in line]
         assert raw_code != 0 and "Lazy pages transfer FAILED" in raw_log, raw_errors
