@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from crgpu.host_root import host_path
+from crgpu.host_root import host_path, read_host_text
 
 NVIDIA_SMI_TIMEOUT_S = 5.0
 T = TypeVar("T")
@@ -45,13 +45,6 @@ class GpuUse:
 
     uuids: tuple[str, ...]
     bytes: int
-
-
-def _read(path: str) -> str | None:
-    try:
-        return host_path(path).read_text()
-    except OSError:
-        return None
 
 
 def nvml_query(query: Callable[[Any], T]) -> T | None:
@@ -103,10 +96,10 @@ def _nvidia_smi(query: str) -> list[str] | None:
 def driver_version() -> DriverVersion | None:
     """The host's NVIDIA driver version, from the first source that knows it, cheapest first:
     sysfs and procfs (microseconds), then NVML, then nvidia-smi (a process)."""
-    sys_version = _read("/sys/module/nvidia/version")
+    sys_version = read_host_text("/sys/module/nvidia/version")
     if sys_version and _VERSION.search(sys_version):
         return DriverVersion(_VERSION.search(sys_version).group(1), "/sys/module/nvidia/version")  # type: ignore[union-attr]
-    proc = _read("/proc/driver/nvidia/version")
+    proc = read_host_text("/proc/driver/nvidia/version")
     if proc:
         for line in proc.splitlines():
             if "NVRM version:" in line:

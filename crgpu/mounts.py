@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from crgpu.host_root import host_path
+from crgpu.host_root import read_host_text
 
 UMOUNT_TIMEOUT_S = 60.0
 _ESCAPES = {" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"}
@@ -25,10 +25,8 @@ def unescape(field: str) -> str:
 
 
 def mountinfo_lines() -> list[str]:
-    try:
-        return host_path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return []
+    text = read_host_text("/proc/self/mountinfo")
+    return [] if text is None else text.splitlines()
 
 
 def mount_points_below(directory: Path) -> list[Path]:

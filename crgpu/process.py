@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 from crgpu.errors import NotFoundError
+from crgpu.host_root import stat_fields
 from crgpu.safedirs import open_private_append
 
 TAIL_LINES = 200
@@ -195,11 +196,9 @@ def _descendants(root: int) -> set[int]:
             continue
         try:
             with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                stat = handle.read()
+                fields = stat_fields(handle.read().decode(errors="replace"))
         except OSError:
             continue
-        # The command name may hold spaces and parentheses: fields start after the last ')'.
-        fields = stat[stat.rfind(b")") + 2 :].split()
         if len(fields) > 1:
             children.setdefault(int(fields[1]), []).append(int(entry.name))
     found: set[int] = set()

@@ -6,15 +6,15 @@ from __future__ import annotations
 import os
 import time
 
+from crgpu.host_root import stat_fields
+
 
 def process_age_s() -> float | None:
     """Seconds since this process started: /proc/self/stat's starttime (clock ticks since boot,
     10 ms resolution) against CLOCK_BOOTTIME. None when /proc cannot say."""
     try:
         with open("/proc/self/stat", "rb") as handle:
-            raw = handle.read().decode(errors="replace")
-        # The command name may hold spaces and parentheses: the fields start after the last ')'.
-        start_ticks = int(raw.rsplit(")", 1)[1].split()[19])
+            start_ticks = int(stat_fields(handle.read().decode(errors="replace"))[19])
     except (OSError, IndexError, ValueError):
         return None
     age = time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")

@@ -13,7 +13,7 @@ from crgpu import config
 from crgpu.engines import engine_of, resolve_name
 from crgpu.errors import NotFoundError, PreconditionError, UsageError
 from crgpu.gpu_evidence import ordered, spec_evidence
-from crgpu.host_root import host_path
+from crgpu.host_root import host_path, read_host_text, stat_fields
 from crgpu.options import RuntimeChoice, check_container_id
 from crgpu.roots import known_roots
 from crgpu.runtimes.base import ContainerInfo
@@ -164,11 +164,10 @@ def read_bundle_spec(bundle: str | Path | None) -> dict[str, Any]:
 
 def _proc_start_and_state(pid: int) -> tuple[int, str] | None:
     """A process's start time (clock ticks after boot, /proc/PID/stat field 22) and state letter."""
-    try:
-        stat = host_path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    stat = read_host_text(f"/proc/{pid}/stat")
+    if stat is None:
         return None
-    fields = stat[stat.rfind(")") + 2 :].split()  # the command name may hold spaces and parentheses
+    fields = stat_fields(stat)
     try:
         return int(fields[19]), fields[0]
     except (IndexError, ValueError):
@@ -178,10 +177,8 @@ def _proc_start_and_state(pid: int) -> tuple[int, str] | None:
 def _read_small(path: str) -> str | None:
     if not path.startswith("/sys/fs/cgroup/") or "/../" in path:
         return None  # only a cgroup file, whatever the state says
-    try:
-        return host_path(path).read_text(errors="replace")[:64].strip()
-    except OSError:
-        return None
+    text = read_host_text(path)
+    return None if text is None else text.strip()
 
 
 def _runc_running(state_dir: Path, data: dict[str, Any]) -> bool:
