@@ -298,7 +298,9 @@ def _compressor(raw: IO[bytes], compression: Compression) -> Iterator[IO[bytes]]
         import zstandard  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
         # threads=-1: one worker per CPU (podman's export is single-threaded zstd).
-        writer: Any = zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(raw, closefd=False)
+        writer: Any = zstandard.ZstdCompressor(level=3, threads=-1, write_checksum=True).stream_writer(
+            raw, closefd=False
+        )
         try:
             yield writer
         finally:
@@ -308,30 +310,85 @@ def _compressor(raw: IO[bytes], compression: Compression) -> Iterator[IO[bytes]]
 # ---------------------------------------------------------------- reading
 @contextmanager
 def open_archive(path: Path) -> Iterator[tarfile.TarFile]:
-    """A streaming reader of an archive, whatever its compression (zstd, gzip, none)."""
+    """A streaming reader of an archive, whatever its compression (zstd, gzip, none). A damaged
+    stream is a refusal: after the tar's end the compressed stream is read to its own end, where
+    gzip and zstd check their checksums, and nothing may follow it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         raise PreconditionError(f"cannot open the archive {path}: {exc.strerror}") from exc
+    errors: tuple[type[BaseException], ...] = (tarfile.TarError, EOFError, OSError, ValueError)
     with os.fdopen(fd, "rb") as raw:
         magic = raw.read(4)
         raw.seek(0)
         stream: IO[bytes]
+        if magic.startswith(_GZIP_MAGIC):
+            import zlib
+
+            errors = (*errors, zlib.error)
         if magic.startswith(_ZSTD_MAGIC):
             import zstandard
 
-            stream = zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)
+            errors = (*errors, zstandard.ZstdError)
+            stream = zstandard.ZstdDecompressor().stream_reader(raw, closefd=False, read_across_frames=True)
         elif magic.startswith(_GZIP_MAGIC):
             stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
         else:
             stream = raw
         try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
+            with tarfile.open(fileobj=_Guarded(stream, raw), mode="r|") as tar:  # type: ignore[call-overload]
                 yield tar
-        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+                _drain(tar, stream, stream is not raw)
+        except errors as exc:
             if isinstance(exc, ImagePathError | PreconditionError):
                 raise
-            raise PreconditionError(f"{path} is not a readable checkpoint archive: {exc}") from exc
+            raise PreconditionError(
+                f"{path} is not a readable checkpoint archive (damaged or truncated): {exc}",
+                hint="copy the archive again from its source",
+            ) from exc
+
+
+# Reading an archive may take its time, but never more than this plus a second per MiB of the file
+# read so far: a reader that spins without consuming the file is stopped.
+READ_DEADLINE_S = 120.0
+READ_MIN_BYTES_PER_S = 1 << 20
+
+
+class _Guarded:
+    """The stream tarfile reads: an end of data is final (Python 3.11's stream reader skips an
+    absurdly large member by reading an empty stream for ever) and a deadline that grows with
+    the bytes read from the file stops a reader that no longer makes progress."""
+
+    def __init__(self, stream: IO[bytes], raw: IO[bytes]) -> None:
+        self.stream, self.raw = stream, raw
+        self.ended = 0
+        self.started = time.monotonic()
+
+    def read(self, size: int = -1) -> bytes:
+        if self.ended > 2:
+            raise EOFError("unexpected end of data (a member larger than the archive?)")
+        limit = READ_DEADLINE_S + self.raw.tell() / READ_MIN_BYTES_PER_S
+        if time.monotonic() - self.started > limit:
+            raise PreconditionError(
+                f"reading the archive made no progress for {limit:.0f} s: it is damaged or hostile",
+                hint="copy the archive again from its source",
+            )
+        data = self.stream.read(size)
+        if not data and size != 0:
+            self.ended += 1
+        return data
+
+
+def _drain(tar: tarfile.TarFile, stream: IO[bytes], compressed: bool) -> None:
+    """Read a fully iterated archive to the end of its stream: the gzip CRC and the zstd frame
+    checksum are checked only there. Only zeros (tar's end blocks and padding) may follow the tar."""
+    if not tar._loaded:  # type: ignore[attr-defined]
+        return  # the caller stopped early: nothing to verify
+    if not compressed:
+        return
+    while chunk := stream.read(1 << 20):
+        if chunk.count(0) != len(chunk):
+            raise PreconditionError("the archive has data after its end: damaged or not one archive")
 
 
 def _safe_name(name: str) -> str:
@@ -384,16 +441,25 @@ class ArchiveSummary:
     stats: dict[str, int]
     checkpoint_bytes: int
     members: int
+    unpacked_bytes: int = 0  # every member's size: what unpacking writes
 
 
-def read_summary(path: Path) -> ArchiveSummary:
+def read_summary(path: Path, budget: int | None = None) -> ArchiveSummary:
     """The archive's metadata (config.dump, spec.dump, stats-dump, crgpu.json) and the size of its
-    CRIU images, streamed: nothing is written."""
+    CRIU images, streamed: nothing is written. With a `budget` (the bytes free where it will be
+    unpacked), an archive whose members' headers add up to more is refused at that header, before
+    its data is read."""
     found: dict[str, bytes] = {}
-    size, count = 0, 0
+    size, count, total = 0, 0, 0
     with open_archive(path) as tar:
         for member, name in _checked_members(tar, path):
             count += 1
+            total += member.size
+            if budget is not None and total > budget:
+                raise PreconditionError(
+                    f"unpacking {path} takes more than the {budget} bytes free where it is unpacked",
+                    hint="free space, or unpack elsewhere (CRGPU_WORK_ROOT)",
+                )
             if name.startswith(f"{CHECKPOINT_DIR}/"):
                 size += member.size
             elif name in (CONFIG_DUMP, SPEC_DUMP, STATS_DUMP, MANIFEST_NAME) and member.isreg():
@@ -413,7 +479,9 @@ def read_summary(path: Path) -> ArchiveSummary:
     fmt = (
         "crgpu" if manifest is not None else "kubernetes" if runtime == "io.containerd.runc.v2" else "podman"
     )
-    return ArchiveSummary(fmt, config, spec, manifest, parse_stats(found.get(STATS_DUMP, b"")), size, count)
+    return ArchiveSummary(
+        fmt, config, spec, manifest, parse_stats(found.get(STATS_DUMP, b"")), size, count, total
+    )
 
 
 def _json_object(raw: bytes, name: str) -> dict[str, Any]:

@@ -22,25 +22,21 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from crgpu import config
 from crgpu.archive import ArchiveSummary, read_summary, unpack
 from crgpu.archive_names import CHECKPOINT_DIR, DELETED_NAME, DIFF_NAME
+from crgpu.archive_spec import rebuild_spec, spec_grants
+from crgpu.criu_images import reaching, read_grants
 from crgpu.errors import PreconditionError
 from crgpu.image import MANIFEST_NAME
 from crgpu.mounts import unmount
 from crgpu.options import check_container_id
+from crgpu.runtimes.detect import read_bundle_spec
 from crgpu.safedirs import write_new_private
 
-# What a container gets without asking (the engines' default capability set).
-DEFAULT_CAPS = {
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_NET_BIND_SERVICE",
-    "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT", "CAP_MKNOD",
-    "CAP_AUDIT_WRITE", "CAP_NET_RAW",
-}  # fmt: skip
-OWN_NAMESPACES = ("pid", "network", "ipc", "uts", "mount")
 MOUNT_TIMEOUT_S = 60.0
 
 
@@ -74,7 +70,7 @@ def prepare(
     """Unpack and make the bundle. Whatever can be refused from the archive's metadata is refused
     before anything is written (`before_unpack(container_id)` adds the caller's checks); a failure
     afterwards takes back the mount and the directory."""
-    summary = read_summary(archive)
+    summary = read_summary(archive, free_bytes(Path(config.get("work_root").value)))
     wanted = container_id or summary.config.get("id")
     try:
         target_id = check_container_id(wanted)
@@ -100,11 +96,16 @@ def prepare(
             "restored terminal to a console socket",
             hint="give --console-socket SOCKET (a receiver listening there, such as runc's recvtty)",
         )
-    if bundle is None and rootfs is not None and (not rootfs.is_dir() or not any(rootfs.iterdir())):
-        raise PreconditionError(f"--rootfs {rootfs} is not a non-empty directory")
-    before_unpack(target_id)
+    if bundle is None and rootfs is not None:
+        check_rootfs(rootfs)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
     work = Path(config.get("work_root").value) / target_id / f"import-{stamp}"
+    if bundle is None:
+        # What the spec alone grants is refused before anything is unpacked.
+        early = rebuild_spec(copy.deepcopy(summary.spec), work / "bundle", target_id)
+        refuse_reaching(early.reaching, trust, [])
+    before_unpack(target_id)
+    require_room(summary, work.parent.parent)
     prepared = PreparedArchive(
         work / "archive" / CHECKPOINT_DIR, bundle or work / "bundle", target_id, summary, work=work
     )
@@ -119,20 +120,72 @@ def prepare(
         prepared.notes.append(f"unpacked into {unpacked}")
         if bundle is None:
             assert rootfs is not None
-            spec = copy.deepcopy(summary.spec)
-            prepared.notes += make_bundle(unpacked, spec, prepared.bundle, rootfs, target_id, trust)
+            prepared.notes += make_bundle(unpacked, summary.spec, prepared.bundle, rootfs, target_id, trust)
+        else:
+            refuse_reaching(images_reaching(image_dir, read_bundle_spec(bundle)), trust, prepared.notes)
     except BaseException:
         prepared.discard()
         raise
     return prepared
 
 
-def make_bundle(
-    unpacked: Path, spec: dict[str, Any], bundle: Path, lower: Path, container_id: str, trust: bool
-) -> list[str]:
-    """The bundle for the archive's spec (as read_summary parsed it; changed here) over `lower`."""
-    bundle.mkdir(mode=0o700)
-    notes, reaching = sanitize_spec(spec, bundle, container_id)
+def check_rootfs(rootfs: Path) -> None:
+    """--rootfs is the lower layer of the container's root: never the host's root, nor a tree that
+    holds crgpu's own state (its work root, node key, config), whatever --trust-image says."""
+    try:
+        resolved = rootfs.resolve(strict=True)
+        empty = not rootfs.is_dir() or not any(rootfs.iterdir())
+    except OSError:
+        empty = True
+    if empty:
+        raise PreconditionError(f"--rootfs {rootfs} is not a non-empty directory")
+    own = [Path(config.get("work_root").value), Path(config.get("node_key").value), config.config_file()[0]]
+    held = [path for path in own if resolved == path.resolve() or resolved in path.resolve().parents]
+    if resolved == Path("/") or held:
+        what = "this host's root" if resolved == Path("/") else f"a tree that holds crgpu's {held[0]}"
+        raise PreconditionError(
+            f"--rootfs {rootfs} is {what}: the restored container would read the host's files",
+            hint="give the container image's root filesystem (e.g. the path `podman image mount IMAGE` prints)",
+        )
+
+
+def _statvfs(path: Path) -> os.statvfs_result | None:
+    """The file system `path` will be on (its nearest existing parent's)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return os.statvfs(path)
+    except OSError:
+        return None
+
+
+def free_bytes(path: Path) -> int | None:
+    st = _statvfs(path)
+    return st.f_bavail * st.f_frsize if st is not None else None
+
+
+def require_room(summary: ArchiveSummary, work_root: Path) -> None:
+    """The first pass knows what unpacking takes: refused before a byte is written when the work
+    root lacks the space or the inodes."""
+    st = _statvfs(work_root)
+    if st is None:
+        return
+    free_bytes, free_inodes = st.f_bavail * st.f_frsize, st.f_favail
+    # Each member takes its size rounded up to a block, and an inode.
+    needed = summary.unpacked_bytes + summary.members * st.f_frsize
+    if needed > free_bytes:
+        raise PreconditionError(
+            f"unpacking the archive takes {needed} bytes and {work_root} has {free_bytes} free",
+            hint="free space, or unpack elsewhere (CRGPU_WORK_ROOT)",
+        )
+    if st.f_files and summary.members + 64 > free_inodes:
+        raise PreconditionError(
+            f"the archive holds {summary.members} members and {work_root} has {free_inodes} free inodes",
+            hint="free inodes, or unpack elsewhere (CRGPU_WORK_ROOT)",
+        )
+
+
+def refuse_reaching(reaching: list[str], trust: bool, notes: list[str]) -> None:
     if reaching and not trust:
         raise PreconditionError(
             "the archive's container would reach this host: " + "; ".join(reaching),
@@ -140,6 +193,23 @@ def make_bundle(
             detail=reaching,
         )
     notes += [f"reaches the host (--trust-image): {item}" for item in reaching]
+
+
+def images_reaching(image_dir: Path, spec: dict[str, Any]) -> list[str]:
+    """What CRIU's images would grant beyond `spec` (the bundle the restore runs with)."""
+    allowed, own, seccomp = spec_grants(spec)
+    return reaching(read_grants(image_dir), allowed, own, seccomp)
+
+
+def make_bundle(
+    unpacked: Path, archive_spec: dict[str, Any], bundle: Path, lower: Path, container_id: str, trust: bool
+) -> list[str]:
+    """The bundle for the archive's spec (rebuilt, never copied) over `lower`."""
+    bundle.mkdir(mode=0o700)
+    rebuilt = rebuild_spec(copy.deepcopy(archive_spec), bundle, container_id)
+    spec, notes = rebuilt.spec, rebuilt.notes
+    refuse_reaching(rebuilt.reaching + images_reaching(unpacked / CHECKPOINT_DIR, spec), trust, notes)
+    rebuilt.make_stand_ins()
     rootfs = bundle / "rootfs"
     upper, workdir = bundle / "upper", bundle / "work"
     for directory in (rootfs, upper, workdir):
@@ -150,94 +220,39 @@ def make_bundle(
     os.chown(upper, top.st_uid, top.st_gid)
     os.chmod(upper, stat.S_IMODE(top.st_mode))
     _mount_overlay(lower, upper, workdir, rootfs)
-    spec["root"] = {"path": str(rootfs), "readonly": bool((spec.get("root") or {}).get("readonly", False))}
+    spec["root"] = {"path": str(rootfs), "readonly": spec["root"]["readonly"]}
     write_new_private(bundle / "config.json", json.dumps(spec, indent=2).encode())
     notes.append(f"bundle made from the archive's spec: {bundle} (root filesystem: overlay of {lower})")
     return notes
 
 
-def sanitize_spec(spec: dict[str, Any], bundle: Path, container_id: str) -> tuple[list[str], list[str]]:
-    """Make the archive's spec safe to run here (in place). Returns (what changed, what would
-    reach this host)."""
-    notes: list[str] = []
-    reaching: list[str] = []
-    if spec.pop("hooks", None):
-        notes.append("the spec's hooks were dropped (an archive never decides what runs on this host)")
-    linux = spec.setdefault("linux", {})
-    if not isinstance(linux, dict):
-        raise PreconditionError("the archive's spec has a malformed linux section")
-    linux["cgroupsPath"] = f"/crgpu/{container_id}"
-    namespaces = [ns for ns in linux.get("namespaces") or [] if isinstance(ns, dict)]
-    for ns in namespaces:
-        if ns.pop("path", None):
-            notes.append(
-                f"the {ns.get('type')} namespace path of the archive's host was dropped: a new one is made"
-            )
-    linux["namespaces"] = namespaces
-    own = {ns.get("type") for ns in namespaces}
-    reaching += [f"shares this host's {kind} namespace" for kind in OWN_NAMESPACES if kind not in own]
-    process = spec.get("process") if isinstance(spec.get("process"), dict) else {}
-    caps = process.get("capabilities") if isinstance(process, dict) else None
-    granted = set()
-    if isinstance(caps, dict):
-        for kind in ("bounding", "effective", "permitted"):
-            granted |= {c for c in caps.get(kind) or [] if isinstance(c, str)}
-    extra = sorted(granted - DEFAULT_CAPS)
-    if extra:
-        reaching.append("privileges beyond the engines' defaults: " + ", ".join(extra))
-    mounts: list[dict[str, Any]] = []
-    for mount in spec.get("mounts") or []:
-        if not isinstance(mount, dict):
-            continue
-        options = mount.get("options") or []
-        is_bind = mount.get("type") == "bind" or "bind" in options or "rbind" in options
-        source = mount.get("source")
-        if is_bind and isinstance(source, str) and source.startswith("/"):
-            if os.path.exists(source):
-                reaching.append(f"bind-mounts this host's {source} at {mount.get('destination')}")
-            else:
-                mount["source"] = str(_stand_in(bundle, len(mounts), source))
-                notes.append(
-                    f"{mount.get('destination')}: bound from an empty stand-in ({source} is the archive host's)"
-                )
-        mounts.append(mount)
-    spec["mounts"] = mounts
-    return notes, reaching
-
-
-def _stand_in(bundle: Path, index: int, source: str) -> Path:
-    """An empty file or directory in the bundle for a bind mount from the archive's host."""
-    directory = bundle / "mounts"
-    directory.mkdir(mode=0o700, exist_ok=True)
-    path = directory / f"{index}-{Path(source).name or 'root'}"
-    looks_like_dir = Path(source).name in ("shm", "mqueue") or source.endswith("/")
-    if looks_like_dir:
-        path.mkdir(mode=0o755)
-    else:
-        write_new_private(path, b"", 0o644)
-    return path
-
-
 def _apply_layer(unpacked: Path, upper: Path) -> None:
     """The archive's writable layer into the overlay's upper dir: rootfs-diff.tar through
-    _layer_filter (no absolute names, no `..`, no links out, no devices), deleted.files
-    as overlay whiteouts."""
+    _LayerFilter, deleted.files as overlay whiteouts inside the layer."""
     diff = unpacked / DIFF_NAME
     if diff.is_file():
         try:
-            with tarfile.open(diff, mode="r:*") as tar:
-                tar.extractall(upper, filter=_layer_filter)
+            with tarfile.open(diff, mode="r:") as tar:
+                members = _layer_members(tar, upper)
+                tar.extractall(upper, members=members, filter=_LayerFilter())
         except (tarfile.TarError, OSError) as exc:
             raise PreconditionError(f"the archive's rootfs-diff.tar was refused: {exc}") from exc
     deleted = unpacked / DELETED_NAME
     if deleted.is_file():
+        if deleted.lstat().st_size > DELETED_MAX_BYTES:
+            raise PreconditionError(f"the archive's deleted.files is over {DELETED_MAX_BYTES} bytes")
         try:
             names = json.loads(deleted.read_text())
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise PreconditionError(f"the archive's deleted.files is not JSON: {exc}") from exc
-        for name in names if isinstance(names, list) else []:
+        if not isinstance(names, list) or len(names) > DELETED_MAX_ENTRIES:
+            raise PreconditionError(
+                f"the archive's deleted.files is not a list of at most {DELETED_MAX_ENTRIES} names"
+            )
+        top = upper.resolve()
+        for name in names:
             target = (upper / str(name)).resolve()
-            if not isinstance(name, str) or upper.resolve() not in target.parents:
+            if not isinstance(name, str) or top not in target.parents:
                 raise PreconditionError(
                     f"the archive's deleted.files names {str(name)[:80]!r}, outside the container"
                 )
@@ -246,12 +261,68 @@ def _apply_layer(unpacked: Path, upper: Path) -> None:
                 os.mknod(target, stat.S_IFCHR | 0o000, 0)
 
 
-def _layer_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    """Python's "tar" filter (nothing outside the layer, even through links; no setuid bits) and no
-    device nodes: a container's absolute symlinks stay, which the "data" filter would refuse."""
-    if member.isdev():
-        raise tarfile.FilterError(f"{member.name}: a device node in the writable layer")
-    return tarfile.tar_filter(member, dest)
+# A writable layer's members and whiteouts: far more than a container's changed files.
+LAYER_MAX_MEMBERS = 200_000
+DELETED_MAX_ENTRIES = 100_000
+DELETED_MAX_BYTES = 16 * 1024 * 1024
+
+
+def _layer_members(tar: tarfile.TarFile, upper: Path) -> list[tarfile.TarInfo]:
+    """The layer's members, counted and sized before one is written."""
+    members = []
+    total = 0
+    for member in tar:
+        members.append(member)
+        total += member.size
+        if len(members) > LAYER_MAX_MEMBERS:
+            raise PreconditionError(
+                f"the archive's rootfs-diff.tar holds more than {LAYER_MAX_MEMBERS} members"
+            )
+    st = os.statvfs(upper)
+    if total + len(members) * st.f_frsize > st.f_bavail * st.f_frsize or (
+        st.f_files and len(members) > st.f_favail
+    ):
+        raise PreconditionError(
+            f"the archive's rootfs-diff.tar needs {total} bytes in {len(members)} files, more than {upper} has free",
+            hint="free space, or unpack elsewhere (CRGPU_WORK_ROOT)",
+        )
+    return members
+
+
+class _LayerFilter:
+    """Python's "tar" filter (nothing outside the layer, even through links; no setuid bits), no
+    device nodes, and hard links only to regular files this layer already wrote: the "tar" filter
+    checks no link target, and a hard link to a host file would let the container write it. A
+    container's absolute symlinks stay (the "data" filter would refuse them)."""
+
+    def __init__(self) -> None:
+        self.files: set[str] = set()
+
+    def __call__(self, member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+        if member.isdev():
+            raise tarfile.FilterError(f"{member.name}: a device node in the writable layer")
+        if member.islnk():
+            target = _layer_name(member.linkname)
+            if target is None or target not in self.files:
+                raise tarfile.FilterError(
+                    f"{member.name}: a hard link to {member.linkname!r}, which is not a file of this layer"
+                )
+        filtered = tarfile.tar_filter(member, dest)
+        name = _layer_name(filtered.name)
+        if name is not None:
+            if filtered.isreg() or filtered.islnk():
+                self.files.add(name)
+            else:
+                self.files.discard(name)  # a later member replaces it: no link to it any more
+        return filtered
+
+
+def _layer_name(name: str) -> str | None:
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or ".." in pure.parts:
+        return None
+    parts = [part for part in pure.parts if part != "."]
+    return "/".join(parts) or None
 
 
 def _mount_overlay(lower: Path, upper: Path, workdir: Path, target: Path) -> None:

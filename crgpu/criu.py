@@ -11,6 +11,7 @@ from pathlib import Path
 
 from crgpu.errors import NotFoundError
 from crgpu.host_root import host_path
+from crgpu.protobuf import fields
 
 LOG_TAIL_BYTES = 4 * 1024 * 1024
 MAX_ERROR_LINES = 12
@@ -188,41 +189,6 @@ RESTORE_STATS_FIELDS = {
 }
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
-
-
-def _fields(data: bytes) -> dict[int, int | bytes]:
-    """A protobuf message's fields: varints as ints, length-delimited ones as bytes."""
-    out: dict[int, int | bytes] = {}
-    pos = 0
-    while pos < len(data):
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            out[number], pos = _varint(data, pos)
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            out[number] = data[pos : pos + length]
-            pos += length
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-    return out
-
-
 def read_stats(path: Path) -> dict[str, int]:
     """CRIU's stats-dump or stats-restore: two 4-byte magics, a 4-byte length, one message.
 
@@ -239,12 +205,12 @@ def parse_stats(raw: bytes) -> dict[str, int]:
     """read_stats of bytes already read (a stats-dump inside an archive)."""
     try:
         length = int.from_bytes(raw[8:12], "little")
-        entry = _fields(raw[12 : 12 + length])
+        entry = fields(raw[12 : 12 + length])
         stats: dict[str, int] = {}
         for number, names in ((1, DUMP_STATS_FIELDS), (2, RESTORE_STATS_FIELDS)):
             body = entry.get(number)
             if isinstance(body, bytes):
-                for field, value in _fields(body).items():
+                for field, value in fields(body).items():
                     if field in names and isinstance(value, int):
                         stats[names[field]] = value
         return stats

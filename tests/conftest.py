@@ -4,6 +4,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,9 +72,15 @@ def runc_container(
     monkeypatch.setenv("CRGPU_RUNC", runc_binary)
     made: list[testbed.RuncContainer] = []
 
-    def start(script: str = testbed.COUNTER, console_socket: Path | None = None) -> testbed.RuncContainer:
+    def start(
+        script: str = testbed.COUNTER,
+        console_socket: Path | None = None,
+        spec_change: Callable[[dict[str, Any]], None] | None = None,
+    ) -> testbed.RuncContainer:
         n = next(_ids)
         bundle = testbed.make_bundle(short_tmp / f"b{n}", script, terminal=console_socket is not None)
+        if spec_change is not None:
+            testbed.edit_spec(bundle, spec_change)
         container = testbed.RuncContainer(
             runc_binary, short_tmp / "root", bundle, f"crgpu-t{os.getpid()}-{n}"
         )

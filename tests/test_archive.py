@@ -3,7 +3,6 @@ checkpoint archive never holds, and write nothing outside their own directory.""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tarfile
@@ -14,34 +13,11 @@ import pytest
 from crgpu.archive import read_summary, unpack
 from crgpu.errors import ExitCode, PreconditionError
 from crgpu.rootfs_diff import overlay_upper
+from tests.archives import CONFIG, SPEC
+from tests.archives import archive as _archive
+from tests.archives import special as _special
+from tests.archives import tar as _tar
 from tests.helpers import crgpu
-
-SPEC = json.dumps({"ociVersion": "1.0.2", "root": {"path": "rootfs"}}).encode()
-CONFIG = json.dumps({"id": "c1", "name": "web", "runtime": "runc"}).encode()
-
-
-def _archive(path: Path, *members: tarfile.TarInfo | tuple[str, bytes]) -> Path:
-    """An archive with the engines' metadata (config.dump, spec.dump) and these members."""
-    return _tar(path, ("config.dump", CONFIG), ("spec.dump", SPEC), *members)
-
-
-def _tar(path: Path, *members: tarfile.TarInfo | tuple[str, bytes]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for member in members:
-            if isinstance(member, tuple):
-                info = tarfile.TarInfo(member[0])
-                info.size = len(member[1])
-                tar.addfile(info, io.BytesIO(member[1]))
-            else:
-                tar.addfile(member)
-    return path
-
-
-def _special(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, linkname
-    return info
-
 
 HOSTILE = {
     "dotdot": ("../escaped", b"x"),
@@ -174,7 +150,7 @@ def test_an_archive_whose_container_would_reach_the_host_needs_trust(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Privileges, host namespaces and host bind mounts from an archive are listed and refused."""
-    from crgpu.archive_restore import sanitize_spec
+    from crgpu.archive_spec import rebuild_spec
 
     spec = {
         "process": {"capabilities": {"bounding": ["CAP_CHOWN", "CAP_SYS_ADMIN"]}},
@@ -187,15 +163,18 @@ def test_an_archive_whose_container_would_reach_the_host_needs_trust(
             {"destination": "/etc/hosts", "type": "bind", "source": "/nonexistent/userdata/hosts"},
         ],
     }
+    spec["process"]["args"] = ["sh"]  # type: ignore[index]
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    notes, reaching = sanitize_spec(spec, bundle, "c2")
-    assert "hooks" not in spec and "path" not in spec["linux"]["namespaces"][2]  # type: ignore[index]
-    assert spec["linux"]["cgroupsPath"] == "/crgpu/c2"  # type: ignore[index]
+    rebuilt = rebuild_spec(spec, bundle, "c2")
+    reaching, notes, made = rebuilt.reaching, rebuilt.notes, rebuilt.spec
+    assert "hooks" not in made and "path" not in made["linux"]["namespaces"][2]
+    assert made["linux"]["cgroupsPath"] == "/crgpu/c2"
     assert any("CAP_SYS_ADMIN" in r for r in reaching)
     assert any("ipc namespace" in r for r in reaching) and any("uts namespace" in r for r in reaching)
     assert any("/etc at /host" in r for r in reaching)
-    stand_in = spec["mounts"][1]["source"]  # type: ignore[index]
+    rebuilt.make_stand_ins()
+    stand_in = made["mounts"][1]["source"]
     assert str(stand_in).startswith(str(bundle)) and Path(str(stand_in)).is_file()
     assert any("hooks were dropped" in n for n in notes)
 

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,6 +80,14 @@ def make_bundle(directory: Path, script: str = COUNTER, terminal: bool = False) 
         raise
 
 
+def edit_spec(bundle: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Change a bundle's config.json in place."""
+    path = bundle / "config.json"
+    spec = json.loads(path.read_text())
+    change(spec)
+    path.write_text(json.dumps(spec, indent=2))
+
+
 def read_counter(bundle: Path) -> int:
     """The counter the workload last wrote in a bundle's rootfs."""
     return read_count_file(bundle / "rootfs" / "tmp" / "count")
@@ -111,6 +120,21 @@ def wait_above(read: Callable[[], int], value: int, timeout: float, what: str) -
             return current
         time.sleep(0.05)
     raise AssertionError(f"{what} stayed at {current}, not above {value} within {timeout} s")
+
+
+def restored_count(runc: str, root: Path, container_id: str) -> int:
+    """The counter of a container crgpu restored from an archive, read through its process."""
+    state = subprocess.run([runc, "--root", str(root), "state", container_id], capture_output=True, text=True)
+    assert state.returncode == 0, state.stderr
+    pid = json.loads(state.stdout)["pid"]
+    return read_count_file(Path(f"/proc/{pid}/root/tmp/count"))
+
+
+def drop_restored(runc: str, root: Path, container_id: str, work_root: Path) -> None:
+    """Delete a container restored from an archive and unmount the overlay crgpu made for it."""
+    subprocess.run([runc, "--root", str(root), "delete", "--force", container_id], capture_output=True)
+    for rootfs in work_root.glob(f"{container_id}/import-*/bundle/rootfs"):
+        subprocess.run(["umount", "-l", str(rootfs)], capture_output=True)
 
 
 def wait_for_path(path: Path, timeout: float = 30) -> None:

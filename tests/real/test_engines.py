@@ -108,19 +108,6 @@ def test_every_compression_is_read_by_checkpointctl(
     assert shown.returncode == 0 and name in shown.stdout, shown.stderr
 
 
-def _restored_count(runc: str, root: Path, container_id: str) -> int:
-    state = subprocess.run([runc, "--root", str(root), "state", container_id], capture_output=True, text=True)
-    assert state.returncode == 0, state.stderr
-    pid = json.loads(state.stdout)["pid"]
-    return testbed.read_count_file(Path(f"/proc/{pid}/root/tmp/count"))
-
-
-def _drop(runc: str, root: Path, container_id: str, work_root: Path) -> None:
-    subprocess.run([runc, "--root", str(root), "delete", "--force", container_id], capture_output=True)
-    for rootfs in work_root.glob(f"{container_id}/import-*/bundle/rootfs"):
-        subprocess.run(["umount", "-l", str(rootfs)], capture_output=True)
-
-
 def test_a_podman_export_is_restored_and_inspected_by_crgpu(podman: testbed.Podman, short_tmp: Path) -> None:
     runc = testbed.require_binary(shutil.which("runc"), "runc")
     name = _name()
@@ -145,12 +132,12 @@ def test_a_podman_export_is_restored_and_inspected_by_crgpu(podman: testbed.Podm
             "restore", "--json", "-i", str(archive), "--rootfs", lower, "--root", str(root), new_id
         )
         assert result.exit_code == 0, result.output
-        first = _restored_count(runc, root, new_id)
+        first = testbed.restored_count(runc, root, new_id)
         assert first > 5  # it came back with the count it had, not from 1
         time.sleep(0.3)
-        assert _restored_count(runc, root, new_id) > first  # and it runs on
+        assert testbed.restored_count(runc, root, new_id) > first  # and it runs on
     finally:
-        _drop(runc, root, new_id, work_root)
+        testbed.drop_restored(runc, root, new_id, work_root)
 
 
 def test_a_kubernetes_export_of_a_runc_container_is_restored_by_crgpu(
@@ -173,12 +160,18 @@ def test_a_kubernetes_export_of_a_runc_container_is_restored_by_crgpu(
     root, new_id = short_tmp / "root2", f"{container.id}-k8s"
     work_root = Path(os.environ["CRGPU_WORK_ROOT"])
     try:
-        result = crgpu("restore", "-i", str(archive), "--rootfs", str(rootfs), "--root", str(root), new_id)
+        restore = ("restore", "-i", str(archive), "--rootfs", str(rootfs), "--root", str(root), new_id)
+        # A bare runc container has no seccomp profile: weaker than an engine's, so it needs trust,
+        # refused before anything is unpacked.
+        refused = crgpu(*restore)
+        assert refused.exit_code == 4 and "without a seccomp profile" in refused.stderr, refused.output
+        assert not (work_root / new_id).exists()
+        result = crgpu(*restore, "--trust-image")
         assert result.exit_code == 0, result.output
-        count = _restored_count(container.runc, root, new_id)
+        count = testbed.restored_count(container.runc, root, new_id)
         assert saved <= count < saved + 200
     finally:
-        _drop(container.runc, root, new_id, work_root)
+        testbed.drop_restored(container.runc, root, new_id, work_root)
 
 
 def test_a_containerd_container_is_found_kept_running_and_never_stopped_behind_its_back(

@@ -1,0 +1,206 @@
+"""What CRIU will restore from an image directory that grants host access, read from CRIU's own
+images rather than from the spec beside them.
+
+On restore, runc does not apply the spec's capabilities, seccomp profile or namespaces to the
+restored processes: CRIU restores each task's credentials and seccomp mode from `core-*.img`,
+decides which namespaces to create by comparing the root task's `ids-*.img` with the dumping
+CRIU's own (`inventory.img`), and mounts what `mountpoints-*.img` lists. A hostile image can
+therefore carry CAP_SYS_ADMIN, no seccomp filter, the host's network namespace or a block-device
+mount under a spec that looks like the engines' defaults. Each image is a head magic, a type
+magic (inventory: the type magic alone) and entries of a 4-byte length and a protobuf message
+(CRIU's images/*.proto give the field numbers used here).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crgpu.errors import PreconditionError
+from crgpu.protobuf import fields, iter_fields, message, repeated_uint
+
+IMG_COMMON_MAGIC = 0x54564319
+INVENTORY_MAGIC = 0x58313116
+PSTREE_MAGIC = 0x50273030
+CORE_MAGIC = 0x55053847
+IDS_MAGIC = 0x54432030
+MNTS_MAGIC = 0x55563928
+# A container's core, ids, pstree and mount images are a few KiB; anything larger is not CRIU's.
+IMAGE_MAX_BYTES = 4 * 1024 * 1024
+MAX_TASKS = 65_536
+
+# Linux capability numbers (include/uapi/linux/capability.h).
+CAP_NAMES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)  # fmt: skip
+# task_kobj_ids_entry: the namespaces a container has of its own, by field number.
+NAMESPACE_IDS = {5: "pid", 6: "network", 7: "ipc", 8: "uts", 9: "mount"}
+# mnt_entry.fstype values CRIU mounts for a container of the engines' kinds; the root ("/") and
+# external (bind) mounts come from runc.
+SAFE_FSTYPES = {1: "proc", 2: "sysfs", 5: "tmpfs", 6: "devpts", 12: "cgroup", 14: "mqueue", 17: "overlay",
+                23: "cgroup2"}  # fmt: skip
+FSTYPE_NAMES = {0: "unsupported", 3: "devtmpfs", 4: "binfmt_misc", 7: "simfs", 8: "pstore",
+                9: "securityfs", 10: "fusectl", 11: "debugfs", 13: "aufs", 15: "fuse", 16: "auto",
+                18: "autofs", 19: "tracefs"}  # fmt: skip
+SECCOMP_DISABLED = 0
+
+
+@dataclass
+class ImageGrants:
+    """What CRIU's images would give the restored processes, as read from them."""
+
+    capabilities: set[str] = field(default_factory=set)
+    unfiltered: list[int] = field(default_factory=list)  # PIDs with no seccomp filter
+    host_namespaces: list[str] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)  # "FSTYPE SOURCE at MOUNTPOINT"
+    tasks: int = 0
+
+
+def _entries(path: Path, magic: int) -> list[bytes]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise PreconditionError(f"CRIU's image {path.name} cannot be read: {exc.strerror}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > IMAGE_MAX_BYTES:
+            raise PreconditionError(f"CRIU's image {path.name} is not a CRIU image (too large or not a file)")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            raw = handle.read(IMAGE_MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    heads = [magic] if magic == INVENTORY_MAGIC else [IMG_COMMON_MAGIC, magic]
+    pos = 0
+    for expected in heads:
+        if int.from_bytes(raw[pos : pos + 4], "little") != expected:
+            raise PreconditionError(
+                f"CRIU's image {path.name} does not start with its magic: not a CRIU image"
+            )
+        pos += 4
+    out = []
+    while pos < len(raw):
+        length = int.from_bytes(raw[pos : pos + 4], "little")
+        pos += 4
+        if pos + length > len(raw):
+            raise PreconditionError(f"CRIU's image {path.name} is truncated")
+        out.append(raw[pos : pos + length])
+        pos += length
+    return out
+
+
+def _caps(words: Iterable[int]) -> set[str]:
+    names = set()
+    for index, word in enumerate(words):
+        for bit in range(32):
+            if word >> bit & 1:
+                number = index * 32 + bit
+                names.add(f"CAP_{CAP_NAMES[number]}" if number < len(CAP_NAMES) else f"capability {number}")
+    return names
+
+
+def read_grants(image_dir: Path) -> ImageGrants:
+    """Read the grants of every task in an image directory. Raises PreconditionError when an
+    image it needs is missing or malformed (a restore of it would fail in CRIU anyway)."""
+    grants = ImageGrants()
+    try:
+        inventory = _entries(image_dir / "inventory.img", INVENTORY_MAGIC)
+        pstree = _entries(image_dir / "pstree.img", PSTREE_MAGIC)
+        if not inventory or not pstree:
+            raise ValueError("empty inventory or process tree")
+        if len(pstree) > MAX_TASKS:
+            raise ValueError(f"more than {MAX_TASKS} processes")
+        for index, entry in enumerate(pstree):
+            pid = fields(entry).get(1)
+            if not isinstance(pid, int):
+                raise ValueError("a process without a PID")
+            threads = repeated_uint(entry, 5) or [pid]
+            grants.tasks += 1
+            for thread in threads[:MAX_TASKS]:
+                _read_core(image_dir / f"core-{thread}.img", thread, grants)
+            if index == 0:
+                _read_root_ids(image_dir, pid, inventory[0], grants)
+        for mounts in sorted(image_dir.glob("mountpoints-*.img")):
+            _read_mounts(mounts, grants)
+    except ValueError as exc:
+        raise PreconditionError(f"CRIU's images in {image_dir} are malformed: {exc}") from exc
+    return grants
+
+
+def _read_core(path: Path, pid: int, grants: ImageGrants) -> None:
+    entries = _entries(path, CORE_MAGIC)
+    thread_core = message(entries[0], 5) if entries else None
+    if thread_core is None:
+        raise ValueError(f"{path.name} has no thread core")
+    creds = message(thread_core, 10)
+    if creds is not None:
+        for number in (9, 10, 11, 12, 19):  # inheritable, permitted, effective, bounding, ambient
+            grants.capabilities |= _caps(repeated_uint(creds, number))
+    mode = fields(thread_core).get(11, SECCOMP_DISABLED)
+    if mode == SECCOMP_DISABLED:
+        grants.unfiltered.append(pid)
+
+
+def _read_root_ids(image_dir: Path, pid: int, inventory: bytes, grants: ImageGrants) -> None:
+    """The namespaces CRIU creates are those where the root task's differ from the dumping
+    CRIU's: an equal ID puts the restored container into the restoring CRIU's, the host's."""
+    root_ids = message(inventory, 3)
+    entries = _entries(image_dir / f"ids-{pid}.img", IDS_MAGIC)
+    if root_ids is None or not entries:
+        raise ValueError("no namespace IDs for the root task")
+    host, task = fields(root_ids), fields(entries[0])
+    for number, kind in NAMESPACE_IDS.items():
+        if number in task and task.get(number) == host.get(number):
+            grants.host_namespaces.append(kind)
+
+
+def _read_mounts(path: Path, grants: ImageGrants) -> None:
+    for entry in _entries(path, MNTS_MAGIC):
+        values: dict[int, int | bytes] = {}
+        for number, value in iter_fields(entry):
+            values[number] = value
+        fstype = values.get(1)
+        mountpoint = _text(values.get(7))
+        if values.get(13) == 1 or values.get(18) or mountpoint in ("/", ""):
+            # runc's: the root, and external mounts (ext_key), which CRIU binds only from what
+            # runc maps for that key (the spec's bind mounts, checked there).
+            continue
+        if fstype in SAFE_FSTYPES:
+            continue
+        name = _text(values.get(14)) or FSTYPE_NAMES.get(
+            fstype if isinstance(fstype, int) else -1, str(fstype)
+        )
+        grants.mounts.append(f"{name} {_text(values.get(8))!r} at {mountpoint!r}")
+
+
+def _text(value: int | bytes | None) -> str:
+    return value.decode("utf-8", "replace")[:200] if isinstance(value, bytes) else ""
+
+
+def reaching(
+    grants: ImageGrants, allowed_caps: set[str], own_namespaces: set[str], seccomp: bool
+) -> list[str]:
+    """What the images grant beyond what the spec allows (`allowed_caps`, the namespaces it makes
+    its own, whether it confines the container with seccomp), one line each."""
+    found = []
+    extra = sorted(grants.capabilities - allowed_caps)
+    if extra:
+        found.append("CRIU's images restore privileges beyond the engines' defaults: " + ", ".join(extra))
+    shared = [kind for kind in grants.host_namespaces if kind in own_namespaces]
+    if shared:
+        found.append(
+            "CRIU's images put the container into this host's " + ", ".join(shared) + " namespace"
+            + ("s" if len(shared) > 1 else "")
+        )  # fmt: skip
+    if seccomp and grants.unfiltered:
+        pids = ", ".join(str(pid) for pid in grants.unfiltered[:5])
+        found.append(f"CRIU's images restore processes without a seccomp filter (pid {pids})")
+    found += [f"CRIU's images mount {mount}" for mount in grants.mounts]
+    return found

@@ -1,0 +1,37 @@
+"""Hand-made archives for the tests: the engines' metadata and whatever members a test adds."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+SPEC = json.dumps({"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"args": ["sh"]}}).encode()
+CONFIG = json.dumps({"id": "c1", "name": "web", "runtime": "runc"}).encode()
+PODMAN_SPEC = Path(__file__).parent / "fixtures" / "engines" / "podman-5.4-spec.dump.json"
+
+Member = tarfile.TarInfo | tuple[str, bytes]
+
+
+def archive(path: Path, *members: Member, spec: bytes = SPEC) -> Path:
+    """An archive with the engines' metadata (config.dump, spec.dump) and these members."""
+    return tar(path, ("config.dump", CONFIG), ("spec.dump", spec), *members)
+
+
+def tar(path: Path, *members: Member) -> Path:
+    with tarfile.open(path, "w") as out:
+        for member in members:
+            if isinstance(member, tuple):
+                info = tarfile.TarInfo(member[0])
+                info.size = len(member[1])
+                out.addfile(info, io.BytesIO(member[1]))
+            else:
+                out.addfile(member)
+    return path
+
+
+def special(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info

@@ -1,0 +1,127 @@
+"""Issue 21's archive attacks that need the real runtimes: an archive made from a real runc
+container's checkpoint, its spec.dump then edited as an attacker would, restored by crgpu."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests import testbed
+from tests.archives import PODMAN_SPEC
+from tests.helpers import crgpu
+
+Start = Callable[..., testbed.RuncContainer]
+
+
+def _archive(container: testbed.RuncContainer, tmp: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """The container's checkpoint as a plain kubelet-format archive, with its spec.dump edited."""
+    testbed.wait_counter_above(container.bundle, 2)
+    image, plain = tmp / "img", tmp / "plain.tar"
+    done = crgpu("checkpoint", "-q", "--root", str(container.root), "-i", str(image), container.id)
+    assert done.exit_code == 0, done.output
+    exported = crgpu(
+        "export", "--format", "kubernetes", "--compression", "none", "-i", str(image), "-o", str(plain)
+    )
+    assert exported.exit_code == 0, exported.output
+    forged = tmp / "forged.tar"
+    with tarfile.open(plain) as src, tarfile.open(forged, "w", format=tarfile.PAX_FORMAT) as out:
+        for member in src:
+            data = src.extractfile(member).read() if member.isreg() else None  # type: ignore[union-attr]
+            if member.name == "spec.dump":
+                spec = json.loads(data or b"{}")
+                edit(spec)
+                data = json.dumps(spec).encode()
+                member.size = len(data)
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+    return forged
+
+
+def _look_default(spec: dict[str, Any]) -> None:
+    """What an attacker does to a spec: the engines' default capabilities, own namespaces and
+    podman's seccomp profile, so that the spec alone passes every check."""
+    podman = json.loads(PODMAN_SPEC.read_text())
+    spec["process"]["capabilities"] = podman["process"]["capabilities"]
+    spec["linux"]["namespaces"] = podman["linux"]["namespaces"]
+    spec["linux"]["seccomp"] = podman["linux"]["seccomp"]
+
+
+def _restore(archive: Path, container: testbed.RuncContainer, tmp: Path, *extra: str) -> Any:
+    return crgpu(
+        "restore", "-i", str(archive), "--rootfs", str(container.bundle / "rootfs"),
+        "--root", str(tmp / "root2"), f"{container.id}-copy", *extra,
+    )  # fmt: skip
+
+
+def _nothing_left(container: testbed.RuncContainer) -> None:
+    work = Path(os.environ["CRGPU_WORK_ROOT"]) / f"{container.id}-copy"
+    assert not work.exists() or not any(work.iterdir()), list(work.rglob("*"))[:5]
+
+
+def test_capabilities_criu_restores_are_checked_not_only_the_specs(
+    runc_container: Start, short_tmp: Path
+) -> None:
+    """A container with CAP_SYS_ADMIN, its spec edited down to the defaults: CRIU would restore
+    the process with CAP_SYS_ADMIN and without its (absent) seccomp filter."""
+
+    def admin(spec: dict[str, Any]) -> None:
+        for kind in ("bounding", "effective", "permitted"):
+            spec["process"]["capabilities"][kind].append("CAP_SYS_ADMIN")
+
+    container = runc_container(spec_change=admin)
+    forged = _archive(container, short_tmp, _look_default)
+    refused = _restore(forged, container, short_tmp)
+    assert refused.exit_code == 4, refused.output
+    assert "CRIU's images restore privileges beyond the engines' defaults: CAP_SYS_ADMIN" in refused.stderr
+    assert "without a seccomp filter" in refused.stderr
+    _nothing_left(container)
+
+
+def test_a_host_network_namespace_in_criu_images_is_found(runc_container: Start, short_tmp: Path) -> None:
+    """A container in the host's network namespace, its spec edited to claim one of its own:
+    CRIU creates only the namespaces its images differ in, so the copy would join the host's."""
+
+    def host_network(spec: dict[str, Any]) -> None:
+        spec["linux"]["namespaces"] = [ns for ns in spec["linux"]["namespaces"] if ns["type"] != "network"]
+
+    container = runc_container(spec_change=host_network)
+    forged = _archive(container, short_tmp, _look_default)
+    refused = _restore(forged, container, short_tmp)
+    assert refused.exit_code == 4, refused.output
+    assert "CRIU's images put the container into this host's network namespace" in refused.stderr
+    _nothing_left(container)
+
+
+def test_a_criu_config_named_by_an_annotation_never_runs(runc_container: Start, short_tmp: Path) -> None:
+    """org.criu.config in spec.dump names a CRIU config that runs an action script as root at
+    every restore stage. Even with --trust-image the annotation never reaches runc."""
+    marker = short_tmp / "pwned"
+    script = short_tmp / "x.sh"
+    script.write_text(f'#!/bin/sh\necho "$CRTOOLS_SCRIPT_ACTION" >> {marker}\n')
+    script.chmod(0o755)
+    conf = short_tmp / "zz.conf"
+    conf.write_text(f"action-script {script}\n")
+
+    def annotate(spec: dict[str, Any]) -> None:
+        spec.setdefault("annotations", {})["org.criu.config"] = str(conf)
+
+    container = runc_container()
+    forged = _archive(container, short_tmp, annotate)
+    saved = testbed.read_counter(container.bundle)
+    root, copy = short_tmp / "root2", f"{container.id}-copy"
+    work_root = Path(os.environ["CRGPU_WORK_ROOT"])
+    result = _restore(forged, container, short_tmp, "--trust-image", "--json")
+    try:
+        assert result.exit_code == 0, result.output
+        assert not marker.exists(), marker.read_text()  # CRIU ran no action script
+        doc = json.loads(result.stdout)
+        assert any("'org.criu.config'" in note for note in doc["notes"]), doc["notes"]
+        (config,) = work_root.glob(f"{copy}/import-*/bundle/config.json")
+        assert "org.criu.config" not in json.loads(config.read_text()).get("annotations", {})
+        assert testbed.restored_count(container.runc, root, copy) >= saved  # it restored and runs
+    finally:
+        testbed.drop_restored(container.runc, root, copy, work_root)
