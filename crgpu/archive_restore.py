@@ -18,11 +18,10 @@ import os
 import shutil
 import stat
 import subprocess
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from crgpu import config
@@ -34,6 +33,7 @@ from crgpu.errors import PreconditionError
 from crgpu.image import MANIFEST_NAME
 from crgpu.mounts import unmount
 from crgpu.options import check_container_id
+from crgpu.rootfs_layer import apply_layer
 from crgpu.runtimes.detect import read_bundle_spec
 from crgpu.safedirs import write_new_private
 
@@ -214,7 +214,7 @@ def make_bundle(
     upper, workdir = bundle / "upper", bundle / "work"
     for directory in (rootfs, upper, workdir):
         directory.mkdir(mode=0o755)
-    _apply_layer(unpacked, upper)
+    apply_layer(_file_or_none(unpacked / DIFF_NAME), _file_or_none(unpacked / DELETED_NAME), upper)
     # The overlay's root takes the upper dir's mode and owner; CRIU checks them against the dump.
     top = lower.stat()
     os.chown(upper, top.st_uid, top.st_gid)
@@ -226,103 +226,8 @@ def make_bundle(
     return notes
 
 
-def _apply_layer(unpacked: Path, upper: Path) -> None:
-    """The archive's writable layer into the overlay's upper dir: rootfs-diff.tar through
-    _LayerFilter, deleted.files as overlay whiteouts inside the layer."""
-    diff = unpacked / DIFF_NAME
-    if diff.is_file():
-        try:
-            with tarfile.open(diff, mode="r:") as tar:
-                members = _layer_members(tar, upper)
-                tar.extractall(upper, members=members, filter=_LayerFilter())
-        except (tarfile.TarError, OSError) as exc:
-            raise PreconditionError(f"the archive's rootfs-diff.tar was refused: {exc}") from exc
-    deleted = unpacked / DELETED_NAME
-    if deleted.is_file():
-        if deleted.lstat().st_size > DELETED_MAX_BYTES:
-            raise PreconditionError(f"the archive's deleted.files is over {DELETED_MAX_BYTES} bytes")
-        try:
-            names = json.loads(deleted.read_text())
-        except (ValueError, RecursionError) as exc:
-            raise PreconditionError(f"the archive's deleted.files is not JSON: {exc}") from exc
-        if not isinstance(names, list) or len(names) > DELETED_MAX_ENTRIES:
-            raise PreconditionError(
-                f"the archive's deleted.files is not a list of at most {DELETED_MAX_ENTRIES} names"
-            )
-        top = upper.resolve()
-        for name in names:
-            target = (upper / str(name)).resolve()
-            if not isinstance(name, str) or top not in target.parents:
-                raise PreconditionError(
-                    f"the archive's deleted.files names {str(name)[:80]!r}, outside the container"
-                )
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not os.path.lexists(target):
-                os.mknod(target, stat.S_IFCHR | 0o000, 0)
-
-
-# A writable layer's members and whiteouts: far more than a container's changed files.
-LAYER_MAX_MEMBERS = 200_000
-DELETED_MAX_ENTRIES = 100_000
-DELETED_MAX_BYTES = 16 * 1024 * 1024
-
-
-def _layer_members(tar: tarfile.TarFile, upper: Path) -> list[tarfile.TarInfo]:
-    """The layer's members, counted and sized before one is written."""
-    members = []
-    total = 0
-    for member in tar:
-        members.append(member)
-        total += member.size
-        if len(members) > LAYER_MAX_MEMBERS:
-            raise PreconditionError(
-                f"the archive's rootfs-diff.tar holds more than {LAYER_MAX_MEMBERS} members"
-            )
-    st = os.statvfs(upper)
-    if total + len(members) * st.f_frsize > st.f_bavail * st.f_frsize or (
-        st.f_files and len(members) > st.f_favail
-    ):
-        raise PreconditionError(
-            f"the archive's rootfs-diff.tar needs {total} bytes in {len(members)} files, more than {upper} has free",
-            hint="free space, or unpack elsewhere (CRGPU_WORK_ROOT)",
-        )
-    return members
-
-
-class _LayerFilter:
-    """Python's "tar" filter (nothing outside the layer, even through links; no setuid bits), no
-    device nodes, and hard links only to regular files this layer already wrote: the "tar" filter
-    checks no link target, and a hard link to a host file would let the container write it. A
-    container's absolute symlinks stay (the "data" filter would refuse them)."""
-
-    def __init__(self) -> None:
-        self.files: set[str] = set()
-
-    def __call__(self, member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-        if member.isdev():
-            raise tarfile.FilterError(f"{member.name}: a device node in the writable layer")
-        if member.islnk():
-            target = _layer_name(member.linkname)
-            if target is None or target not in self.files:
-                raise tarfile.FilterError(
-                    f"{member.name}: a hard link to {member.linkname!r}, which is not a file of this layer"
-                )
-        filtered = tarfile.tar_filter(member, dest)
-        name = _layer_name(filtered.name)
-        if name is not None:
-            if filtered.isreg() or filtered.islnk():
-                self.files.add(name)
-            else:
-                self.files.discard(name)  # a later member replaces it: no link to it any more
-        return filtered
-
-
-def _layer_name(name: str) -> str | None:
-    pure = PurePosixPath(name)
-    if pure.is_absolute() or ".." in pure.parts:
-        return None
-    parts = [part for part in pure.parts if part != "."]
-    return "/".join(parts) or None
+def _file_or_none(path: Path) -> Path | None:
+    return path if path.is_file() else None
 
 
 def _mount_overlay(lower: Path, upper: Path, workdir: Path, target: Path) -> None:

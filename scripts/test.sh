@@ -12,3 +12,7 @@ fi
 .venv/bin/ruff format --check crgpu tests
 .venv/bin/mypy crgpu
 .venv/bin/python -m pytest -q "$@"
+# With no arguments (the whole suite): the archive and security tests on the oldest Python too.
+if [ "$#" -eq 0 ]; then
+  bash scripts/oldest-python.sh
+fi

@@ -11,7 +11,8 @@ SPEC = json.dumps({"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process":
 CONFIG = json.dumps({"id": "c1", "name": "web", "runtime": "runc"}).encode()
 PODMAN_SPEC = Path(__file__).parent / "fixtures" / "engines" / "podman-5.4-spec.dump.json"
 
-Member = tarfile.TarInfo | tuple[str, bytes]
+# A header alone, (name, data), or (header, data) for a file with its own mode and owner.
+Member = tarfile.TarInfo | tuple[str, bytes] | tuple[tarfile.TarInfo, bytes]
 
 
 def archive(path: Path, *members: Member, spec: bytes = SPEC) -> Path:
@@ -23,9 +24,10 @@ def tar(path: Path, *members: Member) -> Path:
     with tarfile.open(path, "w") as out:
         for member in members:
             if isinstance(member, tuple):
-                info = tarfile.TarInfo(member[0])
-                info.size = len(member[1])
-                out.addfile(info, io.BytesIO(member[1]))
+                head, data = member
+                info = head if isinstance(head, tarfile.TarInfo) else tarfile.TarInfo(head)
+                info.size = len(data)
+                out.addfile(info, io.BytesIO(data))
             else:
                 out.addfile(member)
     return path

@@ -192,7 +192,7 @@ def test_a_hostile_writable_layer_is_refused_and_nothing_lands_outside(
     tmp_path: Path, deleted: list[str], layer: list[tarfile.TarInfo | tuple[str, bytes]]
 ) -> None:
     """rootfs-diff.tar and deleted.files from an archive go into the overlay's upper dir only."""
-    from crgpu.archive_restore import _apply_layer
+    from crgpu.rootfs_layer import apply_layer
 
     unpacked, upper = tmp_path / "archive", tmp_path / "bundle" / "upper"
     unpacked.mkdir()
@@ -202,6 +202,10 @@ def test_a_hostile_writable_layer_is_refused_and_nothing_lands_outside(
     if deleted:
         (unpacked / "deleted.files").write_text(json.dumps(deleted))
     with pytest.raises(PreconditionError):
-        _apply_layer(unpacked, upper)
+        apply_layer(
+            unpacked / "rootfs-diff.tar" if layer else None,
+            unpacked / "deleted.files" if deleted else None,
+            upper,
+        )
     assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()
     assert not (upper / "dev" / "sda").exists()

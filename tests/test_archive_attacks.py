@@ -19,7 +19,7 @@ import pytest
 from crgpu.archive import read_summary, unpack
 from crgpu.archive_spec import rebuild_spec
 from crgpu.errors import ExitCode, PreconditionError
-from tests.archives import CONFIG, PODMAN_SPEC, archive, special, tar
+from tests.archives import CONFIG, PODMAN_SPEC, Member, archive, special, tar
 from tests.helpers import crgpu
 
 
@@ -179,14 +179,13 @@ def test_a_rootfs_of_the_host_or_of_crgpus_state_is_refused_whatever_the_trust(
 
 
 # ---------------------------------------------------------------- the writable layer
-def _apply(tmp_path: Path, *layer: tarfile.TarInfo | tuple[str, bytes]) -> Path:
-    from crgpu.archive_restore import _apply_layer
+def _apply(tmp_path: Path, *layer: Member) -> Path:
+    from crgpu.rootfs_layer import apply_layer
 
     unpacked, upper = tmp_path / "archive", tmp_path / "bundle" / "upper"
     unpacked.mkdir()
     upper.mkdir(parents=True)
-    tar(unpacked / "rootfs-diff.tar", *layer)
-    _apply_layer(unpacked, upper)
+    apply_layer(tar(unpacked / "rootfs-diff.tar", *layer), None, upper)
     return upper
 
 
@@ -208,7 +207,7 @@ def test_a_hard_link_out_of_the_layer_is_refused_and_the_host_file_untouched(
     host_file.chmod(0o600)
     for member in layer:
         member.linkname = member.linkname.replace("HOSTFILE", str(host_file))
-    with pytest.raises(PreconditionError, match=r"rootfs-diff\.tar was refused"):
+    with pytest.raises(PreconditionError, match="writable layer was refused"):
         _apply(tmp_path, *layer)
     assert host_file.stat().st_nlink == 1 and host_file.read_text() == "root only\n"
 
@@ -218,15 +217,47 @@ def test_a_hard_link_to_a_file_of_the_layer_is_kept(tmp_path: Path) -> None:
     assert (upper / "bin" / "alias").stat().st_ino == (upper / "bin" / "tool").stat().st_ino
 
 
+def test_nothing_is_written_through_a_link_the_layer_made(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    layer = [special("etc", tarfile.SYMTYPE, str(outside)), ("etc/passwd", b"root::0:0::/:/bin/sh\n")]
+    with pytest.raises(PreconditionError, match="not a directory"):
+        _apply(tmp_path, *layer)
+    assert list(outside.iterdir()) == []
+
+
+def test_the_layer_keeps_modes_owners_and_links_but_no_setuid(tmp_path: Path) -> None:
+    tool = tarfile.TarInfo("usr/bin/tool")
+    tool.size, tool.mode, tool.uid, tool.gid = 2, 0o4755, 1000, 1000
+    tmp = tarfile.TarInfo("tmp")
+    tmp.type, tmp.mode = tarfile.DIRTYPE, 0o1777
+    upper = _apply(
+        tmp_path,
+        tmp,
+        (tool, b"#!"),
+        special("bin", tarfile.SYMTYPE, "/usr/bin"),
+        ("etc/motd", b"new"),
+    )
+    st = (upper / "usr/bin/tool").stat()
+    assert (st.st_mode & 0o7777, st.st_uid) == (0o755, 1000)
+    assert (upper / "tmp").stat().st_mode & 0o7777 == 0o1777
+    assert os.readlink(upper / "bin") == "/usr/bin" and (upper / "etc/motd").read_bytes() == b"new"
+
+
+def test_a_path_twice_in_the_layer_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PreconditionError, match="twice"):
+        _apply(tmp_path, ("etc/motd", b"old"), ("etc/motd", b"new"))
+
+
 def test_deleted_files_has_a_cap(tmp_path: Path) -> None:
-    from crgpu.archive_restore import DELETED_MAX_ENTRIES, _apply_layer
+    from crgpu.rootfs_layer import DELETED_MAX_ENTRIES, apply_layer
 
     unpacked, upper = tmp_path / "archive", tmp_path / "upper"
     unpacked.mkdir()
     upper.mkdir()
     (unpacked / "deleted.files").write_text(json.dumps([f"f{i}" for i in range(DELETED_MAX_ENTRIES + 1)]))
     with pytest.raises(PreconditionError, match="at most"):
-        _apply_layer(unpacked, upper)
+        apply_layer(None, unpacked / "deleted.files", upper)
     assert list(upper.iterdir()) == []
 
 
