@@ -44,6 +44,7 @@ from crgpu.criu import parse_stats
 from crgpu.errors import ImagePathError, PreconditionError
 from crgpu.image import MANIFEST_NAME, Manifest, read_image
 from crgpu.safedirs import open_new_private, read_nofollow, take_private_dir
+from crgpu.textsafe import unencodable
 
 ArchiveFormat = Literal["podman", "kubernetes"]
 Compression = Literal["zstd", "gzip", "none"]
@@ -88,6 +89,11 @@ def export_image(
         )
     if out.exists() or out.is_symlink():
         raise ImagePathError(f"{out} exists", hint="give a new file name, or remove it first")
+    if image_dir.resolve() in out.parent.resolve().parents or out.parent.resolve() == image_dir.resolve():
+        raise ImagePathError(
+            f"{out} is inside the image {image_dir}: the next export would pack it in",
+            hint="write the archive outside the image directory",
+        )
     members = _members(image_dir)
     notes = []
     config = _config_dump(manifest, fmt)
@@ -494,6 +500,9 @@ def _json_object(raw: bytes, name: str) -> dict[str, Any]:
         raise PreconditionError(f"the archive's {name} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise PreconditionError(f"the archive's {name} is not a JSON object")
+    bad = unencodable(data)
+    if bad is not None:
+        raise PreconditionError(f"the archive's {name} holds text that is not valid Unicode ({bad})")
     return data
 
 

@@ -7,11 +7,12 @@ came from (`crgpu doctor` shows it). Standard library only: shell completion imp
 from __future__ import annotations
 
 import os
+import stat as statmod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crgpu.errors import UsageError
+from crgpu.errors import PreconditionError, UsageError
 
 DEFAULT_CONFIG = Path("/etc/crgpu/config.toml")
 CONFIG_ENV = "CRGPU_CONFIG"
@@ -99,6 +100,7 @@ def _load() -> dict[str, Any]:
         raise UsageError(f"cannot read config file {path}: {exc.strerror}") from exc
     key = (str(path), stat.st_mtime_ns)
     if key not in _cache:
+        _require_private(path, source)
         import tomllib  # only where a config file exists: 3 ms of every call otherwise
 
         try:
@@ -120,6 +122,32 @@ def _load() -> dict[str, Any]:
                 raise UsageError(f"setting {name!r} in {path} must be {kind}", hint="fix the file")
         _cache[key] = data
     return _cache[key]
+
+
+def _require_private(path: Path, source: str) -> None:
+    """A config file names the binaries crgpu runs as root: read only when nobody but root (or
+    the user running crgpu) can change it, the file itself and every directory above it, as
+    sshd's StrictModes and sudo check theirs. A sticky directory (/tmp) may be writable by all."""
+    allowed = {0, os.geteuid()}
+    given = Path(os.path.abspath(path))
+    for place in dict.fromkeys(
+        [given, *given.parents, Path(os.path.realpath(path)), *Path(os.path.realpath(path)).parents]
+    ):
+        try:
+            st = os.lstat(place)
+        except OSError as exc:
+            raise PreconditionError(f"cannot check the config file {path}: {exc.strerror}") from exc
+        sticky_dir = statmod.S_ISDIR(st.st_mode) and st.st_mode & statmod.S_ISVTX
+        writable = st.st_mode & 0o022 and not statmod.S_ISLNK(st.st_mode) and not sticky_dir
+        if st.st_uid not in allowed or writable:
+            what = (
+                "the config file" if place == given else f"{place}, a directory above the config file {path},"
+            )
+            owner = "owned by uid " + str(st.st_uid) if st.st_uid not in allowed else "writable by others"
+            raise PreconditionError(
+                f"{what} is {owner}: crgpu does not read settings others can change ({source})",
+                hint=f"chown root {place} && chmod go-w {place}",
+            )
 
 
 def get(name: str) -> Resolved:

@@ -18,6 +18,7 @@ from crgpu.gpu_map import GPU_UUID
 from crgpu.options import check_container_id, check_path_lengths
 from crgpu.safedirs import check_private_dir, read_nofollow, space_hint, take_private_dir
 from crgpu.signing import Trust, sign, verify
+from crgpu.textsafe import unencodable
 
 MANIFEST_NAME = "crgpu.json"
 SCHEMA_VERSION = 1
@@ -254,6 +255,9 @@ def parse_manifest(raw: bytes, path: str) -> Image:
         document = json.loads(raw, parse_constant=_no_constants)
         if not isinstance(document, dict):
             raise ValueError("not a JSON object")
+        bad = unencodable(document)
+        if bad is not None:
+            raise ValueError(f"it holds text that is not valid Unicode ({bad})")
         manifest = Manifest.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]

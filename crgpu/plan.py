@@ -34,8 +34,10 @@ from crgpu.image import (
     read_image,
 )
 from crgpu.options import CheckpointOptions, RestoreOptions
+from crgpu.signing import check_node_key
 from crgpu.result import OperationResult, new_result
 from crgpu.runtimes.base import ContainerInfo, Invocation, RuntimeAdapter
+from crgpu.runtime_call import require_privileges
 from crgpu.runtimes.capabilities import run_capture
 from crgpu.runtimes.detect import bundle_rootfs, choose_runtime, find_container, locate, read_bundle_spec
 
@@ -106,6 +108,10 @@ class RestorePlan:
 
 
 def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
+    # Before any runtime state is read (runc's state files are root's), and before the dump: a
+    # node key crgpu could not sign with would leave an image without its manifest.
+    require_privileges("checkpoint")
+    check_node_key()
     if opts.image_path is not None:
         check_image_path_free(opts.image_dir)
     container = find_container(opts.container_id, opts.runtime, opts.root)
@@ -318,6 +324,7 @@ def _image_for_restore(opts: RestoreOptions) -> tuple[Manifest | None, list[str]
 
 
 def plan_restore(opts: RestoreOptions, dry_run: bool = False) -> RestorePlan:
+    require_privileges("restore")
     if not is_archive(opts.image_dir):
         return _plan_restore(opts, [])
     if dry_run:

@@ -108,6 +108,12 @@ def node_key(create: bool) -> bytes | None:
     return _read_key(path)
 
 
+def check_node_key() -> None:
+    """Refuse now, before anything runs, a node key that signing would refuse later (a link, a
+    file others can read, a damaged one)."""
+    _read_key(key_path())
+
+
 def canonical(document: dict[str, Any]) -> bytes:
     body = {k: v for k, v in document.items() if k != "signature"}
     return json.dumps(

@@ -51,3 +51,27 @@ def finite(value: Any) -> Any:
 def strict_json(document: Any, *, indent: int | None = 2) -> str:
     """One JSON document that every strict parser reads: no NaN/Infinity, ASCII only."""
     return json.dumps(finite(document), indent=indent, allow_nan=False, ensure_ascii=True)
+
+
+def unencodable(value: Any, depth: int = 0) -> str | None:
+    """The first string (key or value) in a parsed JSON document that is not valid Unicode (a
+    lone surrogate, which JSON's escapes allow), shown escaped; None when there is none."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return printable(value[:80])
+        return None
+    if depth > 200:
+        return None  # deeper than json.loads builds
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = unencodable(key, depth + 1) or unencodable(item, depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = unencodable(item, depth + 1)
+            if found is not None:
+                return found
+    return None

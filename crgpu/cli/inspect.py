@@ -44,19 +44,19 @@ def inspect(
             return _inspect_archive(path, as_json, renderer)
         image = read_image(path)
         if as_json:
-            renderer.json(
-                {
-                    "path": str(path),
-                    "complete": True,
-                    "trust": image.trust.level,
-                    **image.manifest.model_dump(mode="json"),
-                }
-            )
+            renderer.json(_with_verdict(image, path=str(path), complete=True, trust=image.trust.level))
         else:
             print_manifest(path, image, renderer.rich)
         return 0
 
     run_guarded(renderer, debug, body)
+
+
+def _with_verdict(image: Image, **verdict: object) -> dict[str, object]:
+    """The manifest's document under crgpu's own verdict (path, trust): a manifest may carry
+    extra members, and none of them may stand in for what crgpu found."""
+    document = image.manifest.model_dump(mode="json")
+    return {**verdict, **{key: value for key, value in document.items() if key not in verdict}}
 
 
 def _inspect_archive(path: Path, as_json: bool, renderer: Renderer) -> int:
@@ -85,11 +85,7 @@ def _inspect_archive(path: Path, as_json: bool, renderer: Renderer) -> int:
         "checkpoint_bytes": summary.checkpoint_bytes,
         "members": summary.members,
         "stats": summary.stats,
-        "crgpu": (
-            {"trust": image.trust.level, **image.manifest.model_dump(mode="json")}
-            if image is not None
-            else None
-        ),
+        "crgpu": _with_verdict(image, trust=image.trust.level) if image is not None else None,
     }
     if as_json:
         renderer.json(document)
