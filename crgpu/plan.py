@@ -34,12 +34,12 @@ from crgpu.image import (
     read_image,
 )
 from crgpu.options import CheckpointOptions, RestoreOptions
-from crgpu.signing import check_node_key
 from crgpu.result import OperationResult, new_result
-from crgpu.runtimes.base import ContainerInfo, Invocation, RuntimeAdapter
 from crgpu.runtime_call import require_privileges
+from crgpu.runtimes.base import ContainerInfo, Invocation, RuntimeAdapter
 from crgpu.runtimes.capabilities import run_capture
 from crgpu.runtimes.detect import bundle_rootfs, choose_runtime, find_container, locate, read_bundle_spec
+from crgpu.signing import check_node_key
 
 if TYPE_CHECKING:
     from crgpu.archive_restore import PreparedArchive
