@@ -20,6 +20,7 @@ from crgpu.cuda_flow import classify, select_mode
 from crgpu.cuda_processes import CudaProcess, cuda_processes
 from crgpu.engines import Engine, docker_checkpoint_dir
 from crgpu.errors import (
+    CrgpuError,
     NotFoundError,
     PreconditionError,
 )
@@ -38,7 +39,14 @@ from crgpu.result import OperationResult, new_result
 from crgpu.runtime_call import require_privileges
 from crgpu.runtimes.base import ContainerInfo, Invocation, RuntimeAdapter
 from crgpu.runtimes.capabilities import run_capture
-from crgpu.runtimes.detect import bundle_rootfs, choose_runtime, find_container, locate, read_bundle_spec
+from crgpu.runtimes.detect import (
+    bundle_holder,
+    bundle_rootfs,
+    choose_runtime,
+    find_container,
+    locate,
+    read_bundle_spec,
+)
 from crgpu.signing import check_node_key
 
 if TYPE_CHECKING:
@@ -392,8 +400,9 @@ def _plan_restore(opts: RestoreOptions, archive_notes: list[str]) -> RestorePlan
         or (Path(manifest.runtime.root) if manifest else None)
         or Path("/run/runc" if runtime == "runc" else "/var/run/runsc")
     )
+    _refuse_behind_engine(manifest, container_id, root)  # first: its hint is the engine's command
     refuse_existing(container_id, runtime, root)
-    _refuse_behind_engine(manifest, container_id, root)
+    _refuse_shared_bundle(bundle, root, manifest, opts.lazy_pages)
     _require_rootfs(bundle, spec)
     try:
         adapter = adapter_for(runtime)
@@ -523,11 +532,46 @@ def _cuda_restore_needs(
 
 
 def refuse_existing(container_id: str, runtime: str, root: Path) -> None:
-    if locate(container_id, runtime, root):  # type: ignore[arg-type]
+    if not locate(container_id, runtime, root):  # type: ignore[arg-type]
+        return
+    try:
+        engine = find_container(container_id, runtime, root).engine  # type: ignore[arg-type]
+    except CrgpuError:
+        engine = None
+    if engine is not None:
+        # Never a runtime command for an engine's container: the engine would be left wrong.
         raise PreconditionError(
-            f"a container {container_id!r} already exists under {root}",
-            hint=f"delete it (`{runtime} --root {root} delete {container_id}`) or restore under another ID",
+            f"a container {container_id!r} of {engine.label()} already exists under {root}",
+            hint=f"restore under another ID and --root (remove {engine.label()}'s container only through "
+            f"{engine.label()})",
         )
+    raise PreconditionError(
+        f"a container {container_id!r} already exists under {root}",
+        hint=f"remove it first (`{runtime} --root {root} delete --force {container_id}`, which stops it) or "
+        "restore under another ID",
+    )
+
+
+def _refuse_shared_bundle(bundle: Path, root: Path, manifest: Manifest | None, lazy: bool) -> None:
+    """A restored copy never runs inside a live container: in its bundle it would share the
+    live one's root filesystem, its cgroup and its network namespace. The one exception is the
+    other half of a lazy migration: the source stays frozen while it serves its pages, and CRIU
+    ends it once they are moved."""
+    extra = [root] + ([Path(manifest.runtime.root)] if manifest is not None else [])
+    holder = bundle_holder(bundle, extra)
+    if holder is None:
+        return
+    holder_id, holder_root = holder
+    if lazy and manifest is not None and manifest.options.get("lazy_pages") is True and (
+        holder_id == manifest.container.id
+    ):
+        return
+    raise PreconditionError(
+        f"the bundle {bundle} is that of container {holder_id!r} under {holder_root}, which still exists: a "
+        "copy restored there would share its root filesystem, cgroup and network namespace",
+        hint="restore into a bundle of its own (--bundle DIR), or through an archive (`crgpu export`, then "
+        "`crgpu restore -i ARCHIVE --rootfs DIR NEW-ID`: its own overlay, cgroup and network namespace)",
+    )
 
 
 def checkpoint_dry_run(plan: CheckpointPlan) -> OperationResult:

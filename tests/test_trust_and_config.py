@@ -142,3 +142,31 @@ def test_an_export_into_its_own_image_dir_is_refused(tmp_path: Path) -> None:
     result = crgpu("export", "-i", str(image), "-o", str(image / "inside.tar"))
     assert result.exit_code == ExitCode.IMAGE_PATH and "inside the image" in result.stderr, result.output
     assert not (image / "inside.tar").exists()
+
+
+def test_an_engines_container_is_never_hinted_away_with_the_runtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image of a containerd container that still exists under its ID: the engine guard
+    answers first, with containerd's command, never `runc delete` behind containerd's back."""
+    from tests.test_security import signed_image
+
+    calls = install_fake_runc(tmp_path, monkeypatch)
+    engine = {"kind": "containerd", "name": "c1", "namespace": "k8s.io"}
+    image = signed_image(tmp_path, **{"container.id": "c1", "container.engine": engine})
+    result = crgpu("restore", "--dry-run", "-i", str(image))
+    assert result.exit_code == ExitCode.PRECONDITION, result.output
+    assert "containerd" in result.stderr and "delete" not in result.stderr
+    assert not ran(calls, "delete")
+
+
+def test_a_plain_container_in_the_way_is_hinted_with_a_delete_that_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_security import signed_image
+
+    install_fake_runc(tmp_path, monkeypatch)
+    image = signed_image(tmp_path, **{"container.id": "c1"})
+    result = crgpu("restore", "--dry-run", "-i", str(image))
+    assert result.exit_code == ExitCode.PRECONDITION and "already exists" in result.stderr
+    assert "delete --force c1" in result.stderr  # runc refuses a plain delete of a running container

@@ -57,6 +57,29 @@ def locate(
     return found
 
 
+def bundle_holder(bundle: Path, extra_roots: list[Path]) -> tuple[str, Path] | None:
+    """The live runc container (ID, state root) whose bundle is `bundle` (its init process alive:
+    running, paused or created), searched under the known state roots and `extra_roots`: a
+    restore into its bundle would share its root filesystem, cgroup and namespaces. A container
+    whose processes are gone (a lazy migration's source, serving its pages) holds nothing."""
+    try:
+        wanted = bundle.resolve()
+    except OSError:
+        return None
+    roots = dict.fromkeys([*known_roots("runc"), *extra_roots])
+    for root in roots:
+        for state in sorted(glob.glob(str(glob.escape(str(root)) + "/*/state.json")))[:100_000]:
+            try:
+                with open(state, "rb") as handle:
+                    data = json.loads(handle.read(SPEC_MAX_BYTES))
+            except (OSError, ValueError):
+                continue
+            held = state_labels(data.get("config") or {}).get("bundle") if isinstance(data, dict) else None
+            if held and Path(held).resolve() == wanted and _init_alive(data):
+                return Path(state).parent.name, root
+    return None
+
+
 def check_container_id_ok(value: str) -> bool:
     try:
         check_container_id(value)
@@ -181,6 +204,15 @@ def _read_small(path: str) -> str | None:
     return None if text is None else text.strip()
 
 
+def _init_alive(data: dict[str, Any]) -> bool:
+    """runc's init process of this state still exists (the PID with the start time runc recorded)."""
+    pid, start = data.get("init_process_pid"), data.get("init_process_start")
+    if not (isinstance(pid, int) and pid > 0 and isinstance(start, int)):
+        return False
+    proc = _proc_start_and_state(pid)
+    return proc is not None and proc[0] == start and proc[1] not in ("Z", "X", "x")
+
+
 def _runc_running(state_dir: Path, data: dict[str, Any]) -> bool:
     """Whether runc would call the container `running`, read where runc itself reads it
     (libcontainer's refreshState): its cgroup not frozen, its init process alive with the start
@@ -197,10 +229,7 @@ def _runc_running(state_dir: Path, data: dict[str, Any]) -> bool:
         thawed = _read_small(cgroups["freezer"] + "/freezer.state") == "THAWED"
     else:
         thawed = isinstance(cgroups.get(""), str) and _read_small(cgroups[""] + "/cgroup.freeze") == "0"
-    if not thawed or os.path.lexists(state_dir / "exec.fifo"):
-        return False
-    proc = _proc_start_and_state(pid)
-    return proc is not None and proc[0] == start and proc[1] not in ("Z", "X", "x")
+    return thawed and not os.path.lexists(state_dir / "exec.fifo") and _init_alive(data)
 
 
 def _read_runc_state(container_id: str, loc: StateLocation) -> ContainerInfo:

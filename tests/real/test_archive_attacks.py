@@ -125,3 +125,22 @@ def test_a_criu_config_named_by_an_annotation_never_runs(runc_container: Start, 
         assert testbed.restored_count(container.runc, root, copy) >= saved  # it restored and runs
     finally:
         testbed.drop_restored(container.runc, root, copy, work_root)
+
+
+def test_a_copy_never_runs_in_the_bundle_of_a_live_container(runc_container: Start, short_tmp: Path) -> None:
+    """restore -i IMAGE --root R NEW-ID of a container that still runs: the image names the live
+    container's bundle, and the copy would share its root filesystem, cgroup and network."""
+    container = runc_container()
+    testbed.wait_counter_above(container.bundle, 2)
+    image = short_tmp / "img"
+    done = crgpu(
+        "checkpoint", "-q", "--leave-running", "--root", str(container.root), "-i", str(image), container.id
+    )
+    assert done.exit_code == 0, done.output
+    copy_root, copy_id = short_tmp / "root2", f"{container.id}-copy"
+    refused = crgpu("restore", "-i", str(image), "--root", str(copy_root), copy_id)
+    assert refused.exit_code == 4, refused.output
+    assert f"that of container {container.id!r}" in refused.stderr and "crgpu export" in refused.stderr
+    assert testbed.RuncContainer(container.runc, copy_root, container.bundle, copy_id).status() is None
+    before = testbed.read_counter(container.bundle)
+    assert testbed.wait_counter_above(container.bundle, before) > before  # the original counts on alone
