@@ -19,6 +19,7 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from crgpu.archive_spec import rebuild_spec, spec_grants
 from crgpu.criu_images import reaching, read_grants
 from crgpu.errors import PreconditionError
 from crgpu.image import MANIFEST_NAME
-from crgpu.mounts import unmount
+from crgpu.mounts import mount_points_below, unmount
 from crgpu.options import check_container_id
 from crgpu.rootfs_layer import apply_layer
 from crgpu.runtimes.detect import read_bundle_spec
@@ -48,14 +49,48 @@ class PreparedArchive:
     summary: ArchiveSummary
     notes: list[str] = field(default_factory=list)
     work: Path | None = None  # what crgpu made: taken back by discard()
+    # The container's lock, taken before anything was unpacked; released by release().
+    lock: ExitStack = field(default_factory=ExitStack)
 
     def discard(self) -> None:
-        """Unmount the bundle's overlay (if crgpu mounted one) and remove what crgpu unpacked."""
-        if self.work is None:
-            return
-        rootfs = self.work / "bundle" / "rootfs"
-        if not os.path.ismount(rootfs) or unmount(rootfs):
-            shutil.rmtree(self.work, ignore_errors=True)
+        """Unmount what crgpu mounted (the bundle's overlay, anything below it) and remove what
+        crgpu unpacked; nothing is removed while a mount below remains. Releases the lock."""
+        try:
+            if self.work is not None:
+                for point in mount_points_below(self.work):
+                    unmount(point, detach=True)
+                if not mount_points_below(self.work):
+                    shutil.rmtree(self.work, ignore_errors=True)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        self.lock.close()
+
+    def kept(self) -> str:
+        """Where the unpacked archive lives and its size: kept while the restored container
+        exists (`crgpu gc` takes it back once it is gone), removed at once if the restore fails."""
+        size = sum(entry.stat(follow_symlinks=False).st_size for entry in _walk_files(self.work / "archive")) if (
+            self.work is not None
+        ) else 0  # fmt: skip
+        return (
+            f"unpacked into {self.work} ({size / 2**20:.1f} MiB): kept while the restored container exists, "
+            "removed by `crgpu gc` once it is gone (and at once if this restore fails)"
+        )
+
+
+def _walk_files(top: Path) -> list[os.DirEntry[str]]:
+    found: list[os.DirEntry[str]] = []
+    try:
+        with os.scandir(top) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    found += _walk_files(Path(entry.path))
+                else:
+                    found.append(entry)
+    except OSError:
+        pass
+    return found
 
 
 def prepare(
@@ -66,6 +101,7 @@ def prepare(
     trust: bool,
     before_unpack: Callable[[str], None] = lambda _id: None,
     console_socket: bool = False,
+    lock_for: Callable[[str], AbstractContextManager[object]] | None = None,
 ) -> PreparedArchive:
     """Unpack and make the bundle. Whatever can be refused from the archive's metadata is refused
     before anything is written (`before_unpack(container_id)` adds the caller's checks); a failure
@@ -104,10 +140,19 @@ def prepare(
         # What the spec alone grants is refused before anything is unpacked.
         early = rebuild_spec(copy.deepcopy(summary.spec), work / "bundle", target_id)
         refuse_reaching(early.reaching, trust, [])
-    before_unpack(target_id)
-    require_room(summary, work.parent.parent)
+    lock = ExitStack()
+    try:
+        # The container's lock first: a second restore of the same ID loses here, before it has
+        # unpacked or mounted anything.
+        if lock_for is not None:
+            lock.enter_context(lock_for(target_id))
+        before_unpack(target_id)
+        require_room(summary, work.parent.parent)
+    except BaseException:
+        lock.close()
+        raise
     prepared = PreparedArchive(
-        work / "archive" / CHECKPOINT_DIR, bundle or work / "bundle", target_id, summary, work=work
+        work / "archive" / CHECKPOINT_DIR, bundle or work / "bundle", target_id, summary, work=work, lock=lock
     )
     try:
         unpacked = work / "archive"
@@ -117,7 +162,7 @@ def prepare(
             raise PreconditionError(f"{archive} holds no checkpoint/inventory.img: not a complete checkpoint")
         if (unpacked / MANIFEST_NAME).is_file():
             os.rename(unpacked / MANIFEST_NAME, image_dir / MANIFEST_NAME)
-        prepared.notes.append(f"unpacked into {unpacked}")
+        prepared.notes.append(prepared.kept())
         if bundle is None:
             assert rootfs is not None
             prepared.notes += make_bundle(unpacked, summary.spec, prepared.bundle, rootfs, target_id, trust)

@@ -34,6 +34,7 @@ from crgpu.image import (
     check_image_path_free,
     read_image,
 )
+from crgpu.locks import container_lock
 from crgpu.options import CheckpointOptions, RestoreOptions
 from crgpu.result import OperationResult, new_result
 from crgpu.runtime_call import require_privileges
@@ -106,6 +107,9 @@ class RestorePlan:
     manifest: Manifest | None
     # driver-api images: old -> new GPU UUIDs for the CUDA restore (None: the GPUs they came from).
     gpu_map: dict[str, str] | None = None
+    # An archive's restore: what crgpu unpacked and mounted (and the lock it took first), taken
+    # back when the restore fails.
+    archive: PreparedArchive | None = None
 
     @property
     def gpu(self) -> tuple[bool | None, tuple[str, ...]]:
@@ -295,6 +299,7 @@ def _from_archive(opts: RestoreOptions) -> tuple[RestoreOptions, PreparedArchive
         opts.trust_image,
         before_unpack=lambda container_id: refuse_existing(container_id, "runc", root),
         console_socket=opts.console_socket is not None,
+        lock_for=lambda container_id: container_lock("runc", root, container_id, opts.wait),
     )
     update: dict[str, object] = {
         "image_path": prepared.image_dir,
@@ -342,7 +347,7 @@ def plan_restore(opts: RestoreOptions, dry_run: bool = False) -> RestorePlan:
         )
     opts, prepared = _from_archive(opts)
     try:
-        return _plan_restore(opts, prepared.notes)
+        return replace(_plan_restore(opts, prepared.notes), archive=prepared)
     except BaseException:
         prepared.discard()  # refused after unpacking: take back the mount and the files
         raise
@@ -562,8 +567,11 @@ def _refuse_shared_bundle(bundle: Path, root: Path, manifest: Manifest | None, l
     if holder is None:
         return
     holder_id, holder_root = holder
-    if lazy and manifest is not None and manifest.options.get("lazy_pages") is True and (
-        holder_id == manifest.container.id
+    if (
+        lazy
+        and manifest is not None
+        and manifest.options.get("lazy_pages") is True
+        and (holder_id == manifest.container.id)
     ):
         return
     raise PreconditionError(

@@ -25,6 +25,23 @@ from crgpu.runtimes.detect import find_container
 
 
 def execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None = None) -> OperationResult:
+    """The restore; an archive's unpacked files and mounts are taken back whenever it fails
+    (the runtime, the watchdog, an interrupt)."""
+    try:
+        result = _execute_restore(plan, sink, timeout_s)
+    except BaseException:
+        if plan.archive is not None:
+            plan.archive.discard()
+        raise
+    if plan.archive is not None:
+        if result.ok:
+            plan.archive.release()
+        else:
+            plan.archive.discard()
+    return result
+
+
+def _execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None) -> OperationResult:
     opts = plan.options
     require_privileges("restore")
     with container_lock(plan.adapter.name, plan.root, plan.container_id, opts.wait):
@@ -85,6 +102,8 @@ def execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None =
             result.container_status = safe_status(plan.adapter, plan.container_id, plan.root)
         if not result.ok:
             _release_mounts(plan.work_dir)
+            if plan.adapter.name == "runc" and not _said_it_exists(result):
+                _release_runc_leftovers(plan.root, plan.container_id)
         if watchdog is not None:
             watchdog.cap_logs()  # after the delete: the looping restorer runs inside the container
         raise_if_interrupted(result, plan.adapter, plan.root)
@@ -97,6 +116,25 @@ def _release_mounts(work_dir: Path) -> None:
     came, here) leaves them there, a dozen mounts a time. The directory is this restore's own."""
     for point in mount_points_below(work_dir):
         unmount(point, detach=True)
+
+
+def _release_runc_leftovers(root: Path, container_id: str) -> None:
+    """A runc restore that was stopped leaves its state dir without state.json, with `criu-root`
+    (a bind mount of the bundle's rootfs) mounted in it: runc then calls the ID taken, and the
+    `runc delete -f` an operator tries next removes the state dir recursively, through that
+    mount, emptying the bundle's rootfs. The ID was free under the lock: this dir is this run's."""
+    state_dir = root / container_id
+    if not state_dir.is_dir() or (state_dir / "state.json").exists():
+        return
+    for point in [*mount_points_below(state_dir)]:
+        unmount(point, detach=True)
+    if mount_points_below(state_dir):
+        return
+    for leftover in (state_dir / "criu-root", state_dir):
+        try:
+            os.rmdir(leftover)  # empty directories only: never anything recursive here
+        except OSError:
+            pass
 
 
 # A restore whose CRIU log passes this has stopped making progress (a damaged image makes CRIU

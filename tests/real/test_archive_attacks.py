@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +20,14 @@ from tests.helpers import crgpu
 Start = Callable[..., testbed.RuncContainer]
 
 
-def _archive(container: testbed.RuncContainer, tmp: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
-    """The container's checkpoint as a plain kubelet-format archive, with its spec.dump edited."""
+def _archive(
+    container: testbed.RuncContainer,
+    tmp: Path,
+    edit: Callable[[dict[str, Any]], None],
+    drop: Callable[[str], bool] = lambda _name: False,
+) -> Path:
+    """The container's checkpoint as a plain kubelet-format archive, with its spec.dump edited
+    (and the members `drop` names left out)."""
     testbed.wait_counter_above(container.bundle, 2)
     image, plain = tmp / "img", tmp / "plain.tar"
     done = crgpu("checkpoint", "-q", "--root", str(container.root), "-i", str(image), container.id)
@@ -31,6 +39,8 @@ def _archive(container: testbed.RuncContainer, tmp: Path, edit: Callable[[dict[s
     forged = tmp / "forged.tar"
     with tarfile.open(plain) as src, tarfile.open(forged, "w", format=tarfile.PAX_FORMAT) as out:
         for member in src:
+            if drop(member.name):
+                continue
             data = src.extractfile(member).read() if member.isreg() else None  # type: ignore[union-attr]
             if member.name == "spec.dump":
                 spec = json.loads(data or b"{}")
@@ -144,3 +154,57 @@ def test_a_copy_never_runs_in_the_bundle_of_a_live_container(runc_container: Sta
     assert testbed.RuncContainer(container.runc, copy_root, container.bundle, copy_id).status() is None
     before = testbed.read_counter(container.bundle)
     assert testbed.wait_counter_above(container.bundle, before) > before  # the original counts on alone
+
+
+def test_a_failed_archive_restore_leaves_nothing_behind_and_the_id_free(
+    runc_container: Start, short_tmp: Path
+) -> None:
+    """CRIU fails (the pages are missing): no overlay stays mounted, nothing unpacked stays on
+    disk, runc keeps no state dir for the ID, and the next restore under that ID works."""
+    container = runc_container()
+    damaged = _archive(container, short_tmp, lambda _spec: None, drop=lambda name: "/pages-" in name)
+    intact = short_tmp / "plain.tar"
+    root, copy = short_tmp / "root2", f"{container.id}-copy"
+    work_root = Path(os.environ["CRGPU_WORK_ROOT"])
+    try:
+        failed = _restore(damaged, container, short_tmp, "--trust-image")
+        assert failed.exit_code == 1, failed.output
+        assert not list(work_root.glob(f"{copy}/import-*")), list(work_root.rglob("*"))[:5]
+        mounts = Path("/proc/self/mountinfo").read_text()
+        assert str(work_root / copy) not in mounts and str(root / copy) not in mounts
+        assert not (root / copy).exists()
+        again = _restore(intact, container, short_tmp, "--trust-image")
+        assert again.exit_code == 0, again.output
+        assert "crgpu gc" in again.output  # where the unpacked files stay is said
+    finally:
+        testbed.drop_restored(container.runc, root, copy, work_root)
+
+
+def test_the_lock_is_taken_before_anything_is_unpacked(runc_container: Start, short_tmp: Path) -> None:
+    container = runc_container()
+    archive = _archive(container, short_tmp, lambda _spec: None)
+    root, copy = short_tmp / "root2", f"{container.id}-copy"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(root), copy],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        busy = _restore(archive, container, short_tmp, "--trust-image")
+        assert busy.exit_code == 6, busy.output
+        assert not (Path(os.environ["CRGPU_WORK_ROOT"]) / copy).exists()  # the loser unpacked nothing
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from crgpu.locks import container_lock
+with container_lock("runc", Path(sys.argv[1]), sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(60)
+"""

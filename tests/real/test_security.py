@@ -108,6 +108,10 @@ def test_a_restore_of_a_truncated_image_is_stopped_and_its_log_capped(
     assert log.stat().st_size <= RESTORE_LOG_CAP_BYTES
     assert container.status() is None  # nothing half-restored is left behind
     assert not testbed.processes_naming(str(image))
+    # runc's criu-root mount and its state dir are taken back: the ID is free, and a
+    # `runc delete -f` can no longer reach the bundle's rootfs through the mount.
+    assert not (container.root / container.id).exists()
+    assert (container.bundle / "rootfs" / "bin" / "busybox").exists()
 
 
 def test_a_restore_whose_work_path_fills_up_says_so(runc_container: Start, short_tmp: Path) -> None:
