@@ -6,11 +6,11 @@ _crgpu() {
     prev="${COMP_WORDS[COMP_CWORD-1]}"
     cmd=""
     for ((i = 1; i < COMP_CWORD; i++)); do
-        case "${COMP_WORDS[i]}" in checkpoint|cuda|doctor|export|inspect|restore) cmd="${COMP_WORDS[i]}"; break ;; esac
+        case "${COMP_WORDS[i]}" in checkpoint|cuda|doctor|export|gc|inspect|restore) cmd="${COMP_WORDS[i]}"; break ;; esac
     done
     if [[ -z "$cmd" ]]; then
         case "$prev" in --config) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
-        _crgpu_words "checkpoint cuda doctor export inspect restore --version --config --help -h"; return
+        _crgpu_words "checkpoint cuda doctor export gc inspect restore --version --config --help -h"; return
     fi
     case "$cmd" in
     checkpoint)
@@ -44,6 +44,11 @@ _crgpu() {
             --compression) _crgpu_words "none flate-best-speed"; return ;;
         esac
         if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --output -o --format --compression --json --debug --quiet -q --help -h"; else COMPREPLY=(); fi
+        ;;
+    gc)
+        case "$prev" in
+        esac
+        if [[ "$cur" == -* ]]; then _crgpu_words "--json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=(); fi
         ;;
     inspect)
         case "$prev" in

@@ -36,9 +36,11 @@ from crgpu.mounts import mount_points_below, unmount
 from crgpu.options import check_container_id
 from crgpu.rootfs_layer import apply_layer
 from crgpu.runtimes.detect import read_bundle_spec
-from crgpu.safedirs import write_new_private
+from crgpu.safedirs import take_private_dir, write_new_private
 
 MOUNT_TIMEOUT_S = 60.0
+# In an import directory: the state root and ID of the container restored from it.
+OWNER_NAME = "owner.json"
 
 
 @dataclass
@@ -51,6 +53,7 @@ class PreparedArchive:
     work: Path | None = None  # what crgpu made: taken back by discard()
     # The container's lock, taken before anything was unpacked; released by release().
     lock: ExitStack = field(default_factory=ExitStack)
+    holds_lock: bool = False
 
     def discard(self) -> None:
         """Unmount what crgpu mounted (the bundle's overlay, anything below it) and remove what
@@ -66,6 +69,7 @@ class PreparedArchive:
 
     def release(self) -> None:
         self.lock.close()
+        self.holds_lock = False
 
     def kept(self) -> str:
         """Where the unpacked archive lives and its size: kept while the restored container
@@ -102,6 +106,7 @@ def prepare(
     before_unpack: Callable[[str], None] = lambda _id: None,
     console_socket: bool = False,
     lock_for: Callable[[str], AbstractContextManager[object]] | None = None,
+    state_root: Path | None = None,
 ) -> PreparedArchive:
     """Unpack and make the bundle. Whatever can be refused from the archive's metadata is refused
     before anything is written (`before_unpack(container_id)` adds the caller's checks); a failure
@@ -141,21 +146,35 @@ def prepare(
         early = rebuild_spec(copy.deepcopy(summary.spec), work / "bundle", target_id)
         refuse_reaching(early.reaching, trust, [])
     lock = ExitStack()
+    locked = False
     try:
         # The container's lock first: a second restore of the same ID loses here, before it has
         # unpacked or mounted anything.
         if lock_for is not None:
             lock.enter_context(lock_for(target_id))
+            locked = True
         before_unpack(target_id)
         require_room(summary, work.parent.parent)
     except BaseException:
         lock.close()
         raise
     prepared = PreparedArchive(
-        work / "archive" / CHECKPOINT_DIR, bundle or work / "bundle", target_id, summary, work=work, lock=lock
+        work / "archive" / CHECKPOINT_DIR,
+        bundle or work / "bundle",
+        target_id,
+        summary,
+        work=work,
+        lock=lock,
+        holds_lock=locked,
     )
     try:
         unpacked = work / "archive"
+        if state_root is not None:
+            # Who the import belongs to, before a byte is unpacked: what `crgpu gc` checks.
+            take_private_dir(work, "import directory", empty=True)
+            write_new_private(
+                work / OWNER_NAME, json.dumps({"root": str(state_root), "id": target_id}).encode()
+            )
         unpack(archive, unpacked)
         image_dir = prepared.image_dir
         if not (image_dir / "inventory.img").is_file():

@@ -15,9 +15,6 @@ from crgpu.safedirs import make_private_dirs
 
 DEFAULT_LOCK_DIR = Path("/run/crgpu")
 POLL_S = 0.1
-# The locks this process holds, and how often: flock is per open file, so a second open of the
-# same lock file in one process would wait for itself.
-_held: dict[Path, int] = {}
 
 
 def lock_path(runtime: str, root: Path, container_id: str) -> Path:
@@ -40,16 +37,8 @@ def _holder(path: Path) -> str:
 def container_lock(
     runtime: str, root: Path, container_id: str, wait_s: float | None = None
 ) -> Iterator[Path]:
-    """Hold the container's lock; exit code 6 at once when busy, or after wait_s seconds. A
-    process that holds it already (an archive's restore locks before it unpacks) holds it again."""
+    """Hold the container's lock; exit code 6 at once when busy, or after wait_s seconds."""
     path = lock_path(runtime, root, container_id)
-    if _held.get(path, 0) > 0:
-        _held[path] += 1
-        try:
-            yield path
-        finally:
-            _held[path] -= 1
-        return
     try:
         make_private_dirs(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -73,10 +62,6 @@ def container_lock(
                 time.sleep(POLL_S)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        _held[path] = 1
-        try:
-            yield path
-        finally:
-            _held.pop(path, None)
+        yield path
     finally:
         os.close(fd)  # closing releases the flock

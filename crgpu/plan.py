@@ -300,6 +300,7 @@ def _from_archive(opts: RestoreOptions) -> tuple[RestoreOptions, PreparedArchive
         before_unpack=lambda container_id: refuse_existing(container_id, "runc", root),
         console_socket=opts.console_socket is not None,
         lock_for=lambda container_id: container_lock("runc", root, container_id, opts.wait),
+        state_root=root,
     )
     update: dict[str, object] = {
         "image_path": prepared.image_dir,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from crgpu.criu import criu_log_errors
@@ -44,7 +45,12 @@ def execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None =
 def _execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None) -> OperationResult:
     opts = plan.options
     require_privileges("restore")
-    with container_lock(plan.adapter.name, plan.root, plan.container_id, opts.wait):
+    # An archive's restore took the lock before it unpacked, and holds it still.
+    held = plan.archive is not None and plan.archive.holds_lock
+    lock = (
+        nullcontext() if held else container_lock(plan.adapter.name, plan.root, plan.container_id, opts.wait)
+    )
+    with lock:
         # Checked again under the lock: another restore may have made the ID while this one waited.
         refuse_existing(plan.container_id, plan.adapter.name, plan.root)
         result = new_result(

@@ -343,6 +343,10 @@ DESCRIPTIONS = {
     "rootfs\\-diff.tar and deleted.files (the container's writable layer), and crgpu.json. podman container "
     "restore \\-\\-import and checkpointctl read it. The image is streamed into the compressor (zstd by "
     "default); the archive appears under its name only when complete.",
+    "gc": "Remove what restores from archives left under the work root (CRGPU_WORK_ROOT): the unpacked images "
+    "and the overlay of each restored container that no longer exists under the state root it was restored "
+    "into. A restore still under way (it holds the container's lock) and a container that still exists keep "
+    "theirs; \\-\\-dry\\-run lists what would go and what stays, and why.",
 }
 GPU_NOTES = {
     "checkpoint": "On runc, a CUDA process is checkpointed by CRIU's CUDA plugin (cuda_plugin.so in CRIU's plugin "

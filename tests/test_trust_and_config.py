@@ -15,7 +15,7 @@ import pytest
 from crgpu.errors import ExitCode
 from tests.archives import archive, tar
 from tests.fakes import install_fake_runc
-from tests.helpers import crgpu
+from tests.helpers import crgpu, lock_held_elsewhere
 from tests.test_security import foreign_image, manifest_doc, ran, strict_loads
 
 
@@ -170,3 +170,16 @@ def test_a_plain_container_in_the_way_is_hinted_with_a_delete_that_works(
     result = crgpu("restore", "--dry-run", "-i", str(image))
     assert result.exit_code == ExitCode.PRECONDITION and "already exists" in result.stderr
     assert "delete --force c1" in result.stderr  # runc refuses a plain delete of a running container
+
+
+def test_gc_leaves_an_import_whose_restore_is_under_way(tmp_path: Path) -> None:
+    """owner.json names the container; its lock is held (by a restore still unpacking): kept."""
+    work = Path(os.environ["CRGPU_WORK_ROOT"]) / "c7" / "import-1"
+    (work / "archive").mkdir(parents=True)
+    (work / "archive" / "pages-1.img").write_bytes(b"x" * 4096)
+    (work / "owner.json").write_text(json.dumps({"root": str(tmp_path / "root"), "id": "c7"}))
+    with lock_held_elsewhere(tmp_path / "root", "c7"):
+        doc = strict_loads(crgpu("gc", "--json").stdout)
+        assert doc["removed"] == [] and "under way" in doc["kept"][0]["why"] and work.exists()
+    doc = strict_loads(crgpu("gc", "--json").stdout)
+    assert [item["path"] for item in doc["removed"]] == [str(work)] and not work.exists()

@@ -83,6 +83,7 @@ COMMANDS: dict[str, Callable[[typer.Typer], None]] = {
     "cuda": _add_cuda,
     "inspect": _command("inspect"),
     "export": _command("export"),
+    "gc": _command("gc"),
 }
 # Global options that take a value: the command name is the first word that is neither.
 _VALUED_GLOBALS = ("--config",)

@@ -69,12 +69,8 @@ def bundle_holder(bundle: Path, extra_roots: list[Path]) -> tuple[str, Path] | N
     roots = dict.fromkeys([*known_roots("runc"), *extra_roots])
     for root in roots:
         for state in sorted(glob.glob(str(glob.escape(str(root)) + "/*/state.json")))[:100_000]:
-            try:
-                with open(state, "rb") as handle:
-                    data = json.loads(handle.read(SPEC_MAX_BYTES))
-            except (OSError, ValueError):
-                continue
-            held = state_labels(data.get("config") or {}).get("bundle") if isinstance(data, dict) else None
+            data = read_small_json(Path(state), SPEC_MAX_BYTES)
+            held = state_labels(data.get("config") or {}).get("bundle")
             if held and Path(held).resolve() == wanted and _init_alive(data):
                 return Path(state).parent.name, root
     return None
@@ -137,6 +133,18 @@ def find_container(
     loc = found[0]
     reader = _read_runc_state if loc.runtime == "runc" else _read_runsc_state
     return reader(container_id, loc)
+
+
+def read_small_json(path: Path, limit: int) -> dict[str, Any]:
+    """A JSON object from a file of at most `limit` bytes, not through a link; {} for anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            raw = handle.read(limit + 1)
+        data = json.loads(raw) if len(raw) <= limit else None
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _load_json(path: Path) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 from tests import testbed
 from tests.archives import PODMAN_SPEC
-from tests.helpers import crgpu
+from tests.helpers import crgpu, crgpu_json, lock_held_elsewhere
 
 Start = Callable[..., testbed.RuncContainer]
 
@@ -184,27 +183,29 @@ def test_the_lock_is_taken_before_anything_is_unpacked(runc_container: Start, sh
     container = runc_container()
     archive = _archive(container, short_tmp, lambda _spec: None)
     root, copy = short_tmp / "root2", f"{container.id}-copy"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(root), copy],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(root, copy):
         busy = _restore(archive, container, short_tmp, "--trust-image")
         assert busy.exit_code == 6, busy.output
         assert not (Path(os.environ["CRGPU_WORK_ROOT"]) / copy).exists()  # the loser unpacked nothing
+
+
+def test_gc_takes_back_an_import_once_its_container_is_gone(runc_container: Start, short_tmp: Path) -> None:
+    container = runc_container()
+    archive = _archive(container, short_tmp, lambda _spec: None)
+    root, copy = short_tmp / "root2", f"{container.id}-copy"
+    work_root = Path(os.environ["CRGPU_WORK_ROOT"])
+    try:
+        restored = _restore(archive, container, short_tmp, "--trust-image")
+        assert restored.exit_code == 0, restored.output
+        (imported,) = work_root.glob(f"{copy}/import-*")
+        code, kept = crgpu_json("gc")
+        assert code == 0 and [i["path"] for i in kept["kept"]] == [str(imported)] and kept["removed"] == []
+        assert testbed.restored_count(container.runc, root, copy) > 0  # the live copy was left alone
+        subprocess.run([container.runc, "--root", str(root), "delete", "--force", copy], check=True)
+        code, planned = crgpu_json("gc", "--dry-run")
+        assert code == 0 and [i["path"] for i in planned["removed"]] == [str(imported)] and imported.exists()
+        code, done = crgpu_json("gc")
+        assert code == 0 and done["freed_bytes"] > 0, done
+        assert not imported.exists() and str(imported) not in Path("/proc/self/mountinfo").read_text()
     finally:
-        holder.kill()
-        holder.wait()
-
-
-HOLD_LOCK = """
-import sys, time
-from pathlib import Path
-from crgpu.locks import container_lock
-with container_lock("runc", Path(sys.argv[1]), sys.argv[2]):
-    print("held", flush=True)
-    time.sleep(60)
-"""
+        testbed.drop_restored(container.runc, root, copy, work_root)
