@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any, cast
 
 from pydantic import ValidationError
@@ -49,7 +53,7 @@ def execute_checkpoint(
     opts = plan.options
     info = plan.container
     require_privileges("checkpoint")
-    with container_lock(info.runtime, info.root, info.id, opts.wait):
+    with container_lock(info.runtime, info.root, info.id, opts.wait), ExitStack() as deferred:
         result = new_result(
             "checkpoint", plan.adapter, info.id, opts.image_dir, plan.work_dir, plan.invocation, plan.gpu
         )
@@ -82,6 +86,10 @@ def execute_checkpoint(
                     result.error = f"pre-dump {k}: {result.error}"
                     break
             if result.ok:
+                # From the dump on, a signal is forwarded to the runtime (run_runtime) and, once it
+                # has returned, noted instead of raised: crgpu then either finishes the image
+                # (crgpu.json) or removes it, never stops half-way between the two.
+                deferred.enter_context(_signals_deferred(result))
                 run_runtime(
                     result,
                     plan.adapter,
@@ -132,6 +140,25 @@ def execute_checkpoint(
             result.notes.append("interrupted after the checkpoint completed: the image is complete")
             raise_if_interrupted(result, plan.adapter, info.root)
         return result
+
+
+@contextmanager
+def _signals_deferred(result: OperationResult) -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP recorded in `result.interrupted_by` instead of raised."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum: int, _frame: FrameType | None) -> None:
+        if result.interrupted_by is None:
+            result.interrupted_by = signum
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _record_container_files(plan: CheckpointPlan, result: OperationResult) -> None:
@@ -298,7 +325,7 @@ def _after_failed_checkpoint(plan: CheckpointPlan, result: OperationResult) -> N
             if result.log_path and Path(result.log_path).parent == image:
                 result.log_path = str(kept / Path(result.log_path).name)
             result.work_path = str(kept)
-        shutil.rmtree(image, ignore_errors=True)
+        _remove_when_unused(image)
         result.removed_image = not image.exists()
     info = plan.container
     status = safe_status(plan.adapter, info.id, info.root)
@@ -313,6 +340,47 @@ def _after_failed_checkpoint(plan: CheckpointPlan, result: OperationResult) -> N
                 f"the container is still paused: `{plan.adapter.name} --root {info.root} resume {info.id}`"
             )
     result.container_status = status
+
+
+# How long a dying CRIU may go on writing into the image dir (its stats-dump comes last).
+RELEASE_TIMEOUT_S = 10.0
+
+
+def _holders(directory: Path) -> bool:
+    """Whether any process has a file or its working directory inside `directory` (CRIU, which
+    runc started, can outlive runc by a moment after a signal and then write its stats-dump)."""
+    prefix = str(directory)
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            links = [os.readlink(f"/proc/{pid}/cwd")]
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                pass
+        if any(link == prefix or link.startswith(prefix + "/") for link in links):
+            return True
+    return False
+
+
+def _remove_when_unused(image: Path) -> None:
+    """Remove a failed checkpoint's image once nothing writes into it any more: a complete image
+    or none, whatever moment a signal stopped the dump."""
+    deadline = time.monotonic() + RELEASE_TIMEOUT_S
+    while _holders(image) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for _ in range(20):
+        shutil.rmtree(image, ignore_errors=True)
+        if not image.exists():
+            return
+        time.sleep(0.05)  # a file written between the listing and the rmdir
 
 
 LOG_SUFFIXES = (".log", ".conf")

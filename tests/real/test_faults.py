@@ -174,3 +174,28 @@ def test_read_only_filesystem(runc_container, small_tmpfs: Path) -> None:  # typ
     assert result.exit_code == 5
     assert "read-only" in result.stderr
     assert container.status() == "running"
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.05])
+def test_sigint_to_the_group_at_any_point_of_a_dump_leaves_a_whole_image_or_none(
+    big: testbed.RuncContainer, short_tmp: Path, delay: float
+) -> None:
+    """Ctrl-C (SIGINT to the whole process group, CRIU included) at many moments of a
+    --leave-running --link-remap checkpoint: a complete image, or none at all."""
+    image = short_tmp / "img"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "crgpu", "checkpoint", "--leave-running", "--link-remap", "--root", str(big.root),
+         "-i", str(image), big.id],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(big), start_new_session=True,
+    )  # fmt: skip
+    testbed.wait_for_path(image / "dump.log")
+    time.sleep(delay)
+    os.killpg(child.pid, signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    if (image / "crgpu.json").is_file():
+        # Complete, and crgpu said so (a signal after it finished may still end the process).
+        assert "Checkpointed" in err or "the image is complete" in err, err
+    else:
+        assert child.returncode == 130, err
+        assert "partial image was removed" in err and not image.exists(), (err, sorted(os.listdir(image)))
+    assert big.status() == "running"
