@@ -51,6 +51,9 @@ FSTYPE_NAMES = {0: "unsupported", 3: "devtmpfs", 4: "binfmt_misc", 7: "simfs", 8
                 9: "securityfs", 10: "fusectl", 11: "debugfs", 13: "aufs", 15: "fuse", 16: "auto",
                 18: "autofs", 19: "tracefs"}  # fmt: skip
 SECCOMP_DISABLED = 0
+# task_core_entry.task_state (compel's task-state.h): a zombie, CRIU's helper.
+TASK_DEAD = 0x02
+TASK_HELPER = 0x04
 
 
 @dataclass
@@ -121,10 +124,13 @@ def read_grants(image_dir: Path) -> ImageGrants:
             pid = fields(entry).get(1)
             if not isinstance(pid, int):
                 raise ValueError("a process without a PID")
-            threads = repeated_uint(entry, 5) or [pid]
             grants.tasks += 1
-            for thread in threads[:MAX_TASKS]:
-                _read_core(image_dir / f"core-{thread}.img", thread, grants)
+            state = _read_core(image_dir / f"core-{pid}.img", pid, grants)
+            if state in (TASK_DEAD, TASK_HELPER):
+                continue  # a zombie or helper: CRIU reads no thread cores for it (its list may be junk)
+            for thread in repeated_uint(entry, 5)[:MAX_TASKS]:
+                if thread != pid:
+                    _read_core(image_dir / f"core-{thread}.img", thread, grants)
             if index == 0:
                 _read_root_ids(image_dir, pid, inventory[0], grants)
         for mounts in sorted(image_dir.glob("mountpoints-*.img")):
@@ -134,8 +140,13 @@ def read_grants(image_dir: Path) -> ImageGrants:
     return grants
 
 
-def _read_core(path: Path, pid: int, grants: ImageGrants) -> None:
+def _read_core(path: Path, pid: int, grants: ImageGrants) -> int | None:
+    """One thread's credentials and seccomp mode; returns the task's state (task_core_entry)."""
     entries = _entries(path, CORE_MAGIC)
+    task_core = message(entries[0], 3) if entries else None
+    state = fields(task_core).get(1) if task_core is not None else None
+    if state in (TASK_DEAD, TASK_HELPER):
+        return int(state)  # nothing of it runs again
     thread_core = message(entries[0], 5) if entries else None
     if thread_core is None:
         raise ValueError(f"{path.name} has no thread core")
@@ -146,6 +157,7 @@ def _read_core(path: Path, pid: int, grants: ImageGrants) -> None:
     mode = fields(thread_core).get(11, SECCOMP_DISABLED)
     if mode == SECCOMP_DISABLED:
         grants.unfiltered.append(pid)
+    return state if isinstance(state, int) else None
 
 
 def _read_root_ids(image_dir: Path, pid: int, inventory: bytes, grants: ImageGrants) -> None:
