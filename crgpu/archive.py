@@ -43,7 +43,7 @@ from crgpu.archive_names import (
 from crgpu.criu import parse_stats
 from crgpu.errors import ImagePathError, PreconditionError
 from crgpu.image import MANIFEST_NAME, Manifest, read_image
-from crgpu.safedirs import open_new_private, read_nofollow, take_private_dir
+from crgpu.safedirs import free_bytes, open_new_private, read_nofollow, take_private_dir
 from crgpu.textsafe import unencodable
 
 ArchiveFormat = Literal["podman", "kubernetes"]
@@ -89,7 +89,8 @@ def export_image(
         )
     if out.exists() or out.is_symlink():
         raise ImagePathError(f"{out} exists", hint="give a new file name, or remove it first")
-    if image_dir.resolve() in out.parent.resolve().parents or out.parent.resolve() == image_dir.resolve():
+    where = out.parent.resolve()
+    if image_dir.resolve() in (where, *where.parents):
         raise ImagePathError(
             f"{out} is inside the image {image_dir}: the next export would pack it in",
             hint="write the archive outside the image directory",
@@ -328,16 +329,15 @@ def open_archive(path: Path) -> Iterator[tarfile.TarFile]:
         magic = raw.read(4)
         raw.seek(0)
         stream: IO[bytes]
-        if magic.startswith(_GZIP_MAGIC):
-            import zlib
-
-            errors = (*errors, zlib.error)
         if magic.startswith(_ZSTD_MAGIC):
             import zstandard
 
             errors = (*errors, zstandard.ZstdError)
             stream = zstandard.ZstdDecompressor().stream_reader(raw, closefd=False, read_across_frames=True)
         elif magic.startswith(_GZIP_MAGIC):
+            import zlib
+
+            errors = (*errors, zlib.error)
             stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
         else:
             stream = raw
@@ -512,7 +512,7 @@ def unpack(path: Path, target: Path) -> int:
     take_private_dir(target, "unpack directory", empty=True)
     written = 0
     try:
-        free = _free_bytes(target)
+        free = free_bytes(target) or 0
         with open_archive(path) as tar:
             for member, name in _checked_members(tar, path):
                 if member.size > free - written:
@@ -539,11 +539,6 @@ def unpack(path: Path, target: Path) -> int:
     except FileExistsError as exc:
         raise PreconditionError(f"the archive holds {exc.filename} twice (or over a directory)") from exc
     return written
-
-
-def _free_bytes(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
 
 
 def _make_parents(root: Path, directory: Path) -> None:

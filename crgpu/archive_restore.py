@@ -28,7 +28,7 @@ from typing import Any
 from crgpu import config
 from crgpu.archive import ArchiveSummary, read_summary, unpack
 from crgpu.archive_names import CHECKPOINT_DIR, DELETED_NAME, DIFF_NAME
-from crgpu.archive_spec import rebuild_spec, spec_grants
+from crgpu.archive_spec import RebuiltSpec, rebuild_spec, spec_grants
 from crgpu.criu_images import reaching, read_grants
 from crgpu.errors import PreconditionError
 from crgpu.image import MANIFEST_NAME
@@ -36,7 +36,7 @@ from crgpu.mounts import mount_points_below, unmount
 from crgpu.options import check_container_id
 from crgpu.rootfs_layer import apply_layer
 from crgpu.runtimes.detect import read_bundle_spec
-from crgpu.safedirs import take_private_dir, write_new_private
+from crgpu.safedirs import free_bytes, require_room, take_private_dir, tree_bytes, write_new_private
 
 MOUNT_TIMEOUT_S = 60.0
 # In an import directory: the state root and ID of the container restored from it.
@@ -74,27 +74,11 @@ class PreparedArchive:
     def kept(self) -> str:
         """Where the unpacked archive lives and its size: kept while the restored container
         exists (`crgpu gc` takes it back once it is gone), removed at once if the restore fails."""
-        size = sum(entry.stat(follow_symlinks=False).st_size for entry in _walk_files(self.work / "archive")) if (
-            self.work is not None
-        ) else 0  # fmt: skip
+        size = tree_bytes(self.work / "archive") if self.work is not None else 0
         return (
             f"unpacked into {self.work} ({size / 2**20:.1f} MiB): kept while the restored container exists, "
             "removed by `crgpu gc` once it is gone (and at once if this restore fails)"
         )
-
-
-def _walk_files(top: Path) -> list[os.DirEntry[str]]:
-    found: list[os.DirEntry[str]] = []
-    try:
-        with os.scandir(top) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    found += _walk_files(Path(entry.path))
-                else:
-                    found.append(entry)
-    except OSError:
-        pass
-    return found
 
 
 def prepare(
@@ -141,10 +125,11 @@ def prepare(
         check_rootfs(rootfs)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
     work = Path(config.get("work_root").value) / target_id / f"import-{stamp}"
+    rebuilt = None
     if bundle is None:
         # What the spec alone grants is refused before anything is unpacked.
-        early = rebuild_spec(copy.deepcopy(summary.spec), work / "bundle", target_id)
-        refuse_reaching(early.reaching, trust, [])
+        rebuilt = rebuild_spec(copy.deepcopy(summary.spec), work / "bundle", target_id)
+        refuse_reaching(rebuilt.reaching, trust, [])
     lock = ExitStack()
     locked = False
     try:
@@ -154,7 +139,7 @@ def prepare(
             lock.enter_context(lock_for(target_id))
             locked = True
         before_unpack(target_id)
-        require_room(summary, work.parent.parent)
+        require_room(work.parent.parent, summary.unpacked_bytes, summary.members, "unpacking the archive")
     except BaseException:
         lock.close()
         raise
@@ -182,9 +167,9 @@ def prepare(
         if (unpacked / MANIFEST_NAME).is_file():
             os.rename(unpacked / MANIFEST_NAME, image_dir / MANIFEST_NAME)
         prepared.notes.append(prepared.kept())
-        if bundle is None:
+        if rebuilt is not None:
             assert rootfs is not None
-            prepared.notes += make_bundle(unpacked, summary.spec, prepared.bundle, rootfs, target_id, trust)
+            prepared.notes += make_bundle(unpacked, rebuilt, prepared.bundle, rootfs, trust)
         else:
             refuse_reaching(images_reaching(image_dir, read_bundle_spec(bundle)), trust, prepared.notes)
     except BaseException:
@@ -213,42 +198,6 @@ def check_rootfs(rootfs: Path) -> None:
         )
 
 
-def _statvfs(path: Path) -> os.statvfs_result | None:
-    """The file system `path` will be on (its nearest existing parent's)."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    try:
-        return os.statvfs(path)
-    except OSError:
-        return None
-
-
-def free_bytes(path: Path) -> int | None:
-    st = _statvfs(path)
-    return st.f_bavail * st.f_frsize if st is not None else None
-
-
-def require_room(summary: ArchiveSummary, work_root: Path) -> None:
-    """The first pass knows what unpacking takes: refused before a byte is written when the work
-    root lacks the space or the inodes."""
-    st = _statvfs(work_root)
-    if st is None:
-        return
-    free_bytes, free_inodes = st.f_bavail * st.f_frsize, st.f_favail
-    # Each member takes its size rounded up to a block, and an inode.
-    needed = summary.unpacked_bytes + summary.members * st.f_frsize
-    if needed > free_bytes:
-        raise PreconditionError(
-            f"unpacking the archive takes {needed} bytes and {work_root} has {free_bytes} free",
-            hint="free space, or unpack elsewhere (CRGPU_WORK_ROOT)",
-        )
-    if st.f_files and summary.members + 64 > free_inodes:
-        raise PreconditionError(
-            f"the archive holds {summary.members} members and {work_root} has {free_inodes} free inodes",
-            hint="free inodes, or unpack elsewhere (CRGPU_WORK_ROOT)",
-        )
-
-
 def refuse_reaching(reaching: list[str], trust: bool, notes: list[str]) -> None:
     if reaching and not trust:
         raise PreconditionError(
@@ -265,12 +214,9 @@ def images_reaching(image_dir: Path, spec: dict[str, Any]) -> list[str]:
     return reaching(read_grants(image_dir), allowed, own, seccomp)
 
 
-def make_bundle(
-    unpacked: Path, archive_spec: dict[str, Any], bundle: Path, lower: Path, container_id: str, trust: bool
-) -> list[str]:
-    """The bundle for the archive's spec (rebuilt, never copied) over `lower`."""
+def make_bundle(unpacked: Path, rebuilt: RebuiltSpec, bundle: Path, lower: Path, trust: bool) -> list[str]:
+    """The bundle for the archive's spec (rebuilt for `bundle`, never copied) over `lower`."""
     bundle.mkdir(mode=0o700)
-    rebuilt = rebuild_spec(copy.deepcopy(archive_spec), bundle, container_id)
     spec, notes = rebuilt.spec, rebuilt.notes
     refuse_reaching(rebuilt.reaching + images_reaching(unpacked / CHECKPOINT_DIR, spec), trust, notes)
     rebuilt.make_stand_ins()

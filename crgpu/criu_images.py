@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from crgpu.errors import PreconditionError
-from crgpu.protobuf import fields, iter_fields, message, repeated_uint
+from crgpu.protobuf import fields, message, repeated_uint
 
 IMG_COMMON_MAGIC = 0x54564319
 INVENTORY_MAGIC = 0x58313116
@@ -175,9 +175,7 @@ def _read_root_ids(image_dir: Path, pid: int, inventory: bytes, grants: ImageGra
 
 def _read_mounts(path: Path, grants: ImageGrants) -> None:
     for entry in _entries(path, MNTS_MAGIC):
-        values: dict[int, int | bytes] = {}
-        for number, value in iter_fields(entry):
-            values[number] = value
+        values = fields(entry)
         fstype = values.get(1)
         mountpoint = _text(values.get(7))
         if values.get(13) == 1 or values.get(18) or mountpoint in ("/", ""):

@@ -22,7 +22,8 @@ from crgpu.errors import BusyError
 from crgpu.locks import container_lock
 from crgpu.mounts import mount_points_below, unmount
 from crgpu.options import check_container_id
-from crgpu.runtimes.detect import read_small_json
+from crgpu.runtimes.detect import read_small_json, state_labels
+from crgpu.safedirs import tree_bytes
 
 OWNER_MAX_BYTES = 4096
 
@@ -62,19 +63,6 @@ class GcResult:
         }
 
 
-def _size(top: Path) -> int:
-    total = 0
-    for directory, dirs, files in os.walk(top, followlinks=False):
-        # Not into mounts: an overlay's files are the image's, not the import's.
-        dirs[:] = [d for d in dirs if not os.path.ismount(os.path.join(directory, d))]
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(directory, name)).st_blocks * 512
-            except OSError:
-                pass
-    return total
-
-
 def _owner(path: Path) -> tuple[Path, str] | None:
     data = read_small_json(path / OWNER_NAME, OWNER_MAX_BYTES)
     root, container_id = data.get("root"), data.get("id")
@@ -91,9 +79,8 @@ def _in_use(path: Path, root: Path, container_id: str) -> bool:
     state = read_small_json(root / container_id / "state.json", 16 * 1024 * 1024)
     if not state:
         return False
-    labels = [item for item in (state.get("config") or {}).get("labels") or [] if isinstance(item, str)]
-    bundles = [label.removeprefix("bundle=") for label in labels if label.startswith("bundle=")]
-    return not bundles or any(Path(b).resolve() == (path / "bundle").resolve() for b in bundles)
+    bundle = state_labels(state.get("config") or {}).get("bundle")
+    return not bundle or Path(bundle).resolve() == (path / "bundle").resolve()
 
 
 def _imports() -> list[tuple[Path, str]]:
@@ -118,7 +105,7 @@ def collect(dry_run: bool) -> GcResult:
     result = GcResult(dry_run)
     for path, dir_id in _imports():
         owner = _owner(path)
-        size = _size(path)
+        size = tree_bytes(path)
         if owner is None:
             if (path / "bundle" / "rootfs").is_mount() or mount_points_below(path):
                 result.kept.append(Import(path, dir_id, size, "no owner record and still mounted"))

@@ -132,7 +132,7 @@ def _release_runc_leftovers(root: Path, container_id: str) -> None:
     state_dir = root / container_id
     if not state_dir.is_dir() or (state_dir / "state.json").exists():
         return
-    for point in [*mount_points_below(state_dir)]:
+    for point in mount_points_below(state_dir):
         unmount(point, detach=True)
     if mount_points_below(state_dir):
         return

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from crgpu.errors import PreconditionError
+from crgpu.safedirs import require_room
 
 # Far more than a container's changed files and deletions.
 LAYER_MAX_MEMBERS = 200_000
@@ -101,14 +102,7 @@ def _members(tar: tarfile.TarFile, upper: Path) -> list[tarfile.TarInfo]:
         total += member.size
         if len(members) > LAYER_MAX_MEMBERS:
             raise LayerRefused(f"rootfs-diff.tar holds more than {LAYER_MAX_MEMBERS} members")
-    st = os.statvfs(upper)
-    if total + len(members) * st.f_frsize > st.f_bavail * st.f_frsize or (
-        st.f_files and len(members) > st.f_favail
-    ):
-        raise PreconditionError(
-            f"the archive's rootfs-diff.tar needs {total} bytes in {len(members)} files, more than {upper} has free",
-            hint="free space, or unpack elsewhere (CRGPU_WORK_ROOT)",
-        )
+    require_room(upper, total, len(members), "the archive's rootfs-diff.tar")
     return members
 
 

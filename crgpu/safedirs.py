@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from crgpu.errors import ImagePathError
+from crgpu.errors import ImagePathError, PreconditionError
 
 
 def space_hint(exc: OSError) -> str | None:
@@ -147,3 +147,52 @@ def read_nofollow(path: Path, limit: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def _statvfs(path: Path) -> os.statvfs_result | None:
+    """The file system `path` is or will be on (its nearest existing parent's)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return os.statvfs(path)
+    except OSError:
+        return None
+
+
+def free_bytes(path: Path) -> int | None:
+    st = _statvfs(path)
+    return st.f_bavail * st.f_frsize if st is not None else None
+
+
+def require_room(path: Path, total_bytes: int, members: int, what: str) -> None:
+    """Refuse before a byte is written when `members` files of `total_bytes` in all do not fit
+    where `path` is: each takes its size rounded up to a block, and an inode."""
+    st = _statvfs(path)
+    if st is None:
+        return
+    free, free_inodes = st.f_bavail * st.f_frsize, st.f_favail
+    needed = total_bytes + members * st.f_frsize
+    if needed > free:
+        raise PreconditionError(
+            f"{what} takes {needed} bytes and {path} has {free} free",
+            hint="free space, or unpack elsewhere (CRGPU_WORK_ROOT)",
+        )
+    if st.f_files and members + 64 > free_inodes:
+        raise PreconditionError(
+            f"{what} holds {members} members and {path} has {free_inodes} free inodes",
+            hint="free inodes, or unpack elsewhere (CRGPU_WORK_ROOT)",
+        )
+
+
+def tree_bytes(top: Path) -> int:
+    """The disk space a directory tree of crgpu's takes: links not followed, mounts not entered
+    (an overlay's files are its image's)."""
+    total = 0
+    for directory, dirs, files in os.walk(top, followlinks=False):
+        dirs[:] = [d for d in dirs if not os.path.ismount(os.path.join(directory, d))]
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total

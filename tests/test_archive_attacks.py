@@ -336,19 +336,23 @@ def test_a_bomb_is_refused_at_its_header_before_its_data_is_read(tmp_path: Path)
 def test_more_members_than_free_inodes_are_refused_before_unpacking(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crgpu import archive_restore
+    from crgpu import safedirs
 
     members = [(f"checkpoint/f{i}", b"") for i in range(300)]
-    many = archive(tmp_path / "many.tar", ("checkpoint/inventory.img", b"x"), *members)
-    summary = read_summary(many)
+    many = archive(
+        tmp_path / "many.tar", ("checkpoint/inventory.img", b"x"), *members, spec=PODMAN_SPEC.read_bytes()
+    )
     real = os.statvfs(tmp_path)
 
     class Few:
         f_bavail, f_frsize, f_files, f_favail = real.f_bavail, real.f_frsize, 1000, 200
 
-    monkeypatch.setattr(archive_restore, "_statvfs", lambda _path: Few())
-    with pytest.raises(PreconditionError, match="free inodes"):
-        archive_restore.require_room(summary, tmp_path / "work")
+    monkeypatch.setattr(safedirs, "_statvfs", lambda _path: Few())
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    result = crgpu("restore", "-i", str(many), "--rootfs", str(rootfs), "c2")
+    assert result.exit_code == ExitCode.PRECONDITION and "free inodes" in result.stderr, result.output
+    assert not list((Path(os.environ["CRGPU_WORK_ROOT"]) / "c2").rglob("f1"))
 
 
 ABSURD_PAX = """
@@ -382,3 +386,23 @@ def test_an_absurd_pax_size_is_refused_at_once_on_this_python(tmp_path: Path) ->
         check=False,
     )
     assert done.returncode == 0 and "refused in" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    "inventory",
+    [
+        b"",
+        b"\x16\x31\x31\x58",
+        b"\x16\x31\x31\x58\xff\xff\xff\x7f",
+        b"\x16\x31\x31\x58\x03\x00\x00\x00\x1a\xff\x01",
+    ],
+    ids=["empty", "magic-only", "huge-length", "truncated-field"],
+)
+def test_malformed_criu_images_are_a_refusal_not_a_crash(tmp_path: Path, inventory: bytes) -> None:
+    """CRIU's images come from the archive: whatever they hold, reading them is exit 4 or data."""
+    from crgpu.criu_images import read_grants
+
+    (tmp_path / "inventory.img").write_bytes(inventory)
+    (tmp_path / "pstree.img").write_bytes(os.urandom(64))
+    with pytest.raises(PreconditionError, match="CRIU's image"):
+        read_grants(tmp_path)
