@@ -93,6 +93,14 @@ def read_counter(bundle: Path) -> int:
     return read_count_file(bundle / "rootfs" / "tmp" / "count")
 
 
+def stopped_counter(bundle: Path, floor: int) -> int:
+    """The counter a stopped (checkpointed) workload left: the file's value, or `floor` (a value read
+    before the dump) when the dump froze the workload between its truncate and its write, which
+    leaves the file empty for good (seen once in ~500 CI runs)."""
+    text = (bundle / "rootfs" / "tmp" / "count").read_text().strip()
+    return int(text) if text.isdigit() else floor
+
+
 def read_count_file(path: Path) -> int:
     """A counter file's value; retried over a write in progress (the counter truncates, then writes)."""
     for _ in range(50):
@@ -120,6 +128,11 @@ def wait_above(read: Callable[[], int], value: int, timeout: float, what: str) -
             return current
         time.sleep(0.05)
     raise AssertionError(f"{what} stayed at {current}, not above {value} within {timeout} s")
+
+
+def cgroups_named(name: str) -> list[Path]:
+    """Every cgroup directory called `name`, in every hierarchy (ten on a cgroup v1 node)."""
+    return sorted(path for path in Path("/sys/fs/cgroup").glob(f"**/{name}") if path.is_dir())
 
 
 def restored_count(runc: str, root: Path, container_id: str) -> int:

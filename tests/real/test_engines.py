@@ -144,11 +144,11 @@ def test_a_kubernetes_export_of_a_runc_container_is_restored_by_crgpu(
     runc_container: Callable[..., testbed.RuncContainer], short_tmp: Path, tmp_path: Path
 ) -> None:
     container = runc_container()
-    testbed.wait_counter_above(container.bundle, 5)
+    floor = testbed.wait_counter_above(container.bundle, 5)
     image, archive = tmp_path / "img", tmp_path / "k8s.tar.gz"
     done = crgpu("checkpoint", "-q", "--root", str(container.root), "-i", str(image), container.id)
     assert done.exit_code == 0, done.output
-    saved = testbed.read_counter(container.bundle)
+    saved = testbed.stopped_counter(container.bundle, floor)
     exported = crgpu(
         "export", "--format", "kubernetes", "--compression", "gzip", "-i", str(image), "-o", str(archive)
     )

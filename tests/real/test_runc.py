@@ -23,7 +23,7 @@ Start = Callable[..., testbed.RuncContainer]
 
 def test_checkpoint_then_restore_continues_the_counter(runc_container: Start, short_tmp: Path) -> None:
     container = runc_container()
-    testbed.wait_counter_above(container.bundle, 10)
+    floor = testbed.wait_counter_above(container.bundle, 10)
     image = short_tmp / "img"
 
     code, doc = crgpu_json("checkpoint", "--root", str(container.root), "-i", str(image), container.id)
@@ -34,9 +34,9 @@ def test_checkpoint_then_restore_continues_the_counter(runc_container: Start, sh
     assert doc["stats"]["frozen_time"] > 0 and doc["stats"]["pages_written"] > 0
     assert doc["stats"]["runtime_checkpoint_duration"] > doc["stats"]["frozen_time"]
     assert container.status() is None  # runc removes a container it checkpointed without --leave-running
-    saved = testbed.read_counter(container.bundle)
+    saved = testbed.stopped_counter(container.bundle, floor)
     time.sleep(0.3)
-    assert testbed.read_counter(container.bundle) == saved  # nothing runs any more
+    assert testbed.stopped_counter(container.bundle, floor) == saved  # nothing runs any more
 
     code, doc = crgpu_json("restore", "--image-path", str(image))  # everything else from crgpu.json
 
@@ -102,11 +102,12 @@ def test_link_remap_is_needed_and_works(runc_container: Start, short_tmp: Path) 
     testbed.wait_counter_above(container.bundle, testbed.read_counter(container.bundle))
 
     image = short_tmp / "yes"
+    floor = testbed.read_counter(container.bundle)
     code, doc = crgpu_json(
         "checkpoint", "--link-remap", "--root", str(container.root), "-i", str(image), container.id
     )
     assert code == 0, doc
-    saved = testbed.read_counter(container.bundle)
+    saved = testbed.stopped_counter(container.bundle, floor)
     code, doc = crgpu_json("restore", "-i", str(image))
     assert code == 0, doc
     assert saved < testbed.wait_counter_above(container.bundle, saved) < saved + 40
