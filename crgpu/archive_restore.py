@@ -91,6 +91,7 @@ def prepare(
     console_socket: bool = False,
     lock_for: Callable[[str], AbstractContextManager[object]] | None = None,
     state_root: Path | None = None,
+    cgroup_mode: str | None = None,
 ) -> PreparedArchive:
     """Unpack and make the bundle. Whatever can be refused from the archive's metadata is refused
     before anything is written (`before_unpack(container_id)` adds the caller's checks); a failure
@@ -169,9 +170,10 @@ def prepare(
         prepared.notes.append(prepared.kept())
         if rebuilt is not None:
             assert rootfs is not None
-            prepared.notes += make_bundle(unpacked, rebuilt, prepared.bundle, rootfs, trust)
+            prepared.notes += make_bundle(unpacked, rebuilt, prepared.bundle, rootfs, trust, cgroup_mode)
         else:
-            refuse_reaching(images_reaching(image_dir, read_bundle_spec(bundle)), trust, prepared.notes)
+            reaches = images_reaching(image_dir, read_bundle_spec(bundle), cgroup_mode)
+            refuse_reaching(reaches, trust, prepared.notes)
     except BaseException:
         prepared.discard()
         raise
@@ -208,17 +210,20 @@ def refuse_reaching(reaching: list[str], trust: bool, notes: list[str]) -> None:
     notes += [f"reaches the host (--trust-image): {item}" for item in reaching]
 
 
-def images_reaching(image_dir: Path, spec: dict[str, Any]) -> list[str]:
+def images_reaching(image_dir: Path, spec: dict[str, Any], cgroup_mode: str | None) -> list[str]:
     """What CRIU's images would grant beyond `spec` (the bundle the restore runs with)."""
     allowed, own, seccomp = spec_grants(spec)
-    return reaching(read_grants(image_dir), allowed, own, seccomp)
+    return reaching(read_grants(image_dir), allowed, own, seccomp, cgroup_mode)
 
 
-def make_bundle(unpacked: Path, rebuilt: RebuiltSpec, bundle: Path, lower: Path, trust: bool) -> list[str]:
+def make_bundle(
+    unpacked: Path, rebuilt: RebuiltSpec, bundle: Path, lower: Path, trust: bool, cgroup_mode: str | None
+) -> list[str]:
     """The bundle for the archive's spec (rebuilt for `bundle`, never copied) over `lower`."""
     bundle.mkdir(mode=0o700)
     spec, notes = rebuilt.spec, rebuilt.notes
-    refuse_reaching(rebuilt.reaching + images_reaching(unpacked / CHECKPOINT_DIR, spec), trust, notes)
+    reaches = images_reaching(unpacked / CHECKPOINT_DIR, spec, cgroup_mode)
+    refuse_reaching(rebuilt.reaching + reaches, trust, notes)
     rebuilt.make_stand_ins()
     rootfs = bundle / "rootfs"
     upper, workdir = bundle / "upper", bundle / "work"

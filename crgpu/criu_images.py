@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crgpu.criu_cgroups import CGROUP_MAGIC, CgroupGrants, read_cgroups
 from crgpu.errors import PreconditionError
 from crgpu.protobuf import fields, message, repeated_uint
 
@@ -64,6 +65,7 @@ class ImageGrants:
     unfiltered: list[int] = field(default_factory=list)  # PIDs with no seccomp filter
     host_namespaces: list[str] = field(default_factory=list)
     mounts: list[str] = field(default_factory=list)  # "FSTYPE SOURCE at MOUNTPOINT"
+    cgroups: CgroupGrants = field(default_factory=CgroupGrants)
     tasks: int = 0
 
 
@@ -135,6 +137,8 @@ def read_grants(image_dir: Path) -> ImageGrants:
                 _read_root_ids(image_dir, pid, inventory[0], grants)
         for mounts in sorted(image_dir.glob("mountpoints-*.img")):
             _read_mounts(mounts, grants)
+        if (image_dir / "cgroup.img").exists():  # absent when the dump ignored cgroups
+            grants.cgroups = read_cgroups(_entries(image_dir / "cgroup.img", CGROUP_MAGIC))
     except ValueError as exc:
         raise PreconditionError(f"CRIU's images in {image_dir} are malformed: {exc}") from exc
     return grants
@@ -195,10 +199,15 @@ def _text(value: int | bytes | None) -> str:
 
 
 def reaching(
-    grants: ImageGrants, allowed_caps: set[str], own_namespaces: set[str], seccomp: bool
+    grants: ImageGrants,
+    allowed_caps: set[str],
+    own_namespaces: set[str],
+    seccomp: bool,
+    cgroup_mode: str | None = None,
 ) -> list[str]:
     """What the images grant beyond what the spec allows (`allowed_caps`, the namespaces it makes
-    its own, whether it confines the container with seccomp), one line each."""
+    its own, whether it confines the container with seccomp) and what CRIU's cgroup handling
+    (`cgroup_mode`, runc's --manage-cgroups-mode; soft when None) would apply, one line each."""
     found = []
     extra = sorted(grants.capabilities - allowed_caps)
     if extra:
@@ -213,4 +222,21 @@ def reaching(
         pids = ", ".join(str(pid) for pid in grants.unfiltered[:5])
         found.append(f"CRIU's images restore processes without a seccomp filter (pid {pids})")
     found += [f"CRIU's images mount {mount}" for mount in grants.mounts]
+    outside = grants.cgroups.outside
+    if outside:
+        more = f" and {len(outside) - 4} more" if len(outside) > 4 else ""
+        found.append(
+            "CRIU's images put processes or cgroups outside the container's cgroup: "
+            + ", ".join(outside[:4])
+            + more
+        )
+    if cgroup_mode == "full" and grants.cgroups.own_properties:
+        props = sorted(
+            grants.cgroups.own_properties, key=lambda name: (not name.startswith("devices."), name)
+        )
+        names = ", ".join(props[:6]) + (f" and {len(props) - 6} more" if len(props) > 6 else "")
+        found.append(
+            "--manage-cgroups-mode full sets the container's cgroup limits and device rules from CRIU's "
+            f"images ({names}), not from its spec"
+        )
     return found

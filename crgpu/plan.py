@@ -301,6 +301,7 @@ def _from_archive(opts: RestoreOptions) -> tuple[RestoreOptions, PreparedArchive
         console_socket=opts.console_socket is not None,
         lock_for=lambda container_id: container_lock("runc", root, container_id, opts.wait),
         state_root=root,
+        cgroup_mode=opts.manage_cgroups_mode,
     )
     update: dict[str, object] = {
         "image_path": prepared.image_dir,

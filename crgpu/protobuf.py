@@ -72,3 +72,8 @@ def message(data: bytes, number: int) -> bytes | None:
     """An embedded message field (the last one), or None."""
     value = fields(data).get(number)
     return value if isinstance(value, bytes) else None
+
+
+def repeated_bytes(data: bytes, number: int) -> list[bytes]:
+    """Every length-delimited value of a field: a repeated message or string."""
+    return [value for field, value in iter_fields(data) if field == number and isinstance(value, bytes)]

@@ -21,6 +21,7 @@ from crgpu.mounts import mount_points_below, unmount
 from crgpu.plan import RestorePlan, refuse_existing
 from crgpu.process import LineSink, Watchdog
 from crgpu.result import OperationResult, new_result, raise_if_interrupted
+from crgpu.runc_leftovers import CgroupClaim, claim_cgroups, release_state_dir
 from crgpu.runtime_call import criu_stats, require_privileges, run_runtime, safe_status, write_criu_config
 from crgpu.runtimes.detect import find_container
 
@@ -68,6 +69,7 @@ def _execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None)
         lazy_s: float | None = None
         logs = plan.adapter.log_paths("restore", plan.work_dir, plan.invocation.global_flags)
         watchdog = _LogWatch(logs) if plan.adapter.name == "runc" else None
+        cgroups = claim_cgroups(plan.bundle, plan.container_id) if plan.adapter.name == "runc" else None
         try:
             run_runtime(
                 result,
@@ -108,12 +110,18 @@ def _execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None)
             result.container_status = safe_status(plan.adapter, plan.container_id, plan.root)
         if not result.ok:
             _release_mounts(plan.work_dir)
-            if plan.adapter.name == "runc" and not _said_it_exists(result):
-                _release_runc_leftovers(plan.root, plan.container_id)
+            if cgroups is not None and not _said_it_exists(result):
+                _release_runc_leftovers(plan, cgroups)
         if watchdog is not None:
             watchdog.cap_logs()  # after the delete: the looping restorer runs inside the container
         raise_if_interrupted(result, plan.adapter, plan.root)
         return result
+
+
+def _release_runc_leftovers(plan: RestorePlan, cgroups: CgroupClaim) -> None:
+    """The ID was free under the lock and runc did not find it taken: what runc left is this run's."""
+    release_state_dir(plan.root, plan.container_id)
+    cgroups.release()
 
 
 def _release_mounts(work_dir: Path) -> None:
@@ -122,25 +130,6 @@ def _release_mounts(work_dir: Path) -> None:
     came, here) leaves them there, a dozen mounts a time. The directory is this restore's own."""
     for point in mount_points_below(work_dir):
         unmount(point, detach=True)
-
-
-def _release_runc_leftovers(root: Path, container_id: str) -> None:
-    """A runc restore that was stopped leaves its state dir without state.json, with `criu-root`
-    (a bind mount of the bundle's rootfs) mounted in it: runc then calls the ID taken, and the
-    `runc delete -f` an operator tries next removes the state dir recursively, through that
-    mount, emptying the bundle's rootfs. The ID was free under the lock: this dir is this run's."""
-    state_dir = root / container_id
-    if not state_dir.is_dir() or (state_dir / "state.json").exists():
-        return
-    for point in mount_points_below(state_dir):
-        unmount(point, detach=True)
-    if mount_points_below(state_dir):
-        return
-    for leftover in (state_dir / "criu-root", state_dir):
-        try:
-            os.rmdir(leftover)  # empty directories only: never anything recursive here
-        except OSError:
-            pass
 
 
 # A restore whose CRIU log passes this has stopped making progress (a damaged image makes CRIU

@@ -15,6 +15,7 @@ from typing import Any
 
 from tests import testbed
 from tests.archives import PODMAN_SPEC
+from tests.criu_forge import edit_entries, map_members
 from tests.helpers import crgpu, crgpu_json, lock_held_elsewhere
 
 Start = Callable[..., testbed.RuncContainer]
@@ -25,9 +26,10 @@ def _archive(
     tmp: Path,
     edit: Callable[[dict[str, Any]], None],
     drop: Callable[[str], bool] = lambda _name: False,
+    forge: Callable[[str, bytes], bytes] = lambda _name, data: data,
 ) -> Path:
-    """The container's checkpoint as a plain kubelet-format archive, with its spec.dump edited
-    (and the members `drop` names left out)."""
+    """The container's checkpoint as a plain kubelet-format archive, with its spec.dump edited,
+    the members `drop` names left out and every other file's content passed through `forge`."""
     testbed.wait_counter_above(container.bundle, 2)
     image, plain = tmp / "img", tmp / "plain.tar"
     done = crgpu("checkpoint", "-q", "--root", str(container.root), "-i", str(image), container.id)
@@ -46,6 +48,9 @@ def _archive(
                 spec = json.loads(data or b"{}")
                 edit(spec)
                 data = json.dumps(spec).encode()
+            elif data is not None:
+                data = forge(member.name, data)
+            if data is not None:
                 member.size = len(data)
             out.addfile(member, io.BytesIO(data) if data is not None else None)
     return forged
@@ -104,6 +109,46 @@ def test_a_host_network_namespace_in_criu_images_is_found(runc_container: Start,
     assert refused.exit_code == 4, refused.output
     assert "CRIU's images put the container into this host's network namespace" in refused.stderr
     _nothing_left(container)
+
+
+def test_a_task_criu_would_put_in_the_hosts_root_cgroup_is_refused(
+    runc_container: Start, short_tmp: Path
+) -> None:
+    """cgroup.img's task paths moved to "/": CRIU renames only paths inside the image's top cgroup
+    into the copy's own, so the restored process would run in the host's root cgroup, outside
+    every memory, pids and device limit of its spec."""
+
+    def to_root(name: str, data: bytes) -> bytes:
+        if name != "checkpoint/cgroup.img":
+            return data
+        return edit_entries(data, 2, lambda entries: [map_members(entries[0], lambda _c, _p: "/")])
+
+    container = runc_container()
+    forged = _archive(container, short_tmp, _look_default, forge=to_root)
+    refused = _restore(forged, container, short_tmp)
+    assert refused.exit_code == 4, refused.output
+    said = " ".join(refused.stderr.split())
+    assert "CRIU's images put processes or cgroups outside the container's cgroup:" in said, said
+    assert "cgroup '/'" in said, said
+    assert "--manage-cgroups-mode full" not in said  # soft: CRIU leaves the copy's own cgroup as runc made it
+    full = _restore(forged, container, short_tmp, "--manage-cgroups-mode", "full")
+    assert full.exit_code == 4, full.output
+    assert "--manage-cgroups-mode full sets the container's cgroup limits and device rules" in full.stderr
+    assert "devices.list" in full.stderr
+    _nothing_left(container)
+    # What the refusal prevents: trusted, CRIU restores the copy into the host's root cgroups.
+    root, copy = short_tmp / "root2", f"{container.id}-copy"
+    work_root = Path(os.environ["CRGPU_WORK_ROOT"])
+    try:
+        trusted = _restore(forged, container, short_tmp, "--trust-image")
+        assert trusted.exit_code == 0, trusted.output
+        state = subprocess.run(
+            [container.runc, "--root", str(root), "state", copy], capture_output=True, text=True, check=True
+        )
+        lines = Path(f"/proc/{json.loads(state.stdout)['pid']}/cgroup").read_text().splitlines()
+        assert any(line.split(":", 2)[1:] == ["pids", "/"] for line in lines), lines
+    finally:
+        testbed.drop_restored(container.runc, root, copy, work_root)
 
 
 def test_a_criu_config_named_by_an_annotation_never_runs(runc_container: Start, short_tmp: Path) -> None:

@@ -87,6 +87,7 @@ def test_a_restore_of_a_truncated_image_is_stopped_and_its_log_capped(
 ) -> None:
     container = runc_container()
     testbed.wait_counter_above(container.bundle, 2)
+    assert testbed.cgroups_named(container.id)  # runc made them: what the end of the test checks
     image = short_tmp / "img"
     code, doc = crgpu_json("checkpoint", "--root", str(container.root), "-i", str(image), container.id)
     assert code == 0, doc
@@ -112,6 +113,7 @@ def test_a_restore_of_a_truncated_image_is_stopped_and_its_log_capped(
     # `runc delete -f` can no longer reach the bundle's rootfs through the mount.
     assert not (container.root / container.id).exists()
     assert (container.bundle / "rootfs" / "bin" / "busybox").exists()
+    assert testbed.cgroups_named(container.id) == []  # and the cgroups runc made for the restore
 
 
 def test_a_restore_whose_work_path_fills_up_says_so(runc_container: Start, short_tmp: Path) -> None:
