@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import platform
 import shutil
 import stat
 import subprocess
@@ -213,7 +214,7 @@ def refuse_reaching(reaching: list[str], trust: bool, notes: list[str]) -> None:
 def images_reaching(image_dir: Path, spec: dict[str, Any], cgroup_mode: str | None) -> list[str]:
     """What CRIU's images would grant beyond `spec` (the bundle the restore runs with)."""
     allowed, own, seccomp = spec_grants(spec)
-    return reaching(read_grants(image_dir), allowed, own, seccomp, cgroup_mode)
+    return reaching(read_grants(image_dir, platform.machine()), allowed, own, seccomp, cgroup_mode)
 
 
 def make_bundle(

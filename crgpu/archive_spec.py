@@ -20,6 +20,7 @@ from typing import Any
 
 from crgpu.errors import PreconditionError
 from crgpu.safedirs import write_new_private
+from crgpu.seccomp_bpf import REFUSED_SYSCALLS
 
 # What a container gets without asking (the engines' default capability set).
 DEFAULT_CAPS = {
@@ -45,15 +46,6 @@ DEFAULT_DEVICES = {
     "/dev/net/tun": ("c", 10, 200),
 }  # fmt: skip
 DEFAULT_DEVICE_NUMBERS = {(kind, major, minor) for kind, major, minor in DEFAULT_DEVICES.values()}
-# System calls that the engines' default seccomp profiles refuse whatever the capabilities
-# (podman 5.4's containers-common profile, read off a real spec.dump).
-REFUSED_SYSCALLS = {
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "create_module",
-    "query_module", "get_kernel_syms", "open_by_handle_at", "bpf", "iopl", "ioperm", "acct", "swapon",
-    "swapoff", "settimeofday", "clock_settime", "stime", "quotactl", "lookup_dcookie", "fanotify_init",
-    "perf_event_open", "add_key", "request_key", "userfaultfd", "vm86", "vm86old", "uselib",
-    "nfsservctl", "_sysctl", "kcmp",
-}  # fmt: skip
 CONFINING_ACTIONS = {"SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
                      "SCMP_ACT_TRAP"}  # fmt: skip
 # Sysctls in a container's own namespaces (runc's validator accepts these with the namespace).

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from crgpu.criu_cgroups import CGROUP_MAGIC, CgroupGrants, read_cgroups
 from crgpu.errors import PreconditionError
-from crgpu.protobuf import fields, message, repeated_uint
+from crgpu.protobuf import fields, message, repeated_bytes, repeated_uint
+from crgpu.seccomp_bpf import Program, let_through, parse
 
 IMG_COMMON_MAGIC = 0x54564319
 INVENTORY_MAGIC = 0x58313116
@@ -29,6 +30,7 @@ PSTREE_MAGIC = 0x50273030
 CORE_MAGIC = 0x55053847
 IDS_MAGIC = 0x54432030
 MNTS_MAGIC = 0x55563928
+SECCOMP_MAGIC = 0x64413049
 # A container's core, ids, pstree and mount images are a few KiB; anything larger is not CRIU's.
 IMAGE_MAX_BYTES = 4 * 1024 * 1024
 MAX_TASKS = 65_536
@@ -51,7 +53,8 @@ SAFE_FSTYPES = {1: "proc", 2: "sysfs", 5: "tmpfs", 6: "devpts", 12: "cgroup", 14
 FSTYPE_NAMES = {0: "unsupported", 3: "devtmpfs", 4: "binfmt_misc", 7: "simfs", 8: "pstore",
                 9: "securityfs", 10: "fusectl", 11: "debugfs", 13: "aufs", 15: "fuse", 16: "auto",
                 18: "autofs", 19: "tracefs"}  # fmt: skip
-SECCOMP_DISABLED = 0
+SECCOMP_DISABLED, SECCOMP_FILTER = 0, 2
+MAX_FILTER_CHAIN = 64
 # task_core_entry.task_state (compel's task-state.h): a zombie, CRIU's helper.
 TASK_DEAD = 0x02
 TASK_HELPER = 0x04
@@ -63,6 +66,8 @@ class ImageGrants:
 
     capabilities: set[str] = field(default_factory=set)
     unfiltered: list[int] = field(default_factory=list)  # PIDs with no seccomp filter
+    filter_heads: dict[int, int] = field(default_factory=dict)  # seccomp.img index -> a PID under it
+    let_through: set[str] = field(default_factory=set)  # always-refused calls a restored filter allows
     host_namespaces: list[str] = field(default_factory=list)
     mounts: list[str] = field(default_factory=list)  # "FSTYPE SOURCE at MOUNTPOINT"
     cgroups: CgroupGrants = field(default_factory=CgroupGrants)
@@ -111,8 +116,9 @@ def _caps(words: Iterable[int]) -> set[str]:
     return names
 
 
-def read_grants(image_dir: Path) -> ImageGrants:
-    """Read the grants of every task in an image directory. Raises PreconditionError when an
+def read_grants(image_dir: Path, machine: str = "") -> ImageGrants:
+    """Read the grants of every task in an image directory; `machine` (platform.machine()) names
+    the ABIs whose calls each restored seccomp filter is run on. Raises PreconditionError when an
     image it needs is missing or malformed (a restore of it would fail in CRIU anyway)."""
     grants = ImageGrants()
     try:
@@ -137,6 +143,8 @@ def read_grants(image_dir: Path) -> ImageGrants:
                 _read_root_ids(image_dir, pid, inventory[0], grants)
         for mounts in sorted(image_dir.glob("mountpoints-*.img")):
             _read_mounts(mounts, grants)
+        if grants.filter_heads:
+            _run_filters(_entries(image_dir / "seccomp.img", SECCOMP_MAGIC), machine, grants)
         if (image_dir / "cgroup.img").exists():  # absent when the dump ignored cgroups
             grants.cgroups = read_cgroups(_entries(image_dir / "cgroup.img", CGROUP_MAGIC))
     except ValueError as exc:
@@ -158,9 +166,15 @@ def _read_core(path: Path, pid: int, grants: ImageGrants) -> int | None:
     if creds is not None:
         for number in (9, 10, 11, 12, 19):  # inheritable, permitted, effective, bounding, ambient
             grants.capabilities |= _caps(repeated_uint(creds, number))
-    mode = fields(thread_core).get(11, SECCOMP_DISABLED)
+    core = fields(thread_core)
+    mode = core.get(11, SECCOMP_DISABLED)
     if mode == SECCOMP_DISABLED:
         grants.unfiltered.append(pid)
+    elif mode == SECCOMP_FILTER:
+        head = core.get(12, 0)
+        if not isinstance(head, int):
+            raise ValueError(f"{path.name} names no seccomp filter")
+        grants.filter_heads.setdefault(head, pid)
     return state if isinstance(state, int) else None
 
 
@@ -175,6 +189,26 @@ def _read_root_ids(image_dir: Path, pid: int, inventory: bytes, grants: ImageGra
     for number, kind in NAMESPACE_IDS.items():
         if number in task and task.get(number) == host.get(number):
             grants.host_namespaces.append(kind)
+
+
+def _run_filters(entries: list[bytes], machine: str, grants: ImageGrants) -> None:
+    """Each task's filter chain as CRIU restores it (the filter its core names, then each `prev`),
+    run on the calls every engine refuses."""
+    filters: list[tuple[Program, int | bytes | None]] = []
+    for item in repeated_bytes(entries[0] if entries else b"", 1):
+        raw = repeated_bytes(item, 1)
+        if not raw:
+            raise ValueError("a seccomp filter without its program")
+        filters.append((parse(raw[-1]), fields(item).get(2)))
+    for head in grants.filter_heads:
+        chain: list[Program] = []
+        index: int | bytes | None = head
+        while index is not None:
+            if not isinstance(index, int) or index >= len(filters) or len(chain) >= MAX_FILTER_CHAIN:
+                raise ValueError(f"seccomp filter {index!r} is not in seccomp.img (or a chain loops)")
+            program, index = filters[index]
+            chain.append(program)
+        grants.let_through |= let_through(chain, machine)
 
 
 def _read_mounts(path: Path, grants: ImageGrants) -> None:
@@ -221,6 +255,10 @@ def reaching(
     if seccomp and grants.unfiltered:
         pids = ", ".join(str(pid) for pid in grants.unfiltered[:5])
         found.append(f"CRIU's images restore processes without a seccomp filter (pid {pids})")
+    if seccomp and grants.let_through:
+        calls = ", ".join(sorted(grants.let_through)[:8])
+        more = f" and {len(grants.let_through) - 8} more" if len(grants.let_through) > 8 else ""
+        found.append(f"CRIU's images restore a seccomp filter that lets through {calls}{more}")
     found += [f"CRIU's images mount {mount}" for mount in grants.mounts]
     outside = grants.cgroups.outside
     if outside:

@@ -96,6 +96,30 @@ def test_capabilities_criu_restores_are_checked_not_only_the_specs(
     _nothing_left(container)
 
 
+def test_a_seccomp_filter_that_lets_the_refused_calls_through_is_found(
+    runc_container: Start, short_tmp: Path
+) -> None:
+    """A container under a filter that refuses only `kexec_load`, its spec claiming podman's
+    profile: CRIU restores the filter of its images, not the spec's, so the filter's presence is
+    not enough; it is run on the calls the engines refuse."""
+
+    def weak(spec: dict[str, Any]) -> None:
+        spec["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_AARCH64"],
+            "syscalls": [{"names": ["kexec_load"], "action": "SCMP_ACT_ERRNO"}],
+        }
+
+    container = runc_container(spec_change=weak)
+    forged = _archive(container, short_tmp, _look_default)
+    refused = _restore(forged, container, short_tmp)
+    assert refused.exit_code == 4, refused.output
+    said = " ".join(refused.stderr.split())
+    assert "CRIU's images restore a seccomp filter that lets through" in said, said
+    assert "bpf" in said and "without a seccomp filter" not in said
+    _nothing_left(container)
+
+
 def test_a_host_network_namespace_in_criu_images_is_found(runc_container: Start, short_tmp: Path) -> None:
     """A container in the host's network namespace, its spec edited to claim one of its own:
     CRIU creates only the namespaces its images differ in, so the copy would join the host's."""
