@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from crgpu.criu_cgroups import CGROUP_MAGIC, CgroupGrants, read_cgroups
+from crgpu.criu_mounts import mount_reaching, parse_mounts
 from crgpu.errors import PreconditionError
 from crgpu.protobuf import fields, message, repeated_bytes, repeated_uint
 from crgpu.seccomp_bpf import Program, let_through, parse
@@ -46,13 +47,6 @@ CAP_NAMES = (
 )  # fmt: skip
 # task_kobj_ids_entry: the namespaces a container has of its own, by field number.
 NAMESPACE_IDS = {5: "pid", 6: "network", 7: "ipc", 8: "uts", 9: "mount"}
-# mnt_entry.fstype values CRIU mounts for a container of the engines' kinds; the root ("/") and
-# external (bind) mounts come from runc.
-SAFE_FSTYPES = {1: "proc", 2: "sysfs", 5: "tmpfs", 6: "devpts", 12: "cgroup", 14: "mqueue", 17: "overlay",
-                23: "cgroup2"}  # fmt: skip
-FSTYPE_NAMES = {0: "unsupported", 3: "devtmpfs", 4: "binfmt_misc", 7: "simfs", 8: "pstore",
-                9: "securityfs", 10: "fusectl", 11: "debugfs", 13: "aufs", 15: "fuse", 16: "auto",
-                18: "autofs", 19: "tracefs"}  # fmt: skip
 SECCOMP_DISABLED, SECCOMP_FILTER = 0, 2
 MAX_FILTER_CHAIN = 64
 # task_core_entry.task_state (compel's task-state.h): a zombie, CRIU's helper.
@@ -69,7 +63,7 @@ class ImageGrants:
     filter_heads: dict[int, int] = field(default_factory=dict)  # seccomp.img index -> a PID under it
     let_through: set[str] = field(default_factory=set)  # always-refused calls a restored filter allows
     host_namespaces: list[str] = field(default_factory=list)
-    mounts: list[str] = field(default_factory=list)  # "FSTYPE SOURCE at MOUNTPOINT"
+    mounts: list[str] = field(default_factory=list)  # "mount FSTYPE SOURCE at MOUNTPOINT", "leave ..."
     cgroups: CgroupGrants = field(default_factory=CgroupGrants)
     tasks: int = 0
 
@@ -141,8 +135,10 @@ def read_grants(image_dir: Path, machine: str = "") -> ImageGrants:
                     _read_core(image_dir / f"core-{thread}.img", thread, grants)
             if index == 0:
                 _read_root_ids(image_dir, pid, inventory[0], grants)
-        for mounts in sorted(image_dir.glob("mountpoints-*.img")):
-            _read_mounts(mounts, grants)
+        mounts = []
+        for table in sorted(image_dir.glob("mountpoints-*.img")):
+            mounts += parse_mounts(_entries(table, MNTS_MAGIC))
+        grants.mounts = mount_reaching(mounts)
         if grants.filter_heads:
             _run_filters(_entries(image_dir / "seccomp.img", SECCOMP_MAGIC), machine, grants)
         if (image_dir / "cgroup.img").exists():  # absent when the dump ignored cgroups
@@ -211,27 +207,6 @@ def _run_filters(entries: list[bytes], machine: str, grants: ImageGrants) -> Non
         grants.let_through |= let_through(chain, machine)
 
 
-def _read_mounts(path: Path, grants: ImageGrants) -> None:
-    for entry in _entries(path, MNTS_MAGIC):
-        values = fields(entry)
-        fstype = values.get(1)
-        mountpoint = _text(values.get(7))
-        if values.get(13) == 1 or values.get(18) or mountpoint in ("/", ""):
-            # runc's: the root, and external mounts (ext_key), which CRIU binds only from what
-            # runc maps for that key (the spec's bind mounts, checked there).
-            continue
-        if fstype in SAFE_FSTYPES:
-            continue
-        name = _text(values.get(14)) or FSTYPE_NAMES.get(
-            fstype if isinstance(fstype, int) else -1, str(fstype)
-        )
-        grants.mounts.append(f"{name} {_text(values.get(8))!r} at {mountpoint!r}")
-
-
-def _text(value: int | bytes | None) -> str:
-    return value.decode("utf-8", "replace")[:200] if isinstance(value, bytes) else ""
-
-
 def reaching(
     grants: ImageGrants,
     allowed_caps: set[str],
@@ -259,7 +234,7 @@ def reaching(
         calls = ", ".join(sorted(grants.let_through)[:8])
         more = f" and {len(grants.let_through) - 8} more" if len(grants.let_through) > 8 else ""
         found.append(f"CRIU's images restore a seccomp filter that lets through {calls}{more}")
-    found += [f"CRIU's images mount {mount}" for mount in grants.mounts]
+    found += [f"CRIU's images {mount}" for mount in grants.mounts]
     outside = grants.cgroups.outside
     if outside:
         more = f" and {len(outside) - 4} more" if len(outside) > 4 else ""

@@ -120,6 +120,40 @@ def test_a_seccomp_filter_that_lets_the_refused_calls_through_is_found(
     _nothing_left(container)
 
 
+def test_criu_images_that_leave_proc_sys_writable_are_refused(runc_container: Start, short_tmp: Path) -> None:
+    """The read-only /proc/sys mount dropped from CRIU's mountpoints image of a container whose
+    spec (runc's default) has it: runc does not apply readonlyPaths at restore, CRIU mounts what
+    its images list, so the copy would write this host's sysctls (kernel.core_pattern: a program
+    the host runs as root)."""
+
+    def drop_proc_sys(name: str, data: bytes) -> bytes:
+        if not name.startswith("checkpoint/mountpoints-"):
+            return data
+        return edit_entries(data, 2, lambda entries: [e for e in entries if b"/proc/sys" not in e])
+
+    container = runc_container()
+    forged = _archive(container, short_tmp, _look_default, forge=drop_proc_sys)
+    refused = _restore(forged, container, short_tmp)
+    assert refused.exit_code == 4, refused.output
+    said = " ".join(refused.stderr.split())
+    assert "CRIU's images leave '/proc/sys' writable (the engines make it read-only)" in said, said
+    _nothing_left(container)
+    # What the refusal prevents: trusted, the copy runs without the read-only /proc/sys.
+    root, copy = short_tmp / "root2", f"{container.id}-copy"
+    work_root = Path(os.environ["CRGPU_WORK_ROOT"])
+    try:
+        trusted = _restore(forged, container, short_tmp, "--trust-image")
+        assert trusted.exit_code == 0, trusted.output
+        state = subprocess.run(
+            [container.runc, "--root", str(root), "state", copy], capture_output=True, text=True, check=True
+        )
+        table = Path(f"/proc/{json.loads(state.stdout)['pid']}/mountinfo").read_text().splitlines()
+        assert not any(line.split()[4] == "/proc/sys" for line in table)
+        assert any(line.split()[4] == "/proc/irq" for line in table)  # the rest as the image says
+    finally:
+        testbed.drop_restored(container.runc, root, copy, work_root)
+
+
 def test_a_host_network_namespace_in_criu_images_is_found(runc_container: Start, short_tmp: Path) -> None:
     """A container in the host's network namespace, its spec edited to claim one of its own:
     CRIU creates only the namespaces its images differ in, so the copy would join the host's."""
