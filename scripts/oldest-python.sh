@@ -33,4 +33,5 @@ fi
 .venv/bin/python -m pip --python "$venv/bin/python" install -q --disable-pip-version-check . pytest hypothesis
 echo "oldest-python: $("$venv/bin/python" -V) from $python"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_archive.py tests/test_archive_attacks.py \
-  tests/test_security.py tests/real/test_archive_attacks.py tests/real/test_security.py
+  tests/test_security.py tests/test_criu_cgroups.py tests/test_criu_mounts.py tests/test_seccomp_bpf.py \
+  tests/test_runc_leftovers.py tests/real/test_archive_attacks.py tests/real/test_security.py
