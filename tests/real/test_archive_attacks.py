@@ -15,7 +15,7 @@ from typing import Any
 
 from tests import testbed
 from tests.archives import PODMAN_SPEC
-from tests.criu_forge import edit_entries, map_members
+from tests.criu_forge import decode, edit_entries, encode, map_members
 from tests.helpers import crgpu, crgpu_json, lock_held_elsewhere
 
 Start = Callable[..., testbed.RuncContainer]
@@ -207,6 +207,33 @@ def test_a_task_criu_would_put_in_the_hosts_root_cgroup_is_refused(
         assert any(line.split(":", 2)[1:] == ["pids", "/"] for line in lines), lines
     finally:
         testbed.drop_restored(container.runc, root, copy, work_root)
+
+
+def test_a_child_task_in_the_hosts_network_namespace_is_found(runc_container: Start, short_tmp: Path) -> None:
+    """A child's ids-PID.img given the dumping CRIU's network namespace ID (inventory.img), the
+    root task's left alone: CRIU puts that child into the restoring CRIU's namespace, the host's."""
+    forged_ids: list[str] = []
+
+    def host_net_for_child(name: str, data: bytes) -> bytes:
+        if not name.startswith("checkpoint/ids-") or name == "checkpoint/ids-1.img":
+            return data
+        inventory = (short_tmp / "img" / "inventory.img").read_bytes()  # _archive's checkpoint
+        root_ids = dict(decode(inventory[8:]))[3]
+        assert isinstance(root_ids, bytes)
+        host_net = dict(decode(root_ids))[6]
+        forged_ids.append(name)
+        return edit_entries(
+            data, 2, lambda entries: [encode([*(f for f in decode(entries[0]) if f[0] != 6), (6, host_net)])]
+        )
+
+    container = runc_container(testbed.COUNTER.replace("2>&1; ", "2>&1; sleep 1000 & ", 1))
+    forged = _archive(container, short_tmp, _look_default, forge=host_net_for_child)
+    assert forged_ids  # the sleeping child's
+    refused = _restore(forged, container, short_tmp)
+    assert refused.exit_code == 4, refused.output
+    said = " ".join(refused.stderr.split())
+    assert "CRIU's images put the container into this host's network namespace" in said, said
+    _nothing_left(container)
 
 
 def test_a_criu_config_named_by_an_annotation_never_runs(runc_container: Start, short_tmp: Path) -> None:
