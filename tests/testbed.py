@@ -135,12 +135,16 @@ def cgroups_named(name: str) -> list[Path]:
     return sorted(path for path in Path("/sys/fs/cgroup").glob(f"**/{name}") if path.is_dir())
 
 
-def restored_count(runc: str, root: Path, container_id: str) -> int:
-    """The counter of a container crgpu restored from an archive, read through its process."""
+def restored_pid(runc: str, root: Path, container_id: str) -> int:
+    """The init process of a container crgpu restored (its PID on this host)."""
     state = subprocess.run([runc, "--root", str(root), "state", container_id], capture_output=True, text=True)
     assert state.returncode == 0, state.stderr
-    pid = json.loads(state.stdout)["pid"]
-    return read_count_file(Path(f"/proc/{pid}/root/tmp/count"))
+    return int(json.loads(state.stdout)["pid"])
+
+
+def restored_count(runc: str, root: Path, container_id: str) -> int:
+    """The counter of a container crgpu restored from an archive, read through its process."""
+    return read_count_file(Path(f"/proc/{restored_pid(runc, root, container_id)}/root/tmp/count"))
 
 
 def drop_restored(runc: str, root: Path, container_id: str, work_root: Path) -> None:

@@ -9,7 +9,8 @@ import os
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,18 @@ def _restore(archive: Path, container: testbed.RuncContainer, tmp: Path, *extra:
         "restore", "-i", str(archive), "--rootfs", str(container.bundle / "rootfs"),
         "--root", str(tmp / "root2"), f"{container.id}-copy", *extra,
     )  # fmt: skip
+
+
+@contextmanager
+def _trusted_copy(archive: Path, container: testbed.RuncContainer, tmp: Path) -> Iterator[int]:
+    """The forged archive restored with --trust-image (what a refusal prevents): its PID."""
+    root, copy = tmp / "root2", f"{container.id}-copy"
+    try:
+        trusted = _restore(archive, container, tmp, "--trust-image")
+        assert trusted.exit_code == 0, trusted.output
+        yield testbed.restored_pid(container.runc, root, copy)
+    finally:
+        testbed.drop_restored(container.runc, root, copy, Path(os.environ["CRGPU_WORK_ROOT"]))
 
 
 def _nothing_left(container: testbed.RuncContainer) -> None:
@@ -139,19 +152,10 @@ def test_criu_images_that_leave_proc_sys_writable_are_refused(runc_container: St
     assert "CRIU's images leave '/proc/sys' writable (the engines make it read-only)" in said, said
     _nothing_left(container)
     # What the refusal prevents: trusted, the copy runs without the read-only /proc/sys.
-    root, copy = short_tmp / "root2", f"{container.id}-copy"
-    work_root = Path(os.environ["CRGPU_WORK_ROOT"])
-    try:
-        trusted = _restore(forged, container, short_tmp, "--trust-image")
-        assert trusted.exit_code == 0, trusted.output
-        state = subprocess.run(
-            [container.runc, "--root", str(root), "state", copy], capture_output=True, text=True, check=True
-        )
-        table = Path(f"/proc/{json.loads(state.stdout)['pid']}/mountinfo").read_text().splitlines()
+    with _trusted_copy(forged, container, short_tmp) as pid:
+        table = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
         assert not any(line.split()[4] == "/proc/sys" for line in table)
         assert any(line.split()[4] == "/proc/irq" for line in table)  # the rest as the image says
-    finally:
-        testbed.drop_restored(container.runc, root, copy, work_root)
 
 
 def test_a_host_network_namespace_in_criu_images_is_found(runc_container: Start, short_tmp: Path) -> None:
@@ -195,18 +199,9 @@ def test_a_task_criu_would_put_in_the_hosts_root_cgroup_is_refused(
     assert "devices.list" in full.stderr
     _nothing_left(container)
     # What the refusal prevents: trusted, CRIU restores the copy into the host's root cgroups.
-    root, copy = short_tmp / "root2", f"{container.id}-copy"
-    work_root = Path(os.environ["CRGPU_WORK_ROOT"])
-    try:
-        trusted = _restore(forged, container, short_tmp, "--trust-image")
-        assert trusted.exit_code == 0, trusted.output
-        state = subprocess.run(
-            [container.runc, "--root", str(root), "state", copy], capture_output=True, text=True, check=True
-        )
-        lines = Path(f"/proc/{json.loads(state.stdout)['pid']}/cgroup").read_text().splitlines()
+    with _trusted_copy(forged, container, short_tmp) as pid:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
         assert any(line.split(":", 2)[1:] == ["pids", "/"] for line in lines), lines
-    finally:
-        testbed.drop_restored(container.runc, root, copy, work_root)
 
 
 def test_a_child_task_in_the_hosts_network_namespace_is_found(runc_container: Start, short_tmp: Path) -> None:
