@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from crgpu.bundle import busybox_bundle
+from crgpu.doctor.bundle import busybox_bundle
 
 HERE = Path(__file__).resolve().parent
 CRGPU = str(Path(sys.executable).parent / "crgpu")

@@ -42,7 +42,7 @@ def prerendered_help(args: list[str]) -> str | None:
 def main() -> None:
     args = sys.argv[1:]
     if args[:2] == ["__complete", "ids"]:
-        from crgpu.roots import container_ids
+        from crgpu.runtimes.roots import container_ids
 
         try:
             ids = container_ids()

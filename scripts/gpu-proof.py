@@ -3,7 +3,7 @@
     PYTHONPATH=. python3 scripts/gpu-proof.py [--mib 1024]
 
 A child process allocates MIB MiB on GPU 0 through cuda-bindings and fills it with a pattern. This
-process then takes the child through crgpu's own driver layer (crgpu.cuda.load_driver: the calls
+process then takes the child through crgpu's own driver layer (crgpu.nvidia.cuda.load_driver: the calls
 made by a killable helper process under deadlines, through cuda.core.checkpoint where it works)
 twice: lock, checkpoint (GPU memory moves to host memory), restore, unlock; the second time the
 restore carries an identity device map over every GPU the kernel driver exposes, the call a
@@ -126,8 +126,8 @@ def main() -> int:
     try:
         from cuda.bindings import driver as bindings
 
-        from crgpu.cuda import core_process_class, load_driver
-        from crgpu.gpu import gpus
+        from crgpu.nvidia.cuda import core_process_class, load_driver
+        from crgpu.nvidia.gpu import gpus
 
         report["layer"] = "cuda.core" if core_process_class(bindings) else "cuda-bindings"
         driver = load_driver()

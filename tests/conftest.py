@@ -38,7 +38,7 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     for name in ("CRGPU_RUNC", "CRGPU_RUNSC", "CRGPU_RUNTIME", "CRIU_CONFIG_FILE", "CRGPU_DEBUG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_COLOR", "1")
-    from crgpu import config
+    from crgpu.host import config
 
     config.set_config_file(None)  # a --config from an earlier in-process CLI call must not leak
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from crgpu.protobuf import iter_fields
+from crgpu.criu.protobuf import iter_fields
 
 Fields = list[tuple[int, int | bytes]]
 

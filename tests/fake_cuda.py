@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from crgpu.cuda import CudaError
-from crgpu.gpu import GpuUse
+from crgpu.nvidia.cuda_api import CudaError
+from crgpu.nvidia.gpu import GpuUse
 
 MOVES = {
     "lock": ("running", "locked"),

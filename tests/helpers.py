@@ -25,7 +25,7 @@ def crgpu_json(*args: str) -> tuple[int, dict[str, Any]]:
 _HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from crgpu.locks import container_lock
+from crgpu.host.locks import container_lock
 with container_lock("runc", Path(sys.argv[1]), sys.argv[2]):
     print("held", flush=True)
     time.sleep(60)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from crgpu.archive import read_summary, unpack
-from crgpu.errors import ExitCode, PreconditionError
-from crgpu.rootfs_diff import overlay_upper
+from crgpu.host.errors import ExitCode, PreconditionError
+from crgpu.image.archive import read_summary, unpack
+from crgpu.image.rootfs_diff import overlay_upper
 from tests.archives import CONFIG, SPEC
 from tests.archives import archive as _archive
 from tests.archives import special as _special
@@ -101,7 +101,7 @@ def test_the_writable_layer_is_found_in_the_mount_table(
 def test_the_mounts_inside_a_work_dir_are_listed_deepest_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crgpu.mounts import mount_points_below
+    from crgpu.host.mounts import mount_points_below
 
     work = "/var/lib/crgpu/work/c1/restore-1"
     (tmp_path / "proc/self").mkdir(parents=True)
@@ -150,7 +150,7 @@ def test_an_archive_whose_container_would_reach_the_host_needs_trust(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Privileges, host namespaces and host bind mounts from an archive are listed and refused."""
-    from crgpu.archive_spec import rebuild_spec
+    from crgpu.image.archive_spec import rebuild_spec
 
     spec = {
         "process": {"capabilities": {"bounding": ["CAP_CHOWN", "CAP_SYS_ADMIN"]}},
@@ -192,7 +192,7 @@ def test_a_hostile_writable_layer_is_refused_and_nothing_lands_outside(
     tmp_path: Path, deleted: list[str], layer: list[tarfile.TarInfo | tuple[str, bytes]]
 ) -> None:
     """rootfs-diff.tar and deleted.files from an archive go into the overlay's upper dir only."""
-    from crgpu.rootfs_layer import apply_layer
+    from crgpu.image.rootfs_layer import apply_layer
 
     unpacked, upper = tmp_path / "archive", tmp_path / "bundle" / "upper"
     unpacked.mkdir()

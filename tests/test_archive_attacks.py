@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from crgpu.archive import read_summary, unpack
-from crgpu.archive_spec import rebuild_spec
-from crgpu.errors import ExitCode, PreconditionError
+from crgpu.host.errors import ExitCode, PreconditionError
+from crgpu.image.archive import read_summary, unpack
+from crgpu.image.archive_spec import rebuild_spec
 from tests.archives import CONFIG, PODMAN_SPEC, Member, archive, special, tar
 from tests.helpers import crgpu
 
@@ -180,7 +180,7 @@ def test_a_rootfs_of_the_host_or_of_crgpus_state_is_refused_whatever_the_trust(
 
 # ---------------------------------------------------------------- the writable layer
 def _apply(tmp_path: Path, *layer: Member) -> Path:
-    from crgpu.rootfs_layer import apply_layer
+    from crgpu.image.rootfs_layer import apply_layer
 
     unpacked, upper = tmp_path / "archive", tmp_path / "bundle" / "upper"
     unpacked.mkdir()
@@ -250,7 +250,7 @@ def test_a_path_twice_in_the_layer_is_refused(tmp_path: Path) -> None:
 
 
 def test_deleted_files_has_a_cap(tmp_path: Path) -> None:
-    from crgpu.rootfs_layer import DELETED_MAX_ENTRIES, apply_layer
+    from crgpu.image.rootfs_layer import DELETED_MAX_ENTRIES, apply_layer
 
     unpacked, upper = tmp_path / "archive", tmp_path / "upper"
     unpacked.mkdir()
@@ -306,7 +306,7 @@ def test_a_gzip_stream_with_a_bad_crc_is_refused(tmp_path: Path) -> None:
 def test_an_export_carries_a_zstd_checksum(tmp_path: Path) -> None:
     import zstandard
 
-    from crgpu.archive import _compressor
+    from crgpu.image.archive import _compressor
 
     raw = io.BytesIO()
     with _compressor(raw, "zstd") as stream:
@@ -336,7 +336,7 @@ def test_a_bomb_is_refused_at_its_header_before_its_data_is_read(tmp_path: Path)
 def test_more_members_than_free_inodes_are_refused_before_unpacking(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crgpu import safedirs
+    from crgpu.host import safedirs
 
     members = [(f"checkpoint/f{i}", b"") for i in range(300)]
     many = archive(
@@ -358,8 +358,8 @@ def test_more_members_than_free_inodes_are_refused_before_unpacking(
 ABSURD_PAX = """
 import io, sys, tarfile, time
 sys.path.insert(0, {root!r})
-from crgpu.archive import read_summary
-from crgpu.errors import PreconditionError
+from crgpu.image.archive import read_summary
+from crgpu.host.errors import PreconditionError
 member = tarfile.TarInfo("checkpoint/pages-1.img")
 member.size = 10
 member.pax_headers = {{"size": "9" * 30}}
@@ -400,7 +400,7 @@ def test_an_absurd_pax_size_is_refused_at_once_on_this_python(tmp_path: Path) ->
 )
 def test_malformed_criu_images_are_a_refusal_not_a_crash(tmp_path: Path, inventory: bytes) -> None:
     """CRIU's images come from the archive: whatever they hold, reading them is exit 4 or data."""
-    from crgpu.criu_images import read_grants
+    from crgpu.criu.images import read_grants
 
     (tmp_path / "inventory.img").write_bytes(inventory)
     (tmp_path / "pstree.img").write_bytes(os.urandom(64))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crgpu import config
+from crgpu.host import config
 from tests.fakes import install_fake_runc
 from tests.helpers import crgpu
 

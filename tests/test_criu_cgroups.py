@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from crgpu.criu_cgroups import read_cgroups
-from crgpu.criu_images import ImageGrants, reaching
+from crgpu.criu.cgroups import read_cgroups
+from crgpu.criu.images import ImageGrants, reaching
 from tests.criu_forge import decode, encode, map_members
 
 REAL = Path(__file__).parent / "fixtures" / "criu" / "cgroup-runc-1.1-cgroupv1.img"

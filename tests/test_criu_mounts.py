@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from crgpu.criu_images import MNTS_MAGIC, _entries
-from crgpu.criu_mounts import mount_reaching, parse_mounts
+from crgpu.criu.images import MNTS_MAGIC, _entries
+from crgpu.criu.mountpoints import mount_reaching, parse_mounts
 from tests.criu_forge import decode, encode
 
 PODMAN = Path(__file__).parent / "fixtures" / "criu" / "mountpoints-podman-5.4.img"

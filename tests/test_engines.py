@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crgpu.errors import ExitCode
+from crgpu.host.errors import ExitCode
 from tests.fakes import install_fake_runc
 from tests.helpers import crgpu
 

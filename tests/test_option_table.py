@@ -7,8 +7,8 @@ from typing import Any, get_args
 import pytest
 
 from crgpu.cli.app import app
-from crgpu.option_table import OPTIONS, options_for
-from crgpu.options import CheckpointOptions, RestoreOptions
+from crgpu.options.models import CheckpointOptions, RestoreOptions
+from crgpu.options.table import OPTIONS, options_for
 
 MODELS: dict[str, Any] = {"checkpoint": CheckpointOptions, "restore": RestoreOptions}
 

@@ -11,13 +11,16 @@ from typing import Any
 
 import pytest
 
-from crgpu.errors import PreconditionError
-from crgpu.options import CheckpointOptions, RestoreOptions
+from crgpu.host.errors import PreconditionError
+from crgpu.options.models import CheckpointOptions, RestoreOptions
 from crgpu.runtimes.runc import RuncAdapter
 from tests.fakes import install_fake_runc
 from tests.runtimes.test_runc import INFO, RUNC_11, RUNC_13, WORK
 
-HEAVY = ("pydantic", "rich", "crgpu.plan", "crgpu.doctor", "crgpu.runtimes", "crgpu.options")
+# The runtimes package's adapters, detection and engines, and the options' pydantic models (its
+# roots and the option table are light: completion and help read them).
+HEAVY = ("pydantic", "rich", "crgpu.core.plan", "crgpu.doctor", "crgpu.options.models", "crgpu.options.runsc_flags",
+         *(f"crgpu.runtimes.{name}" for name in ("base", "capabilities", "detect", "engines", "runc", "runsc", "state")))  # fmt: skip
 NO_PLUGINS = "pydantic.plugin._loader"  # crgpu's stand-in for pydantic's loader: no pydantic code
 
 
@@ -66,7 +69,7 @@ def test_version_loads_no_cli_stack() -> None:
 
 def test_completion_request_loads_neither_typer_nor_pydantic() -> None:
     loaded = _imported("__complete", "ids")
-    assert "crgpu.roots" in loaded
+    assert "crgpu.runtimes.roots" in loaded
     assert not _heavy(loaded, ("typer",))
 
 
@@ -76,7 +79,7 @@ def test_parsing_builds_no_pydantic_adapter_per_option(
     """Typer 0.29 builds a pydantic TypeAdapter for every option while parsing (0.2 s a call)."""
     install_fake_runc(tmp_path, monkeypatch)
     loaded = _imported("checkpoint", "--dry-run", "--json", "-i", str(tmp_path / "img"), "c1")
-    assert "crgpu.plan" in loaded  # it really planned
+    assert "crgpu.core.plan" in loaded  # it really planned
     assert "typer._adapters" not in loaded
 
 
@@ -142,8 +145,8 @@ def _runc_state_said(
     root; returns the `runc state` calls crgpu made."""
     import json
 
-    from crgpu.options import CheckpointOptions
-    from crgpu.plan import plan_checkpoint
+    from crgpu.core.plan import plan_checkpoint
+    from crgpu.options.models import CheckpointOptions
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     calls = install_fake_runc(tmp_path, monkeypatch)
@@ -319,7 +322,7 @@ def test_a_host_without_the_nvidia_module_asks_neither_nvml_nor_nvidia_smi(
 ) -> None:
     """Every checkpoint records the driver version: without the kernel module there is none, and
     looking for it through NVML and nvidia-smi cost 14 ms a call."""
-    from crgpu import gpu
+    from crgpu.nvidia import gpu
     from tests.fakes import write_fake_nvidia_smi
 
     (tmp_path / "host").mkdir()

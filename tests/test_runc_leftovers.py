@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from crgpu import runc_leftovers
-from crgpu.runc_leftovers import claim_cgroups, runc_cgroup_dirs
+from crgpu.runtimes import runc_leftovers
+from crgpu.runtimes.runc_leftovers import claim_cgroups, runc_cgroup_dirs
 
 V2_MOUNTS = [
     "30 22 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate"

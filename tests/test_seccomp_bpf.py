@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from crgpu.criu_images import SECCOMP_MAGIC, _entries
-from crgpu.protobuf import repeated_bytes
-from crgpu.seccomp_bpf import (
+from crgpu.criu.images import SECCOMP_MAGIC, _entries
+from crgpu.criu.protobuf import repeated_bytes
+from crgpu.criu.seccomp_bpf import (
     AUDIT_ARCH_I386,
     AUDIT_ARCH_X86_64,
     REFUSED_SYSCALLS,

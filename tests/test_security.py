@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crgpu.errors import ExitCode, ImagePathError
-from crgpu.image import ContainerRecord, Manifest, RuntimeRecord, write_manifest
-from crgpu.locks import container_lock, lock_path
-from crgpu.runtimes.runsc_globals import carried_globals
-from crgpu.textsafe import printable, strict_json
+from crgpu.host.errors import ExitCode, ImagePathError
+from crgpu.host.locks import container_lock, lock_path
+from crgpu.host.textsafe import printable, strict_json
+from crgpu.image.manifest import ContainerRecord, Manifest, RuntimeRecord, write_manifest
+from crgpu.options.runsc_flags import carried_globals
 from tests.fakes import HELP, install_fake_runc
 from tests.helpers import crgpu
 
@@ -483,7 +483,7 @@ def test_a_lock_file_planted_as_a_link_is_not_followed(
 def test_a_restore_whose_criu_log_runs_away_is_stopped_and_the_log_capped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crgpu import restore
+    from crgpu.core import restore
 
     monkeypatch.setattr(restore, "RESTORE_LOG_CAP_BYTES", 2 * 1024 * 1024)
     work = tmp_path / "work"
@@ -665,7 +665,7 @@ def test_fuzzed_manifests_never_crash_or_leak_terminal_codes(
 
 
 def test_image_path_error_is_raised_for_links(tmp_path: Path) -> None:
-    from crgpu.safedirs import take_private_dir
+    from crgpu.host.safedirs import take_private_dir
 
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")

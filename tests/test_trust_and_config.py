@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from crgpu.errors import ExitCode
+from crgpu.host.errors import ExitCode
 from tests.archives import archive, tar
 from tests.fakes import install_fake_runc
 from tests.helpers import crgpu, lock_held_elsewhere
@@ -39,7 +39,7 @@ def test_a_manifest_with_a_lone_surrogate_is_refused_at_parse(tmp_path: Path, wh
     image = foreign_image(tmp_path, raw=json.dumps(doc))
     result = crgpu("inspect", "--json", str(image))
     assert result.exit_code == ExitCode.PRECONDITION and "not valid Unicode" in result.stderr, result.output
-    from crgpu.textsafe import unencodable
+    from crgpu.host.textsafe import unencodable
 
     assert unencodable(strict_loads(result.stdout)) is None  # the refusal itself is valid Unicode
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from crgpu.criu import criu_log_errors, headline, hint_for
-from crgpu.errors import ImagePathError, NotFoundError, PreconditionError, UsageError
-from crgpu.image import (
+from crgpu.criu.logs import criu_log_errors, headline, hint_for
+from crgpu.host.errors import ImagePathError, NotFoundError, PreconditionError, UsageError
+from crgpu.image.manifest import (
     ContainerRecord,
     Manifest,
     RuntimeRecord,
@@ -20,7 +20,7 @@ from crgpu.image import (
     read_image,
     write_manifest,
 )
-from crgpu.options import CheckpointOptions, check_container_id, validation_messages
+from crgpu.options.models import CheckpointOptions, check_container_id, validation_messages
 from crgpu.runtimes import capabilities
 from crgpu.runtimes.detect import find_container
 
@@ -216,7 +216,7 @@ def test_runsc_gpu_detection_from_nvproxy_flag(tmp_path: Path, monkeypatch: pyte
 
 def test_stats_decoding_matches_crit(tmp_path: Path) -> None:
     """Real stats files from CRIU 4.1.1; `crit show` printed the same numbers for them."""
-    from crgpu.criu import read_stats
+    from crgpu.criu.stats import read_stats
 
     fixtures = Path(__file__).parent / "fixtures" / "criu"
     dump = read_stats(fixtures / "stats-dump")
@@ -235,7 +235,7 @@ def test_stats_decoding_matches_crit(tmp_path: Path) -> None:
 
 
 def test_the_headline_is_the_cause_not_runcs_generic_wrapper() -> None:
-    from crgpu.criu import runtime_error_lines
+    from crgpu.criu.logs import runtime_error_lines
 
     # Captured from runc 1.1.15 and 1.3.6 with a CRIU config file CRIU rejects.
     real = (

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from crgpu.bundle import busybox_bundle, static_busybox
-from crgpu.errors import CrgpuError
+from crgpu.doctor.bundle import busybox_bundle, static_busybox
+from crgpu.host.errors import CrgpuError
 
 RUNC_NEW_DEFAULT = "/opt/crgpu-testbed/runc-new/usr/sbin/runc"
 

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from crgpu import __version__
-from crgpu.errors import EXIT_CODE_MEANINGS
+from crgpu.host.errors import EXIT_CODE_MEANINGS
 
 EXAMPLES = """Examples:
 
@@ -54,7 +54,7 @@ def main_callback(
     ] = None,
 ) -> None:
     """Checkpoint and restore (GPU) containers on runc + CRIU and gVisor runsc."""
-    from crgpu import config
+    from crgpu.host import config
 
     config.set_config_file(config_file)
 

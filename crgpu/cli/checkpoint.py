@@ -25,9 +25,9 @@ Examples:
 
 def _parse(values: dict[str, Any]) -> Callable[[], Planned]:
     """Parsing ends with the validated options (the command's code loaded); planning is the rest."""
-    from crgpu.checkpoint import execute_checkpoint
-    from crgpu.options import CheckpointOptions
-    from crgpu.plan import checkpoint_dry_run, load_adapters, plan_checkpoint
+    from crgpu.core.checkpoint import execute_checkpoint
+    from crgpu.core.plan import checkpoint_dry_run, load_adapters, plan_checkpoint
+    from crgpu.options.models import CheckpointOptions
 
     load_adapters()
     opts = validated(CheckpointOptions, model_values("checkpoint", values))

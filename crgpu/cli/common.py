@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from crgpu.errors import CrgpuError, ExitCode, UsageError
-from crgpu.textsafe import printable
+from crgpu.host.errors import CrgpuError, ExitCode, UsageError
+from crgpu.host.textsafe import printable
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from crgpu.cli.render import Renderer
-    from crgpu.process import LineSink
-    from crgpu.result import OperationResult
+    from crgpu.core.result import OperationResult
+    from crgpu.host.process import LineSink
 
 # pydantic loads only when a command runs: `crgpu --help` and `--version` stay fast.
 M = TypeVar("M", bound="BaseModel")
@@ -41,7 +41,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but
 def path_arg(text: str, flag: str) -> Path:
     """A path from the command line, checked as the options model checks paths (NUL bytes, lengths),
     made absolute. Typer's Path type would stat it while parsing and raise on a NUL byte."""
-    from crgpu.options import check_path_lengths
+    from crgpu.options.models import check_path_lengths
 
     try:
         check_path_lengths(text)
@@ -56,7 +56,7 @@ def validated(model: type[M], values: dict[str, Any]) -> M:
     """Build an options model from the flags given (None: not given, so the model's default)."""
     from pydantic import ValidationError
 
-    from crgpu.options import validation_messages
+    from crgpu.options.models import validation_messages
 
     try:
         return model.model_validate({k: v for k, v in values.items() if v is not None})
@@ -125,7 +125,7 @@ def run_planned(parse: Callable[[dict[str, Any]], Callable[[], Planned]]) -> Cal
         renderer = Renderer(as_json=values["as_json"], quiet=values["quiet"])
 
         def body() -> int:
-            from crgpu.timings import process_age_s
+            from crgpu.core.timings import process_age_s
 
             plan = parse(values)
             startup = process_age_s()

@@ -34,8 +34,8 @@ def _run(verb: str, pid: int, as_json: bool, quiet: bool, debug: bool, **kwargs:
     renderer = Renderer(as_json=as_json, quiet=quiet)
 
     def body() -> int:
-        from crgpu.cuda import load_driver
-        from crgpu.errors import UsageError
+        from crgpu.host.errors import UsageError
+        from crgpu.nvidia.cuda import load_driver
 
         if pid <= 0:
             raise UsageError(f"--pid {pid} is not a process ID")
@@ -61,11 +61,11 @@ def _run(verb: str, pid: int, as_json: bool, quiet: bool, debug: bool, **kwargs:
 
 
 def _device_map(text: str | None) -> dict[str, str]:
-    from crgpu.errors import UsageError
+    from crgpu.host.errors import UsageError
 
     if not text:
         return {}
-    from crgpu.gpu_map import GPU_UUID
+    from crgpu.nvidia.gpu_map import GPU_UUID
 
     pairs = {}
     for item in text.split(","):

@@ -9,10 +9,10 @@ import typer
 
 from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, path_arg, run_guarded
 from crgpu.cli.render import Renderer
-from crgpu.textsafe import printable
+from crgpu.host.textsafe import printable
 
 if TYPE_CHECKING:
-    from crgpu.doctor import DoctorReport
+    from crgpu.doctor.report import DoctorReport
 
 EXAMPLES = """
 Examples:
@@ -50,7 +50,7 @@ def doctor(
     renderer = Renderer(as_json=as_json, quiet=quiet)
 
     def body() -> int:
-        from crgpu.doctor import container_memory_bytes, run_doctor
+        from crgpu.doctor.report import container_memory_bytes, run_doctor
 
         memory = 0
         if container:

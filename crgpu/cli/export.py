@@ -9,7 +9,7 @@ import typer
 
 from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, path_arg, run_guarded
 from crgpu.cli.render import Renderer
-from crgpu.textsafe import printable
+from crgpu.host.textsafe import printable
 
 EXAMPLES = """
 Examples:
@@ -61,7 +61,7 @@ def export(
     renderer = Renderer(as_json=as_json, quiet=quiet)
 
     def body() -> int:
-        from crgpu.archive import export_image
+        from crgpu.image.archive import export_image
 
         with renderer.progress("exporting") as advance:
             done = export_image(

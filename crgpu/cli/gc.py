@@ -8,7 +8,7 @@ import typer
 
 from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, run_guarded
 from crgpu.cli.render import Renderer
-from crgpu.textsafe import printable
+from crgpu.host.textsafe import printable
 
 EXAMPLES = """
 Examples:
@@ -31,8 +31,8 @@ def gc(
     renderer = Renderer(as_json=as_json, quiet=quiet)
 
     def body() -> int:
-        from crgpu.gc import collect
-        from crgpu.runtime_call import require_privileges
+        from crgpu.core.runtime_call import require_privileges
+        from crgpu.image.gc import collect
 
         require_privileges("gc")
         result = collect(dry_run)

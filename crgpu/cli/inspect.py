@@ -9,10 +9,10 @@ import typer
 
 from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, path_arg, run_guarded
 from crgpu.cli.render import Renderer, format_stats
-from crgpu.textsafe import printable
+from crgpu.host.textsafe import printable
 
 if TYPE_CHECKING:
-    from crgpu.image import Image
+    from crgpu.image.manifest import Image
 
 EXAMPLES = """
 Examples:
@@ -36,8 +36,8 @@ def inspect(
     renderer = Renderer(as_json=as_json, quiet=quiet)
 
     def body() -> int:
-        from crgpu.archive_names import is_archive
-        from crgpu.image import read_image
+        from crgpu.image.archive_names import is_archive
+        from crgpu.image.manifest import read_image
 
         path = path_arg(image_path, "IMAGE")
         if is_archive(path):
@@ -60,8 +60,8 @@ def _with_verdict(image: Image, **verdict: object) -> dict[str, object]:
 
 
 def _inspect_archive(path: Path, as_json: bool, renderer: Renderer) -> int:
-    from crgpu.archive import read_summary
-    from crgpu.image import parse_manifest
+    from crgpu.image.archive import read_summary
+    from crgpu.image.manifest import parse_manifest
 
     summary = read_summary(path)
     image = parse_manifest(summary.manifest, f"{path}:crgpu.json") if summary.manifest is not None else None

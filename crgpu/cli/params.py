@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from crgpu.cli.common import DebugOpt, DryRunOpt, JsonOpt, QuietOpt
-from crgpu.option_table import Option, options_for
+from crgpu.options.table import Option, options_for
 
 COMMON: tuple[tuple[str, Any, bool], ...] = (
     ("as_json", JsonOpt, False),

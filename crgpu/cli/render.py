@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from crgpu.textsafe import printable, strict_json
+from crgpu.host.textsafe import printable, strict_json
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from crgpu.errors import CrgpuError
-    from crgpu.result import OperationResult
+    from crgpu.core.result import OperationResult
+    from crgpu.host.errors import CrgpuError
 
 PANEL_LINES = 18
 
@@ -184,7 +184,7 @@ class Renderer:
 
     def error(self, exc: CrgpuError) -> None:
         if self.as_json:
-            from crgpu.result import error_document
+            from crgpu.core.result import error_document
 
             self.json(error_document(exc.message, exc.hint, int(exc.exit_code), exc.detail))
         self.failure(exc.message, exc.hint, exc.detail)

@@ -21,9 +21,9 @@ Examples:
 
 def _parse(values: dict[str, Any]) -> Callable[[], Planned]:
     """Parsing ends with the validated options (the command's code loaded); planning is the rest."""
-    from crgpu.options import RestoreOptions
-    from crgpu.plan import load_adapters, plan_restore, restore_dry_run
-    from crgpu.restore import execute_restore
+    from crgpu.core.plan import load_adapters, plan_restore, restore_dry_run
+    from crgpu.core.restore import execute_restore
+    from crgpu.options.models import RestoreOptions
 
     load_adapters()
     opts = validated(RestoreOptions, model_values("restore", values))

@@ -1,1 +1,1 @@
-"""Runtime adapters: detection, capability discovery and the option mapping per runtime."""
+"""The runtimes and engines: runc and runsc adapters, their capabilities, state roots, container detection and state files, engines and their names; imports crgpu.host, crgpu.criu, crgpu.options and crgpu.nvidia."""

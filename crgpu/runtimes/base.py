@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from crgpu.engines import Engine
-from crgpu.versions import version_tuple
+from crgpu.host.versions import version_tuple
+from crgpu.runtimes.engines import Engine
 
 if TYPE_CHECKING:
-    from crgpu.options import CheckpointOptions, RestoreOptions
+    from crgpu.options.models import CheckpointOptions, RestoreOptions
 
 
 # The file descriptor number under which the runtime gets crgpu's status pipe (lazy checkpoints).

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from crgpu.errors import NotFoundError, RuntimeFailed
+from crgpu.host.errors import NotFoundError, RuntimeFailed
 
 if TYPE_CHECKING:
     pass
@@ -60,7 +60,7 @@ def binary_from_texts(name: str, path: Path, texts: dict[str, str]) -> RuntimeBi
 
 def resolve_binary(name: str) -> Path:
     """The runtime binary: from $CRGPU_RUNC/$CRGPU_RUNSC or the node config when set, else PATH."""
-    from crgpu import config
+    from crgpu.host import config
 
     chosen = config.get(name)
     if chosen.value:

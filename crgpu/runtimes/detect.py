@@ -9,17 +9,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crgpu import config
-from crgpu.engines import engine_of, resolve_name
-from crgpu.errors import NotFoundError, PreconditionError, UsageError
-from crgpu.gpu_evidence import ordered, spec_evidence
-from crgpu.host_root import host_path, read_host_text, stat_fields
-from crgpu.options import RuntimeChoice, check_container_id
-from crgpu.roots import known_roots
+from crgpu.host import config
+from crgpu.host.errors import NotFoundError, PreconditionError, UsageError
+from crgpu.host.root import host_path, read_host_text, stat_fields
+from crgpu.nvidia.evidence import ordered, spec_evidence
+from crgpu.options.models import RuntimeChoice, check_container_id
+from crgpu.options.runsc_flags import has_nvproxy, sandbox_global_flags
 from crgpu.runtimes.base import ContainerInfo
-from crgpu.runtimes.runsc_globals import has_nvproxy, sandbox_global_flags
-
-SPEC_MAX_BYTES = 16 * 1024 * 1024
+from crgpu.runtimes.engines import engine_of, resolve_name
+from crgpu.runtimes.roots import known_roots
+from crgpu.runtimes.state import (
+    SPEC_MAX_BYTES,
+    bundle_rootfs,
+    read_bundle_spec,
+    read_small_json,
+    state_labels,
+)
 
 
 @dataclass(frozen=True)
@@ -135,18 +140,6 @@ def find_container(
     return reader(container_id, loc)
 
 
-def read_small_json(path: Path, limit: int) -> dict[str, Any]:
-    """A JSON object from a file of at most `limit` bytes, not through a link; {} for anything else."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
-            raw = handle.read(limit + 1)
-        data = json.loads(raw) if len(raw) <= limit else None
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _load_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -158,39 +151,6 @@ def _load_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise PreconditionError(f"the runtime state {path} is not a JSON object")
     return data
-
-
-def state_labels(config: dict[str, Any]) -> dict[str, str]:
-    """runc's state keeps the bundle and the spec's annotations as KEY=VALUE labels."""
-    labels: dict[str, str] = {}
-    for item in config.get("labels") or []:
-        if isinstance(item, str) and "=" in item:
-            key, _, value = item.partition("=")
-            labels[key] = value
-    return labels
-
-
-def bundle_rootfs(bundle: str | Path | None, spec: dict[str, Any]) -> Path | None:
-    """The spec's root.path, resolved against the bundle."""
-    root = spec.get("root")
-    path = root.get("path") if isinstance(root, dict) else None
-    if not isinstance(path, str) or not path:
-        return None
-    if path.startswith("/"):
-        return Path(path)
-    return Path(bundle) / path if bundle else None
-
-
-def read_bundle_spec(bundle: str | Path | None) -> dict[str, Any]:
-    """The bundle's config.json (the OCI spec runc was given, hooks and env included), or {}."""
-    if not bundle:
-        return {}
-    try:
-        with open(Path(bundle) / "config.json", "rb") as handle:
-            data = json.loads(handle.read(SPEC_MAX_BYTES))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _proc_start_and_state(pid: int) -> tuple[int, str] | None:

@@ -13,10 +13,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from crgpu.criu import config_text, require_criu
-from crgpu.errors import PreconditionError
-from crgpu.option_table import OPTIONS, options_for
-from crgpu.options import CheckpointOptions, RestoreOptions
+from crgpu.criu.binary import config_text, require_criu
+from crgpu.host.errors import PreconditionError
+from crgpu.options.models import CheckpointOptions, RestoreOptions
+from crgpu.options.table import OPTIONS, options_for
 from crgpu.runtimes.base import (
     RUNTIME_STATUS_FD,
     BinaryAdapter,

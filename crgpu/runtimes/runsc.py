@@ -12,18 +12,13 @@ import os
 import re
 from pathlib import Path
 
-from crgpu.errors import PreconditionError
-from crgpu.gpu import driver_version
-from crgpu.option_table import OPTIONS, options_for
-from crgpu.options import CheckpointOptions, RestoreOptions
+from crgpu.host.errors import PreconditionError
+from crgpu.nvidia.gpu import driver_version
+from crgpu.options.models import CheckpointOptions, RestoreOptions
+from crgpu.options.runsc_flags import carried_globals, flag_key, has_nvproxy, set_global
+from crgpu.options.table import OPTIONS, options_for
 from crgpu.runtimes.base import BinaryAdapter, ContainerInfo, Invocation, RuntimeBinary, option_flag
 from crgpu.runtimes.capabilities import binary_from_texts, cached_texts, resolve_binary, run_capture
-from crgpu.runtimes.runsc_globals import (
-    carried_globals,
-    flag_key,
-    has_nvproxy,
-    set_global,
-)
 
 # Options CRIU has and runsc does not (what crgpu tells the operator), and runsc's own verb flags.
 HANDLED_IN_SANDBOX = {o.name: o.runsc.value for o in OPTIONS if o.runsc.kind == "sandbox"}

@@ -29,7 +29,7 @@ def test_generated_files_are_not_stale() -> None:
 
 
 def test_the_readme_option_table_is_the_option_table() -> None:
-    from crgpu import option_table
+    from crgpu.options import table as option_table
 
     readme = (ROOT / "README.md").read_text()
     assert option_table.readme_table() in readme

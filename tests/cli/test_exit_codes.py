@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crgpu.errors import EXIT_CODE_MEANINGS, ExitCode
-from crgpu.locks import container_lock
+from crgpu.host.errors import EXIT_CODE_MEANINGS, ExitCode
+from crgpu.host.locks import container_lock
 from tests.fakes import install_fake_runc
 from tests.helpers import crgpu
 
@@ -185,7 +185,7 @@ def test_a_runtime_left_paused_after_a_failure_is_resumed(
 
 
 def test_restore_with_a_bundle_without_config_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from crgpu.image import ContainerRecord, Manifest, RuntimeRecord, write_manifest
+    from crgpu.image.manifest import ContainerRecord, Manifest, RuntimeRecord, write_manifest
 
     install_fake_runc(tmp_path, monkeypatch)
     (tmp_path / "bundle").mkdir()
@@ -201,7 +201,7 @@ def test_restore_with_a_bundle_without_config_json(tmp_path: Path, monkeypatch: 
 
 
 def test_a_hung_runtime_is_stopped_after_its_timeout(tmp_path: Path) -> None:
-    from crgpu.process import run_streaming
+    from crgpu.host.process import run_streaming
 
     started = time.monotonic()
     run = run_streaming(["sleep", "30"], lambda _line: None, tmp_path / "out.log", timeout_s=0.3)

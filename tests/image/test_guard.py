@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from crgpu.image import ContainerRecord, GpuRecord, HostRecord, Manifest, RuntimeRecord, write_manifest
+from crgpu.image.manifest import (
+    ContainerRecord,
+    GpuRecord,
+    HostRecord,
+    Manifest,
+    RuntimeRecord,
+    write_manifest,
+)
 from tests.fakes import write_fake_nvidia_smi, write_fake_runc
 from tests.helpers import crgpu
 

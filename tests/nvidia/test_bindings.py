@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from crgpu.cuda import BindingsDriver, CudaError, core_process_class
+from crgpu.nvidia.cuda import BindingsDriver, core_process_class
+from crgpu.nvidia.cuda_api import CudaError
 
 cu = pytest.importorskip("cuda.bindings.driver")
 OLD = "GPU-00112233-4455-6677-8899-aabbccddeeff"
@@ -185,7 +186,7 @@ def test_cuda_core_is_used_only_with_the_bindings_it_works_with() -> None:
 
 
 def test_a_driver_without_the_api_through_cuda_core_gets_the_not_supported_hint() -> None:
-    from crgpu.cuda import _core_error
+    from crgpu.nvidia.cuda import _core_error
 
     error = _core_error(
         "cuCheckpointProcessLock",

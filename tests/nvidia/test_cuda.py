@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from crgpu import cuda, gpu
-from crgpu.cuda_flow import select_mode
-from crgpu.cuda_processes import cuda_processes
-from crgpu.errors import PreconditionError
+from crgpu.host.errors import PreconditionError
+from crgpu.nvidia import cuda, gpu
+from crgpu.nvidia.cuda_flow import select_mode
+from crgpu.nvidia.cuda_processes import cuda_processes
 from tests.fake_cuda import FAKE_GPU, FakeDriver, fake_gpu_use
 from tests.fakes import RUNNING, write_fake_nvidia_smi, write_fake_runc
 from tests.helpers import crgpu
@@ -387,8 +387,8 @@ def test_an_out_of_memory_is_not_retried_and_stays_the_first_error(node: Node) -
 
 
 def test_any_failure_while_suspending_gives_every_process_back(node: Node) -> None:
-    from crgpu.cuda_flow import DriverApiSession
-    from crgpu.cuda_processes import cuda_processes
+    from crgpu.nvidia.cuda_flow import DriverApiSession
+    from crgpu.nvidia.cuda_processes import cuda_processes
 
     class Crashing(FakeDriver):
         def checkpoint(self, pid: int) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from crgpu import cuda_helper
-from crgpu.cuda import CudaError
-from crgpu.cuda_flow import DriverApiSession
-from crgpu.cuda_helper import HelperDriver
-from crgpu.cuda_processes import CudaProcess
+from crgpu.nvidia import cuda_helper
+from crgpu.nvidia.cuda_api import CudaError
+from crgpu.nvidia.cuda_flow import DriverApiSession
+from crgpu.nvidia.cuda_helper import HelperDriver
+from crgpu.nvidia.cuda_processes import CudaProcess
 from tests.fake_cuda import FakeDriver
 
 
@@ -32,7 +32,7 @@ def driver_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     state = tmp_path / "cuda.json"
     state.write_text(json.dumps({"procs": {"101": "running", "102": "running"}}))
     monkeypatch.setenv("CRGPU_FAKE_CUDA", str(state))
-    monkeypatch.setattr("crgpu.gpu.process_gpu_use", lambda pids: {})
+    monkeypatch.setattr("crgpu.nvidia.gpu.process_gpu_use", lambda pids: {})
     return state
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from crgpu.gpu_evidence import spec_evidence
+from crgpu.nvidia.evidence import spec_evidence
 from tests.fakes import HELP, install_fake_runc, write_fake_nvidia_smi
 from tests.helpers import crgpu
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from crgpu.errors import PreconditionError
-from crgpu.gpu import Gpu
-from crgpu.gpu_map import given_gpus, plan_device_map
+from crgpu.host.errors import PreconditionError
+from crgpu.nvidia.gpu import Gpu
+from crgpu.nvidia.gpu_map import given_gpus, plan_device_map
 
 
 def _uuid(n: int) -> str:

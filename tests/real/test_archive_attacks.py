@@ -341,7 +341,7 @@ def test_an_archive_of_a_container_holding_a_zombie_restores(runc_container: Sta
     """CRIU writes a zombie's thread list uninitialised (a thread 109393408 was seen): the image
     check reads a zombie's core alone, as CRIU's restore does (CI once failed on such a podman
     container's archive)."""
-    from crgpu.criu_images import read_grants
+    from crgpu.criu.images import read_grants
 
     container = runc_container(script="exec </dev/null >/tmp/log 2>&1; (sleep 0.01) & exec sleep 1000")
     time.sleep(0.5)  # the child has exited: a zombie no one reaps

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from crgpu.errors import ExitCode
+from crgpu.host.errors import ExitCode
 from tests import testbed
 from tests.helpers import crgpu
 

@@ -104,7 +104,7 @@ def test_a_restore_of_a_truncated_image_is_stopped_and_its_log_capped(
     assert "CRIU is looping" in doc["error"] or "Can't read" in doc["error"], doc["error"]
     assert took < 10, took  # the issue: stopped within 10 s of the loop starting
     log = work / "restore.log"
-    from crgpu.restore import RESTORE_LOG_CAP_BYTES
+    from crgpu.core.restore import RESTORE_LOG_CAP_BYTES
 
     assert log.stat().st_size <= RESTORE_LOG_CAP_BYTES
     assert container.status() is None  # nothing half-restored is left behind

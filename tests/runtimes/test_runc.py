@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from crgpu.errors import PreconditionError
-from crgpu.options import CheckpointOptions, RestoreOptions
+from crgpu.host.errors import PreconditionError
+from crgpu.options.models import CheckpointOptions, RestoreOptions
 from crgpu.runtimes.base import ContainerInfo, RuntimeBinary
 from crgpu.runtimes.capabilities import parse_help_flags
 from crgpu.runtimes.runc import RuncAdapter, runc_binary_from_texts

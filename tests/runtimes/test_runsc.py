@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from crgpu.errors import PreconditionError
-from crgpu.options import CheckpointOptions, RestoreOptions
+from crgpu.host.errors import PreconditionError
+from crgpu.options.models import CheckpointOptions, RestoreOptions
+from crgpu.options.runsc_flags import sandbox_global_flags
 from crgpu.runtimes.base import ContainerInfo, RuntimeBinary
 from crgpu.runtimes.runsc import RunscAdapter, runsc_binary_from_texts
-from crgpu.runtimes.runsc_globals import sandbox_global_flags
 from tests.fakes import HELP
 
 ROOT = Path("/run/gv")

@@ -1,0 +1,1 @@
+"""Checkpoint and restore themselves: plans, the two executions, one runtime call, the result document, host facts and timings; imports every package below the CLI except crgpu.doctor, and never Typer or Rich."""

@@ -1,0 +1,1 @@
+"""The host itself, the bottom layer: its /proc and /sys, mounts, child processes, locks, private directories, node settings, safe text and the errors every layer raises; imports nothing else of crgpu."""

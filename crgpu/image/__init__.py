@@ -1,0 +1,1 @@
+"""Checkpoint images and archives: the directory layout and manifest, signing, the restore guard, archive export and import, the rebuilt spec, the writable layer and gc; imports the domain packages below it (runtimes, nvidia, criu, options) and crgpu.host."""

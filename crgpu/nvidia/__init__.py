@@ -1,0 +1,1 @@
+"""NVIDIA GPUs: driver and GPU inventory, a container's GPU evidence, the GPU map, the driver's checkpoint API and its helper process, CUDA processes and the driver-API session; imports crgpu.host, crgpu.criu and crgpu.options."""

@@ -1,0 +1,204 @@
+"""CUDA around the runtime: which mode checkpoints a GPU container, and the driver-API session.
+
+In driver-api mode crgpu locks and checkpoints every CUDA process (GPU memory moves into host
+memory), lets CRIU dump plain processes, and afterwards restores and unlocks them. Whatever fails,
+every process it touched is restored and unlocked again before the failure is reported.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+
+from crgpu.criu.binary import cuda_plugin_path
+from crgpu.host.errors import PreconditionError
+from crgpu.host.root import host_path
+from crgpu.nvidia import gpu
+from crgpu.nvidia.cuda_api import CudaDriver, CudaError
+from crgpu.nvidia.cuda_processes import CudaProcess
+from crgpu.nvidia.gpu import GpuUse, driver_version
+from crgpu.options.models import CudaMode
+
+MIN_DRIVER_API = 570
+RETRIES = 2
+
+
+def select_mode(requested: CudaMode, gpu: bool, runtime: str, container_id: str) -> tuple[str, list[str]]:
+    """The mode this checkpoint uses, and what to tell the operator about the choice."""
+    if runtime == "runsc":
+        if requested not in ("auto", "off"):
+            raise PreconditionError(
+                f"--cuda {requested} is for runc; runsc checkpoints GPU state in the sandbox itself",
+                hint="drop --cuda; give --cuda-checkpoint-path for a runsc GPU container",
+            )
+        return ("runsc" if gpu else "off"), []
+    if requested == "off" or not gpu:
+        notes = ["--cuda off: GPU state is not handled; CRIU will meet the GPU as it is"] if gpu else []
+        return "off", notes
+    plugin = cuda_plugin_path()
+    cuda_checkpoint = shutil.which("cuda-checkpoint")
+    driver = driver_version()
+    plugin_ready = plugin is not None and cuda_checkpoint is not None
+    api_ready = driver is not None and driver.major >= MIN_DRIVER_API
+    why_not_plugin = (
+        "CRIU's cuda_plugin.so is missing" if plugin is None else "cuda-checkpoint is not on PATH"
+    )
+    why_not_api = (
+        "no NVIDIA driver" if driver is None else f"driver {driver.version} is below {MIN_DRIVER_API}"
+    )
+    if requested == "plugin" or (requested == "auto" and plugin_ready):
+        if not plugin_ready:
+            raise PreconditionError(
+                f"--cuda plugin: {why_not_plugin}",
+                hint="install CRIU's CUDA plugin and cuda-checkpoint, or use --cuda driver-api",
+            )
+        return "plugin", [f"CUDA through CRIU's plugin ({plugin}) and {cuda_checkpoint}"]
+    if requested == "driver-api" or (requested == "auto" and api_ready):
+        if not api_ready:
+            raise PreconditionError(
+                f"--cuda driver-api: {why_not_api}", hint="needs NVIDIA driver 570 or newer"
+            )
+        return "driver-api", [
+            f"CUDA through the driver's checkpoint API (driver {driver.version if driver else '?'})"
+        ]
+    raise PreconditionError(
+        f"container {container_id!r} uses a GPU, and this node can checkpoint CUDA neither through CRIU's "
+        f"plugin ({why_not_plugin}) nor through the driver API ({why_not_api})",
+        hint="install NVIDIA driver 570+ (driver API), or CRIU's cuda_plugin.so with cuda-checkpoint",
+    )
+
+
+def host_memory_available() -> int | None:
+    """MemAvailable of the host, in bytes (None when unknown)."""
+    try:
+        for line in host_path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def classify(
+    driver: CudaDriver, candidates: list[CudaProcess]
+) -> tuple[list[CudaProcess], list[tuple[CudaProcess, str]]]:
+    """Ask the driver, as gVisor and CRIU's plugin do: a candidate whose checkpoint state it
+    reports as running is a CUDA process it can take; NVML-only processes, forked children
+    without a context and the like fail the query, and are returned with the reason."""
+    accepted: list[CudaProcess] = []
+    skipped: list[tuple[CudaProcess, str]] = []
+    for proc in candidates:
+        try:
+            state = driver.state(proc.host_pid)
+        except CudaError as exc:
+            skipped.append((proc, exc.message))
+            continue
+        if state == "running":
+            accepted.append(proc)
+        else:
+            skipped.append((proc, f"its CUDA state is {state}, not running"))
+    return accepted, skipped
+
+
+@dataclass
+class DriverApiSession:
+    """The CUDA processes of one container, and how far each has been taken."""
+
+    driver: CudaDriver
+    processes: list[CudaProcess]
+    lock_timeout_ms: int
+    state: dict[int, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    gpu_bytes: int = 0
+    # NVML's view at the checkpoint: which GPUs each process (host PID) uses, and how much.
+    gpu_use: dict[int, GpuUse] = field(default_factory=dict)
+
+    def _timed(self, phase: str, started: float) -> None:
+        self.timings[phase] = self.timings.get(phase, 0.0) + time.monotonic() - started
+
+    def suspend(self) -> None:
+        """Lock every process, then checkpoint every one; on any failure (of any kind, Ctrl-C
+        included) put them all back, and raise the first failure."""
+        self.gpu_use = gpu.process_gpu_use([p.host_pid for p in self.processes])
+        self.gpu_bytes = sum(use.bytes for use in self.gpu_use.values())
+        available = host_memory_available()
+        if available is not None and self.gpu_bytes > available:
+            raise PreconditionError(
+                f"the container's CUDA processes hold {self.gpu_bytes / 2**30:.1f} GiB of GPU memory, which "
+                f"the driver copies into host memory; this host has {available / 2**30:.1f} GiB available",
+                hint="free host memory first; nothing was locked",
+            )
+        try:
+            started = time.monotonic()
+            for proc in self.processes:
+                self.driver.lock(proc.host_pid, self.lock_timeout_ms)
+                self.state[proc.host_pid] = "locked"
+            self._timed("cuda_lock_time", started)
+            started = time.monotonic()
+            for proc in self.processes:
+                self.driver.checkpoint(proc.host_pid)
+                self.state[proc.host_pid] = "checkpointed"
+            self._timed("cuda_checkpoint_time", started)
+        except BaseException as exc:
+            problems = self.resume()
+            if problems and isinstance(exc, CudaError):
+                exc.detail = [*exc.detail, *problems]
+            raise
+
+    def resume(self, device_map: dict[str, str] | None = None) -> list[str]:
+        """Restore what was checkpointed and unlock what was locked, every process, retrying once.
+        Returns the problems left (empty when every process runs again)."""
+        problems: list[str] = []
+        for proc in self.processes:
+            self._reread(proc.host_pid)
+        started = time.monotonic()
+        for proc in self.processes:
+            if self.state.get(proc.host_pid) == "checkpointed":
+                error = self._retry(lambda pid=proc.host_pid: self.driver.restore(pid, device_map))
+                if error:
+                    problems.append(f"pid {proc.host_pid} ({proc.comm}): GPU restore failed: {error}")
+                    continue
+                self.state[proc.host_pid] = "locked"
+        self._timed("cuda_restore_time", started)
+        started = time.monotonic()
+        for proc in self.processes:
+            if self.state.get(proc.host_pid) == "locked":
+                error = self._retry(lambda pid=proc.host_pid: self.driver.unlock(pid))
+                if error:
+                    problems.append(f"pid {proc.host_pid} ({proc.comm}): unlock failed: {error}")
+                    continue
+                self.state[proc.host_pid] = "running"
+        self._timed("cuda_unlock_time", started)
+        return problems
+
+    def _reread(self, pid: int) -> None:
+        """What the driver says now wins over what crgpu recorded (a call may have half-happened)."""
+        try:
+            state = self.driver.state(pid)
+        except Exception:
+            return
+        if state in ("locked", "checkpointed", "running"):
+            self.state[pid] = state
+
+    @staticmethod
+    def _retry(step: object) -> str | None:
+        """One more try for a transient failure; none after an out-of-memory (NVIDIA: it stays)."""
+        last = None
+        for _ in range(RETRIES):
+            try:
+                step()  # type: ignore[operator]
+                return None
+            except Exception as exc:  # every error on the way back, not only the bindings' type
+                last = exc.message if isinstance(exc, CudaError) else f"{type(exc).__name__}: {exc}"
+                if "OUT_OF_MEMORY" in last:
+                    break
+        return last
+
+    def stats(self) -> dict[str, float]:
+        out: dict[str, float] = {name: int(seconds * 1_000_000) for name, seconds in self.timings.items()}
+        out["gpu_bytes"] = self.gpu_bytes
+        checkpoint_s = self.timings.get("cuda_checkpoint_time", 0.0)
+        if self.gpu_bytes and checkpoint_s > 0:
+            out["gpu_checkpoint_gbps"] = round(self.gpu_bytes / checkpoint_s / 1e9, 3)
+        return out

@@ -1,0 +1,208 @@
+"""Every CUDA driver call in a helper process that crgpu can kill.
+
+NVIDIA documents that while one process of a job is locked, a CUDA call on another can hang
+(cuda-checkpoint issue #30), and a driver call cannot be interrupted from Python. So crgpu makes
+the calls in a forked child, waits for each answer under a deadline, and on a miss kills the child
+and reports the call; the next call (the way back: restore, unlock) gets a fresh child. crgpu itself
+never initialises CUDA. The child is forked, not exec'd, so it runs the driver factory crgpu (or
+a test) chose, and it keeps no descriptor of crgpu's but its two pipes (a container lock among
+them would outlive crgpu).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from crgpu.host.process import die_with_parent
+from crgpu.nvidia.cuda_api import CudaDriver, CudaError
+
+START_DEADLINE_S = 60.0
+STATE_DEADLINE_S = 30.0
+# A checkpoint copies the GPU memory into host memory (and a restore back): 141 GB of an H200 at
+# a few GB/s, with room to spare.
+TRANSFER_DEADLINE_S = 600.0
+UNLOCK_DEADLINE_S = 60.0
+# The driver's own lock timeout, plus this, before crgpu stops waiting for a lock.
+LOCK_GRACE_S = 30.0
+MAX_REPLY_BYTES = 1 << 20
+
+
+class HelperDriver:
+    """A CudaDriver whose calls run in a killable child (see the module's docstring)."""
+
+    def __init__(self, factory: Callable[[], CudaDriver], start_deadline_s: float = START_DEADLINE_S) -> None:
+        self._factory = factory
+        self._start_deadline_s = start_deadline_s
+        self._child: _Child | None = None
+        self._start()  # a node without a driver says so now, not at the first call
+
+    def _start(self) -> _Child:
+        self._child = _Child(self._factory)
+        self._finalizer = weakref.finalize(self, self._child.stop)
+        try:
+            self._child.answer("start", self._start_deadline_s)
+        except CudaError:
+            self._stop()
+            raise
+        return self._child
+
+    def _stop(self) -> None:
+        if self._child is not None:
+            self._child.stop()
+            self._child = None
+
+    def close(self) -> None:
+        self._stop()
+
+    def _call(self, call: str, deadline_s: float | None, *args: Any) -> Any:
+        child = self._child or self._start()
+        child.send(call, args)
+        try:
+            return child.answer(call, deadline_s)
+        except _ChildLost:
+            self._stop()
+            raise CudaError(f"the CUDA helper process died during {call}") from None
+        except _Missed:
+            self._stop()
+            raise CudaError(
+                f"the CUDA driver's {call} call did not return within {deadline_s:.0f} s: crgpu killed "
+                "the helper process that made it",
+                hint="a CUDA call can hang while another process of the job is locked (NVIDIA); check "
+                "each process with `crgpu cuda state --pid PID`",
+            ) from None
+
+    def state(self, pid: int) -> str:
+        return str(self._call("state", STATE_DEADLINE_S, pid))
+
+    def lock(self, pid: int, timeout_ms: int) -> None:
+        deadline = timeout_ms / 1000 + LOCK_GRACE_S if timeout_ms else None  # 0: as long as it takes
+        self._call("lock", deadline, pid, timeout_ms)
+
+    def checkpoint(self, pid: int) -> None:
+        self._call("checkpoint", TRANSFER_DEADLINE_S, pid)
+
+    def restore(self, pid: int, device_map: dict[str, str] | None = None) -> None:
+        self._call("restore", TRANSFER_DEADLINE_S, pid, device_map)
+
+    def unlock(self, pid: int) -> None:
+        self._call("unlock", UNLOCK_DEADLINE_S, pid)
+
+
+class _ChildLost(Exception):
+    pass
+
+
+class _Missed(Exception):
+    pass
+
+
+class _Child:
+    """One forked helper and its two pipes."""
+
+    def __init__(self, factory: Callable[[], CudaDriver]) -> None:
+        requests_r, requests_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        preexec = die_with_parent()
+        pid = os.fork()
+        if pid == 0:  # the helper: never returns
+            try:
+                preexec()
+                _serve(factory, requests_r, replies_w)
+            finally:
+                os._exit(0)
+        os.close(requests_r)
+        os.close(replies_w)
+        self.pid: int | None = pid
+        self.requests = requests_w
+        self.replies = replies_r
+        self.buffer = b""
+
+    def send(self, call: str, args: tuple[Any, ...]) -> None:
+        try:
+            os.write(self.requests, json.dumps({"call": call, "args": list(args)}).encode() + b"\n")
+        except OSError:
+            raise _ChildLost from None
+
+    def answer(self, call: str, deadline_s: float | None) -> Any:
+        ends = None if deadline_s is None else time.monotonic() + deadline_s
+        while b"\n" not in self.buffer:
+            wait = None if ends is None else max(0.0, ends - time.monotonic())
+            ready, _, _ = select.select([self.replies], [], [], wait)
+            if not ready:
+                raise _Missed
+            chunk = os.read(self.replies, 65536)
+            if not chunk:
+                raise _ChildLost
+            self.buffer += chunk
+            if len(self.buffer) > MAX_REPLY_BYTES:
+                raise _ChildLost
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise CudaError(
+                str(reply["error"]), hint=reply.get("hint"), detail=list(reply.get("detail") or [])
+            )
+        return reply.get("value")
+
+    def stop(self) -> None:
+        if self.pid is None:
+            return
+        for fd in (self.requests, self.replies):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+        self.pid = None
+
+
+def _serve(factory: Callable[[], CudaDriver], requests: int, replies: int) -> None:
+    """The helper's loop: one JSON request per line, one JSON reply per line, until EOF."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is crgpu's to handle: it puts things back
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in (requests, replies):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    out = os.fdopen(replies, "wb", buffering=0)
+
+    def reply(document: dict[str, Any]) -> None:
+        out.write(json.dumps(document).encode() + b"\n")
+
+    try:
+        driver = factory()
+    except BaseException as exc:
+        reply(_failure(exc))
+        return
+    reply({"value": None})
+    with os.fdopen(requests, "rb") as incoming:
+        for line in incoming:
+            request = json.loads(line)
+            try:
+                value = getattr(driver, request["call"])(*request["args"])
+            except BaseException as exc:
+                reply(_failure(exc))
+                continue
+            reply({"value": value})
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, CudaError):
+        return {"error": exc.message, "hint": exc.hint, "detail": list(exc.detail)}
+    return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")}

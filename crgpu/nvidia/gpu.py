@@ -1,0 +1,204 @@
+"""NVIDIA driver version and GPU inventory, read without CUDA.
+
+Every host file is read through `host_path`, so tests point CRGPU_HOST_ROOT at fixture trees.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from crgpu.host.root import host_path, read_host_text
+
+NVIDIA_SMI_TIMEOUT_S = 5.0
+T = TypeVar("T")
+_VERSION = re.compile(r"\b(\d{3,4}\.\d{1,3}(?:\.\d{1,3})?)\b")
+
+
+@dataclass(frozen=True)
+class DriverVersion:
+    version: str
+    source: str
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    uuid: str
+    memory_mib: int
+    # The N of /dev/nvidiaN: how a container given device nodes names its GPUs.
+    minor: int | None = None
+
+
+@dataclass(frozen=True)
+class GpuUse:
+    """What one process holds on the GPUs, as NVML reports it."""
+
+    uuids: tuple[str, ...]
+    bytes: int
+
+
+def nvml_query(query: Callable[[Any], T]) -> T | None:
+    """`query(pynvml)` between nvmlInit and nvmlShutdown; None without nvidia-ml-py or a driver."""
+    if os.environ.get("CRGPU_HOST_ROOT"):
+        return None  # a fixture tree: the real library would answer for the real host
+    try:
+        import pynvml  # type: ignore[import-untyped, import-not-found, unused-ignore]  # nvidia-ml-py, optional
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        try:
+            return query(pynvml)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _from_nvml() -> str | None:
+    return nvml_query(lambda nvml: _text(nvml.nvmlSystemGetDriverVersion()))
+
+
+def _nvidia_smi(query: str) -> list[str] | None:
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    try:
+        done = subprocess.run(
+            [smi, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=NVIDIA_SMI_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
+
+def driver_version() -> DriverVersion | None:
+    """The host's NVIDIA driver version, from the first source that knows it, cheapest first:
+    sysfs and procfs (microseconds), then NVML, then nvidia-smi (a process)."""
+    sys_version = read_host_text("/sys/module/nvidia/version")
+    if sys_version and _VERSION.search(sys_version):
+        return DriverVersion(_VERSION.search(sys_version).group(1), "/sys/module/nvidia/version")  # type: ignore[union-attr]
+    proc = read_host_text("/proc/driver/nvidia/version")
+    if proc:
+        for line in proc.splitlines():
+            if "NVRM version:" in line:
+                match = _VERSION.search(line)
+                if match:
+                    return DriverVersion(match.group(1), "/proc/driver/nvidia/version")
+    if not host_path("/sys/module/nvidia").exists() and not host_path("/proc/driver/nvidia").exists():
+        return None  # no NVIDIA kernel module: no driver for NVML or nvidia-smi to report
+    nvml = _from_nvml()
+    if nvml:
+        return DriverVersion(nvml, "nvml")
+    rows = _nvidia_smi("driver_version")
+    if rows and _VERSION.search(rows[0]):
+        return DriverVersion(_VERSION.search(rows[0]).group(1), "nvidia-smi")  # type: ignore[union-attr]
+    return None
+
+
+def _gpus_from_nvml() -> list[Gpu] | None:
+    """Every GPU the kernel driver exposes, through NVML (nvidia-ml-py); None when unavailable."""
+
+    def inventory(nvml: Any) -> list[Gpu]:
+        found = []
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            try:
+                minor: int | None = int(nvml.nvmlDeviceGetMinorNumber(handle))
+            except Exception:  # NVMLError_NotSupported on some platforms
+                minor = None
+            found.append(
+                Gpu(
+                    name=_text(nvml.nvmlDeviceGetName(handle)),
+                    uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
+                    memory_mib=int(nvml.nvmlDeviceGetMemoryInfo(handle).total // (1024 * 1024)),
+                    minor=minor,
+                )
+            )
+        return found
+
+    return nvml_query(inventory)
+
+
+def _procfs_minors() -> dict[str, int]:
+    """GPU UUID -> device minor, from the driver's /proc/driver/nvidia/gpus/*/information."""
+    minors: dict[str, int] = {}
+    try:
+        entries = sorted(host_path("/proc/driver/nvidia/gpus").iterdir())
+    except OSError:
+        return minors
+    for entry in entries:
+        fields: dict[str, str] = {}
+        try:
+            text = (entry / "information").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key.strip()] = value.strip()
+        if fields.get("GPU UUID", "").startswith("GPU-") and fields.get("Device Minor", "").isdigit():
+            minors[fields["GPU UUID"]] = int(fields["Device Minor"])
+    return minors
+
+
+def gpus() -> list[Gpu]:
+    """Every GPU the kernel driver exposes (CUDA_VISIBLE_DEVICES masks none of them), in NVML's
+    order (nvidia-smi's index): NVML first, nvidia-smi when NVML is not there; device minors
+    from the driver's procfs where NVML gives none."""
+    found = _gpus_from_nvml()
+    if found is None:
+        found = []
+        for row in _nvidia_smi("name,uuid,memory.total") or []:
+            parts = [part.strip() for part in row.split(",")]
+            if len(parts) >= 3:
+                try:
+                    memory = int(float(parts[2]))
+                except ValueError:
+                    memory = 0
+                found.append(Gpu(name=parts[0], uuid=parts[1], memory_mib=memory))
+    if any(g.minor is None for g in found):
+        minors = _procfs_minors()
+        found = [g if g.minor is not None else replace(g, minor=minors.get(g.uuid)) for g in found]
+    return found
+
+
+def process_gpu_use(pids: list[int]) -> dict[int, GpuUse]:
+    """Which GPUs each of these (host) PIDs uses and how many bytes it holds there, from NVML;
+    empty when NVML cannot say."""
+
+    def use(nvml: Any) -> dict[int, GpuUse]:
+        found: dict[int, GpuUse] = {}
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+            for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                if proc.pid in pids:
+                    before = found.get(proc.pid, GpuUse((), 0))
+                    found[proc.pid] = GpuUse(
+                        (*before.uuids, uuid), before.bytes + int(proc.usedGpuMemory or 0)
+                    )
+        return found
+
+    return nvml_query(use) or {}
