@@ -342,7 +342,7 @@ def imports_on_checkpoint_path() -> float:
             "-X",
             "importtime",
             "-c",
-            "import crgpu.cli.app, crgpu.plan, crgpu.checkpoint, crgpu.restore",
+            "import crgpu.cli.app, crgpu.core.plan, crgpu.core.checkpoint, crgpu.core.restore",
         ],
         capture_output=True,
         text=True,
