@@ -145,7 +145,7 @@ def _runc_state_said(
     root; returns the `runc state` calls crgpu made."""
     import json
 
-    from crgpu.core.plan import plan_checkpoint
+    from crgpu.core.plan_checkpoint import plan_checkpoint
     from crgpu.options.models import CheckpointOptions
 
     tmp_path.mkdir(parents=True, exist_ok=True)

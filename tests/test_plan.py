@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crgpu.core.checkpoint import execute_checkpoint
-from crgpu.core.plan import checkpoint_dry_run, plan_checkpoint
+from crgpu.core.plan_checkpoint import checkpoint_dry_run, plan_checkpoint
 from crgpu.options.models import CheckpointOptions
 from tests.fakes import install_fake_runc
 
@@ -33,7 +33,7 @@ def test_a_runsc_sandbox_is_running_by_its_state_file_and_a_live_process() -> No
     """`runsc state` is a 45 ms Go start-up; the state file and a signal 0 answer the same."""
     import subprocess
 
-    from crgpu.core.plan import _status
+    from crgpu.core.plan_checkpoint import _status
     from crgpu.runtimes.base import ContainerInfo
 
     asked: list[str] = []

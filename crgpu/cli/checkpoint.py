@@ -26,7 +26,8 @@ Examples:
 def _parse(values: dict[str, Any]) -> Callable[[], Planned]:
     """Parsing ends with the validated options (the command's code loaded); planning is the rest."""
     from crgpu.core.checkpoint import execute_checkpoint
-    from crgpu.core.plan import checkpoint_dry_run, load_adapters, plan_checkpoint
+    from crgpu.core.plan import load_adapters
+    from crgpu.core.plan_checkpoint import checkpoint_dry_run, plan_checkpoint
     from crgpu.options.models import CheckpointOptions
 
     load_adapters()

@@ -21,7 +21,8 @@ Examples:
 
 def _parse(values: dict[str, Any]) -> Callable[[], Planned]:
     """Parsing ends with the validated options (the command's code loaded); planning is the rest."""
-    from crgpu.core.plan import load_adapters, plan_restore, restore_dry_run
+    from crgpu.core.plan import load_adapters
+    from crgpu.core.plan_restore import plan_restore, restore_dry_run
     from crgpu.core.restore import execute_restore
     from crgpu.options.models import RestoreOptions
 

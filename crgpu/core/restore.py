@@ -9,7 +9,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from crgpu.core.lazy_pages import finish_daemon, start_daemon
-from crgpu.core.plan import RestorePlan, refuse_existing
+from crgpu.core.plan import RestorePlan
+from crgpu.core.plan_restore import refuse_existing
 from crgpu.core.result import OperationResult, new_result, raise_if_interrupted
 from crgpu.core.runtime_call import (
     criu_stats,

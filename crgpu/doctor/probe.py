@@ -120,7 +120,8 @@ class _Sandbox:
 def probe_runtime(runtime: RuntimeName, binary: Path) -> ProbeResult:
     """Start, checkpoint, restore and verify one throwaway container; always clean up."""
     from crgpu.core.checkpoint import execute_checkpoint
-    from crgpu.core.plan import plan_checkpoint, plan_restore
+    from crgpu.core.plan_checkpoint import plan_checkpoint
+    from crgpu.core.plan_restore import plan_restore
     from crgpu.core.restore import execute_restore
 
     result = ProbeResult(runtime=runtime, ok=False)
