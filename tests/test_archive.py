@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from crgpu.host.errors import ExitCode, PreconditionError
-from crgpu.image.archive import read_summary, unpack
+from crgpu.image.archive_read import read_summary, unpack
 from crgpu.image.rootfs_diff import overlay_upper
 from tests.archives import CONFIG, SPEC
 from tests.archives import archive as _archive

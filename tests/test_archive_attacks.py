@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from crgpu.host.errors import ExitCode, PreconditionError
-from crgpu.image.archive import read_summary, unpack
+from crgpu.image.archive_read import read_summary, unpack
 from crgpu.image.archive_spec import rebuild_spec
 from tests.archives import CONFIG, PODMAN_SPEC, Member, archive, special, tar
 from tests.helpers import crgpu
@@ -306,7 +306,7 @@ def test_a_gzip_stream_with_a_bad_crc_is_refused(tmp_path: Path) -> None:
 def test_an_export_carries_a_zstd_checksum(tmp_path: Path) -> None:
     import zstandard
 
-    from crgpu.image.archive import _compressor
+    from crgpu.image.archive_export import _compressor
 
     raw = io.BytesIO()
     with _compressor(raw, "zstd") as stream:
@@ -358,7 +358,7 @@ def test_more_members_than_free_inodes_are_refused_before_unpacking(
 ABSURD_PAX = """
 import io, sys, tarfile, time
 sys.path.insert(0, {root!r})
-from crgpu.image.archive import read_summary
+from crgpu.image.archive_read import read_summary
 from crgpu.host.errors import PreconditionError
 member = tarfile.TarInfo("checkpoint/pages-1.img")
 member.size = 10

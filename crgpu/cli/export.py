@@ -61,7 +61,7 @@ def export(
     renderer = Renderer(as_json=as_json, quiet=quiet)
 
     def body() -> int:
-        from crgpu.image.archive import export_image
+        from crgpu.image.archive_export import export_image
 
         with renderer.progress("exporting") as advance:
             done = export_image(

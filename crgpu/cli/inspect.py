@@ -60,7 +60,7 @@ def _with_verdict(image: Image, **verdict: object) -> dict[str, object]:
 
 
 def _inspect_archive(path: Path, as_json: bool, renderer: Renderer) -> int:
-    from crgpu.image.archive import read_summary
+    from crgpu.image.archive_read import read_summary
     from crgpu.image.manifest import parse_manifest
 
     summary = read_summary(path)

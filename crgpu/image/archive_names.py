@@ -14,6 +14,8 @@ STATUS_DUMP = "status.dump"
 STATS_DUMP = "stats-dump"
 DIFF_NAME = "rootfs-diff.tar"
 DELETED_NAME = "deleted.files"
+# The most a metadata member (spec.dump, config.dump, the manifest, ...) may hold.
+METADATA_MAX_BYTES = 16 * 1024 * 1024
 
 
 def is_archive(path: Path) -> bool:

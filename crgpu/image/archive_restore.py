@@ -31,8 +31,8 @@ from crgpu.host import config
 from crgpu.host.errors import PreconditionError
 from crgpu.host.mounts import mount_points_below, unmount
 from crgpu.host.safedirs import free_bytes, require_room, take_private_dir, tree_bytes, write_new_private
-from crgpu.image.archive import ArchiveSummary, read_summary, unpack
 from crgpu.image.archive_names import CHECKPOINT_DIR, DELETED_NAME, DIFF_NAME
+from crgpu.image.archive_read import ArchiveSummary, read_summary, unpack
 from crgpu.image.archive_spec import RebuiltSpec, rebuild_spec, spec_grants
 from crgpu.image.manifest import MANIFEST_NAME
 from crgpu.image.rootfs_layer import apply_layer

@@ -9,8 +9,7 @@ what the kubelet's checkpoint API leaves in /var/lib/kubelet/checkpoints, what c
     rootfs-diff.tar    the writable layer; deleted.files: what it removed
     crgpu.json         crgpu's manifest, carried along so crgpu keeps every detail
 
-Writing streams the image through the compressor into the archive (no second copy on disk).
-Reading treats the archive as hostile: only plain files and directories, relative names without
+Reading (here; writing is archive_export.py) treats the archive as hostile: only plain files and directories, relative names without
 `..`, each member and the whole within the free space, nothing outside the target directory.
 """
 
@@ -18,300 +17,33 @@ from __future__ import annotations
 
 import errno
 import gzip
-import io
 import json
 import os
 import stat
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 from crgpu.criu.stats import parse_stats
 from crgpu.host.errors import ImagePathError, PreconditionError
-from crgpu.host.safedirs import free_bytes, open_new_private, read_nofollow, take_private_dir
+from crgpu.host.safedirs import free_bytes, open_new_private, take_private_dir
 from crgpu.host.textsafe import unencodable
 from crgpu.image.archive_names import (
     CHECKPOINT_DIR,
     CONFIG_DUMP,
-    DELETED_NAME,
-    DIFF_NAME,
+    METADATA_MAX_BYTES,
     SPEC_DUMP,
     STATS_DUMP,
-    STATUS_DUMP,
 )
-from crgpu.image.manifest import MANIFEST_NAME, Manifest, read_image
+from crgpu.image.manifest import MANIFEST_NAME
 
-ArchiveFormat = Literal["podman", "kubernetes"]
-Compression = Literal["zstd", "gzip", "none"]
-METADATA_MAX_BYTES = 16 * 1024 * 1024
 MAX_MEMBERS = 1_000_000
-# Files of a crgpu image that are crgpu's or the runtime's, not CRIU's images.
-_NOT_CRIU = {MANIFEST_NAME, STATS_DUMP, SPEC_DUMP, DIFF_NAME, DELETED_NAME, "dump.log"}
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GZIP_MAGIC = b"\x1f\x8b"
-Progress = Callable[[int, int], None]
-
-
-# ---------------------------------------------------------------- export
-@dataclass
-class ExportResult:
-    archive: Path
-    format: ArchiveFormat
-    compression: Compression
-    members: int
-    input_bytes: int
-    archive_bytes: int
-    duration_s: float
-    notes: list[str] = field(default_factory=list)
-
-
-def export_image(
-    image_dir: Path,
-    out: Path,
-    fmt: ArchiveFormat = "podman",
-    compression: Compression = "zstd",
-    progress: Progress | None = None,
-) -> ExportResult:
-    """Write a crgpu image into an engine-format archive at `out` (new; written beside it under a
-    temporary name and renamed into place, so a failed export leaves nothing at `out`)."""
-    started = time.monotonic()
-    image = read_image(image_dir)
-    manifest = image.manifest
-    if manifest.runtime.name != "runc":
-        raise PreconditionError(
-            "the engines' archives hold CRIU images: this image was made by runsc",
-            hint="restore it with crgpu restore (runsc images travel as the directory itself)",
-        )
-    if out.exists() or out.is_symlink():
-        raise ImagePathError(f"{out} exists", hint="give a new file name, or remove it first")
-    where = out.parent.resolve()
-    if image_dir.resolve() in (where, *where.parents):
-        raise ImagePathError(
-            f"{out} is inside the image {image_dir}: the next export would pack it in",
-            hint="write the archive outside the image directory",
-        )
-    members = _members(image_dir)
-    notes = []
-    config = _config_dump(manifest, fmt)
-    # Small metadata first, then the files at the top, then CRIU's images.
-    metadata: list[tuple[str, bytes]] = [
-        (CONFIG_DUMP, _json(config)),
-        (MANIFEST_NAME, read_nofollow(image_dir / MANIFEST_NAME, METADATA_MAX_BYTES)),
-    ]
-    if fmt == "kubernetes":
-        metadata.append((STATUS_DUMP, _json(_status_dump(manifest, config))))
-    if not (image_dir / DIFF_NAME).is_file():
-        notes.append("the container was not on an overlay: rootfs-diff.tar is empty")
-        metadata.append((DIFF_NAME, _empty_tar()))
-    total = sum(size for _, _, size in members) + sum(len(data) for _, data in metadata)
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    fd = open_new_private(partial)
-    done = 0
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            with _compressor(raw, compression) as stream:
-                tar = _TarWriter(stream)
-                for name, data in metadata:
-                    _add_bytes(tar, name, data)
-                    done += len(data)
-                added_dir = False
-                for arcname, path, size in members:
-                    if arcname.startswith(f"{CHECKPOINT_DIR}/") and not added_dir:
-                        _add_dir(tar, CHECKPOINT_DIR)
-                        added_dir = True
-                    _add_file(tar, arcname, path)
-                    done += size
-                    if progress is not None:
-                        progress(done, total)
-                tar.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.rename(partial, out)
-    except BaseException:
-        try:
-            os.unlink(partial)
-        except OSError:
-            pass
-        raise
-    count = len(members) + len(metadata) + 1
-    return ExportResult(
-        out, fmt, compression, count, total, out.stat().st_size, round(time.monotonic() - started, 4), notes
-    )
-
-
-def _members(image_dir: Path) -> list[tuple[str, Path, int]]:
-    """(name in the archive, file, size): CRIU's images under checkpoint/, the rest at the top."""
-    found: list[tuple[str, Path, int]] = []
-    top = {STATS_DUMP, SPEC_DUMP, DIFF_NAME, DELETED_NAME}
-    for entry in sorted(image_dir.iterdir()):
-        st = entry.lstat()
-        if stat.S_ISDIR(st.st_mode) and entry.name.startswith("predump-"):
-            raise PreconditionError(
-                "the image was made with --pre-dump: its parent images are not part of the engines' format",
-                hint="checkpoint again without --pre-dump to export it",
-            )
-        if not stat.S_ISREG(st.st_mode):
-            continue  # links and anything else stay out
-        if entry.name in top:
-            found.append((entry.name, entry, st.st_size))
-        elif entry.name not in _NOT_CRIU and not entry.name.startswith("crgpu-"):
-            found.append((f"{CHECKPOINT_DIR}/{entry.name}", entry, st.st_size))
-    found.sort(key=lambda member: (member[0].startswith(f"{CHECKPOINT_DIR}/"), member[0]))
-    names = {name for name, _, _ in found}
-    if f"{CHECKPOINT_DIR}/inventory.img" not in names:
-        raise PreconditionError(f"{image_dir} holds no CRIU inventory.img: not a complete runc checkpoint")
-    if SPEC_DUMP not in names:
-        raise PreconditionError(
-            f"{image_dir} has no spec.dump (an image of an older crgpu): the archive needs the container's spec",
-            hint="checkpoint the container again with this crgpu",
-        )
-    return found
-
-
-def _config_dump(manifest: Manifest, fmt: ArchiveFormat) -> dict[str, Any]:
-    engine = manifest.container.engine
-    name = (engine.name if engine else None) or manifest.container.id
-    created = manifest.created_at
-    if fmt == "podman":
-        if engine is None or engine.kind != "podman" or not engine.image or not engine.image_id:
-            raise PreconditionError(
-                "podman restores an archive onto the container's image, and this image does not name one "
-                "(its container was not podman's)",
-                hint="export --format kubernetes, or checkpoint a podman container",
-            )
-        return {
-            "id": manifest.container.id,
-            "name": name,
-            "rootfsImageName": engine.image,
-            "rootfsImageID": engine.image_id,
-            "runtime": "runc",
-            "createdTime": created,
-        }
-    image = engine.image if engine and engine.image else ""
-    return {
-        "id": manifest.container.id,
-        "name": name,
-        "rootfsImageName": image,
-        "rootfsImageRef": image,
-        "runtime": "io.containerd.runc.v2",
-        "createdTime": created,
-    }
-
-
-def _status_dump(manifest: Manifest, config: dict[str, Any]) -> dict[str, Any]:
-    engine = manifest.container.engine
-    return {
-        "id": manifest.container.id,
-        "metadata": {"name": engine.name if engine and engine.name else manifest.container.id, "attempt": 0},
-        "state": "CONTAINER_RUNNING",
-        "createdAt": _nanoseconds(manifest.created_at),
-        "image": {"image": config["rootfsImageName"]},
-        "imageRef": config["rootfsImageRef"],
-        "labels": {},
-        "annotations": {},
-    }
-
-
-def _nanoseconds(iso: str) -> int:
-    try:
-        return int(datetime.fromisoformat(iso).timestamp() * 1e9)
-    except ValueError:
-        return 0
-
-
-def _json(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, indent=2, allow_nan=False).encode()
-
-
-def _empty_tar() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT):
-        pass
-    return buffer.getvalue()
-
-
-def _info(name: str, size: int, mode: int, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.type, info.mtime = size, mode, kind, int(time.time())
-    return info
-
-
-class _TarWriter:
-    """A tar stream written straight into the compressor: headers from tarfile (PAX), file data in
-    1 MiB reads. tarfile's own stream mode copies through 10 KiB blocks, which costs a third of
-    an export's time."""
-
-    def __init__(self, out: IO[bytes]) -> None:
-        self.out = out
-        self.offset = 0
-
-    def write(self, data: bytes) -> None:
-        self.out.write(data)
-        self.offset += len(data)
-
-    def pad(self) -> None:
-        if self.offset % tarfile.BLOCKSIZE:
-            self.write(b"\0" * (tarfile.BLOCKSIZE - self.offset % tarfile.BLOCKSIZE))
-
-    def header(self, info: tarfile.TarInfo) -> None:
-        self.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-
-    def close(self) -> None:
-        self.write(b"\0" * (2 * tarfile.BLOCKSIZE))
-        if self.offset % tarfile.RECORDSIZE:
-            self.write(b"\0" * (tarfile.RECORDSIZE - self.offset % tarfile.RECORDSIZE))
-
-
-def _add_bytes(tar: _TarWriter, name: str, data: bytes) -> None:
-    tar.header(_info(name, len(data), 0o600))
-    tar.write(data)
-    tar.pad()
-
-
-def _add_dir(tar: _TarWriter, name: str) -> None:
-    tar.header(_info(name, 0, 0o700, tarfile.DIRTYPE))
-
-
-def _add_file(tar: _TarWriter, name: str, path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        size = os.fstat(fd).st_size
-        tar.header(_info(name, size, 0o600))
-        left = size
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                raise PreconditionError(f"{path} shrank while it was exported")
-            tar.write(chunk)
-            left -= len(chunk)
-        tar.pad()
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def _compressor(raw: IO[bytes], compression: Compression) -> Iterator[IO[bytes]]:
-    if compression == "none":
-        yield raw
-    elif compression == "gzip":
-        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as stream:
-            yield stream  # type: ignore[misc]
-    else:
-        import zstandard  # type: ignore[import-untyped, import-not-found, unused-ignore]
-
-        # threads=-1: one worker per CPU (podman's export is single-threaded zstd).
-        writer: Any = zstandard.ZstdCompressor(level=3, threads=-1, write_checksum=True).stream_writer(
-            raw, closefd=False
-        )
-        try:
-            yield writer
-        finally:
-            writer.close()
 
 
 # ---------------------------------------------------------------- reading
