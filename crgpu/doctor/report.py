@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crgpu.doctor.checks import CHECKS, PATHS, Check, Facts, check_headroom
+from crgpu.doctor.checks import CHECKS, PATHS, check_headroom
+from crgpu.doctor.facts import Check, Facts
 from crgpu.host import config
 from crgpu.host.root import host_path
 from crgpu.options.models import RuntimeName
