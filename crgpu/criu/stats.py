@@ -23,8 +23,6 @@ DUMP_STATS_FIELDS = {
     13: "shpages_skipped_parent",
     14: "shpages_written",
 }
-
-
 RESTORE_STATS_FIELDS = {
     1: "pages_compared",
     2: "pages_skipped_cow",

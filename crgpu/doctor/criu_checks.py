@@ -11,8 +11,6 @@ from crgpu.doctor.facts import Check, Facts, capture
 from crgpu.host.versions import version_tuple
 
 NEW_KERNEL = (6, 13)
-
-
 CRIU_FOR_NEW_KERNEL = (4, 1)
 
 

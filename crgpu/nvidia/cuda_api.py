@@ -8,8 +8,6 @@ from crgpu.host.errors import ExitCode, PreconditionError
 
 # CUprocessState: 0-3 in every cuda-bindings, 4 and 5 from 13.x (a checkpoint or restore under way).
 STATES = ("running", "locked", "checkpointed", "failed", "checkpointing", "restoring")
-
-
 DEFAULT_LOCK_TIMEOUT_MS = 10_000
 
 
