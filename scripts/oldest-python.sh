@@ -32,6 +32,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 .venv/bin/python -m pip --python "$venv/bin/python" install -q --disable-pip-version-check . pytest hypothesis
 echo "oldest-python: $("$venv/bin/python" -V) from $python"
-"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_archive.py tests/test_archive_attacks.py \
-  tests/test_security.py tests/test_criu_cgroups.py tests/test_criu_mounts.py tests/test_seccomp_bpf.py \
-  tests/test_runc_leftovers.py tests/real/test_archive_attacks.py tests/real/test_security.py
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/image/test_archive_read.py \
+  tests/image/test_archive_attacks.py tests/cli/test_security.py tests/criu/test_cgroups.py \
+  tests/criu/test_mountpoints.py tests/criu/test_seccomp_bpf.py tests/runtimes/test_runc_leftovers.py \
+  tests/real/test_archive_attacks.py tests/real/test_security.py

@@ -14,9 +14,9 @@ import pytest
 
 from crgpu.host.errors import ExitCode
 from tests.archives import archive, tar
+from tests.cli.test_security import foreign_image, manifest_doc, ran, strict_loads
 from tests.fakes import install_fake_runc
 from tests.helpers import crgpu, lock_held_elsewhere
-from tests.test_security import foreign_image, manifest_doc, ran, strict_loads
 
 
 def test_a_manifest_cannot_stand_in_for_crgpus_verdict(tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ def test_non_root_is_told_so_before_any_runtime_state_is_read(tmp_path: Path, ve
 
 
 def test_an_export_into_its_own_image_dir_is_refused(tmp_path: Path) -> None:
-    from tests.test_security import signed_image
+    from tests.cli.test_security import signed_image
 
     image = signed_image(tmp_path)
     result = crgpu("export", "-i", str(image), "-o", str(image / "inside.tar"))
@@ -149,7 +149,7 @@ def test_an_engines_container_is_never_hinted_away_with_the_runtime(
 ) -> None:
     """The image of a containerd container that still exists under its ID: the engine guard
     answers first, with containerd's command, never `runc delete` behind containerd's back."""
-    from tests.test_security import signed_image
+    from tests.cli.test_security import signed_image
 
     calls = install_fake_runc(tmp_path, monkeypatch)
     engine = {"kind": "containerd", "name": "c1", "namespace": "k8s.io"}
@@ -163,7 +163,7 @@ def test_an_engines_container_is_never_hinted_away_with_the_runtime(
 def test_a_plain_container_in_the_way_is_hinted_with_a_delete_that_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.test_security import signed_image
+    from tests.cli.test_security import signed_image
 
     install_fake_runc(tmp_path, monkeypatch)
     image = signed_image(tmp_path, **{"container.id": "c1"})

@@ -49,6 +49,6 @@ def test_a_runsc_sandbox_is_running_by_its_state_file_and_a_live_process() -> No
     gone.wait()
     dead = ContainerInfo("g2", "runsc", Path("/r"), Path("/r/s"), pid=gone.pid, status="running")
     assert _status(Runsc(), dead) == "stopped" and asked == ["g2"]  # type: ignore[arg-type]
-    # runc: detect says `running` only where runc's own files prove it (tests/test_perf.py), else None
+    # runc: detect says `running` only where runc's own files prove it (tests/cli/test_start_up.py), else None
     runc = ContainerInfo("c1", "runc", Path("/r"), Path("/r/s"), pid=os.getpid(), status=None)
     assert _status(Runsc(), runc) == "stopped" and asked == ["g2", "c1"]  # type: ignore[arg-type]

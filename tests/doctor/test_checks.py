@@ -13,7 +13,7 @@ import pytest
 from tests.fakes import write_fake_nvidia_smi
 from tests.helpers import crgpu
 
-HELP = Path(__file__).parent / "fixtures" / "help"
+HELP = Path(__file__).parent.parent / "fixtures" / "help"
 
 
 class FakeNode:

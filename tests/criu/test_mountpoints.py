@@ -13,7 +13,7 @@ from crgpu.criu.images import MNTS_MAGIC, _entries
 from crgpu.criu.mountpoints import mount_reaching, parse_mounts
 from tests.criu_forge import decode, encode
 
-PODMAN = Path(__file__).parent / "fixtures" / "criu" / "mountpoints-podman-5.4.img"
+PODMAN = Path(__file__).parent.parent / "fixtures" / "criu" / "mountpoints-podman-5.4.img"
 ON_THIS_KERNEL = {"/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs", "/proc/keys", "/proc/timer_list",
                   "/proc/acpi", "/sys/firmware"}  # fmt: skip
 

@@ -21,7 +21,7 @@ from crgpu.criu.seccomp_bpf import (
     run,
 )
 
-PODMAN = Path(__file__).parent / "fixtures" / "criu" / "seccomp-podman-5.4.img"
+PODMAN = Path(__file__).parent.parent / "fixtures" / "criu" / "seccomp-podman-5.4.img"
 ALLOW, ERRNO_EPERM, KILL = 0x7FFF0000, 0x00050001, 0
 RET_K, LD_ABS, JEQ_K = 0x06, 0x20, 0x15
 ALL_X86 = set(SYSCALL_NUMBERS[AUDIT_ARCH_X86_64]) | set(SYSCALL_NUMBERS[AUDIT_ARCH_I386])

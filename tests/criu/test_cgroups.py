@@ -12,7 +12,7 @@ from crgpu.criu.cgroups import read_cgroups
 from crgpu.criu.images import ImageGrants, reaching
 from tests.criu_forge import decode, encode, map_members
 
-REAL = Path(__file__).parent / "fixtures" / "criu" / "cgroup-runc-1.1-cgroupv1.img"
+REAL = Path(__file__).parent.parent / "fixtures" / "criu" / "cgroup-runc-1.1-cgroupv1.img"
 TOP = "/crgpu-t7343-0"
 
 

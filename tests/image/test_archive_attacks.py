@@ -377,7 +377,7 @@ except PreconditionError as exc:
 
 def test_an_absurd_pax_size_is_refused_at_once_on_this_python(tmp_path: Path) -> None:
     """Python 3.11's stream reader skips such a member by reading an empty stream for ever."""
-    script = ABSURD_PAX.format(root=str(Path(__file__).parent.parent))
+    script = ABSURD_PAX.format(root=str(Path(__file__).parent.parent.parent))
     done = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "absurd.tar")],
         capture_output=True,
