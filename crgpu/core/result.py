@@ -27,7 +27,7 @@ class OperationResult:
     criu_config: str | None
     notes: list[str]
     dry_run: bool = False
-    # Whether crgpu takes the container for a GPU container, and what said so (gpu_evidence.py).
+    # Whether crgpu takes the container for a GPU container, and what said so (nvidia/evidence.py).
     gpu: bool | None = None
     gpu_evidence: list[str] = field(default_factory=list)
     exit_code: int = 0
