@@ -7,15 +7,7 @@ from typing import Any
 
 from crgpu.criu.seccomp_bpf import REFUSED_SYSCALLS
 from crgpu.host.errors import PreconditionError
-from crgpu.image.spec_values import (
-    PLAIN_NAME,
-    U64,
-    Rebuild,
-    as_dict,
-    as_uint,
-    show,
-    strings,
-)
+from crgpu.image.spec_values import PLAIN_NAME, U64, Rebuild, as_dict, as_uint, show, strings
 
 OWN_NAMESPACES = ("pid", "network", "ipc", "uts", "mount")
 NAMESPACE_TYPES = {"pid", "network", "ipc", "uts", "mount", "cgroup", "user", "time"}
