@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -71,16 +72,20 @@ def runc_container(
     """
     monkeypatch.setenv("CRGPU_RUNC", runc_binary)
     made: list[testbed.RuncContainer] = []
+    overlays: list[Path] = []
 
     def start(
         script: str = testbed.COUNTER,
         console_socket: Path | None = None,
         spec_change: Callable[[dict[str, Any]], None] | None = None,
+        overlay: bool = False,
     ) -> testbed.RuncContainer:
         n = next(_ids)
         bundle = testbed.make_bundle(short_tmp / f"b{n}", script, terminal=console_socket is not None)
         if spec_change is not None:
             testbed.edit_spec(bundle, spec_change)
+        if overlay:  # as an engine runs it: the rootfs an overlay, its upper dir the writable layer
+            overlays.append(testbed.overlay_rootfs(bundle))
         container = testbed.RuncContainer(
             runc_binary, short_tmp / "root", bundle, f"crgpu-t{os.getpid()}-{n}"
         )
@@ -90,6 +95,8 @@ def runc_container(
     yield start
     for container in made:
         container.delete()
+    for rootfs in overlays:
+        subprocess.run(["umount", "-l", str(rootfs)], capture_output=True)
 
 
 @pytest.fixture

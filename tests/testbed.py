@@ -80,6 +80,32 @@ def make_bundle(directory: Path, script: str = COUNTER, terminal: bool = False) 
         raise
 
 
+def unmount_below(*directories: Path) -> None:
+    """Lazily unmount every mount inside the directories (what a killed raw runtime left)."""
+    from crgpu.host.mounts import mount_points_below
+
+    for directory in directories:
+        for point in mount_points_below(directory):
+            subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def overlay_rootfs(bundle: Path) -> Path:
+    """The bundle's rootfs made an overlay (lower: what make_bundle built, in `lower/`; upper:
+    `upper/`), as an engine mounts a container's root; the mount point, to unmount at teardown."""
+    rootfs, lower = bundle / "rootfs", bundle / "lower"
+    rootfs.rename(lower)
+    for sub in (rootfs, bundle / "upper", bundle / "work"):
+        sub.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o",
+         f"lowerdir={lower},upperdir={bundle / 'upper'},workdir={bundle / 'work'}", str(rootfs)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        missing(f"cannot mount an overlay: {done.stderr.strip()}")
+    return rootfs
+
+
 def edit_spec(bundle: Path, change: Callable[[dict[str, Any]], None]) -> None:
     """Change a bundle's config.json in place."""
     path = bundle / "config.json"

@@ -202,6 +202,7 @@ def _failure_detail(result: OperationResult) -> list[str]:
 STATS_SHOWN = (
     "freezing_time",
     "frozen_time",
+    "paused_time",
     "memdump_time",
     "memwrite_time",
     "pages_scanned",

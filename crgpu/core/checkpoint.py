@@ -28,6 +28,7 @@ from crgpu.image.manifest import (
     prepare_image_dir,
     prepare_work_dir,
 )
+from crgpu.image.rootfs_diff import overlay_upper
 from crgpu.nvidia.cuda import load_driver
 from crgpu.nvidia.cuda_flow import DriverApiSession
 from crgpu.runtimes.base import RUNTIME_STATUS_FD, Invocation
@@ -50,6 +51,8 @@ def execute_checkpoint(
         started = time.monotonic()
         session = _cuda_session(plan, result) if plan.cuda_mode == "driver-api" else None
         lazy = _LazyServing(plan, lambda: record_checkpoint(plan, {}, session)) if opts.lazy_pages else None
+        paused = _PausedForLayer(plan)
+        deferred.callback(paused.resume, result)  # whatever happens, never left paused
         try:
             if session is not None:
                 try:
@@ -78,6 +81,7 @@ def execute_checkpoint(
                 # has returned, noted instead of raised: crgpu then either finishes the image
                 # (crgpu.json) or removes it, never stops half-way between the two.
                 deferred.enter_context(_signals_deferred(result))
+                paused.pause()
                 run_runtime(
                     result,
                     plan.adapter,
@@ -93,6 +97,7 @@ def execute_checkpoint(
             if lazy is not None:
                 result.notes += lazy.notes
         except BaseException:
+            paused.resume(result)
             _resume_cuda(session, result)
             after_failed_checkpoint(plan, result)
             raise
@@ -109,6 +114,7 @@ def execute_checkpoint(
                 result.timings.get("runtime_s", 0.0) + time.monotonic() - cleanup_started, 4
             )
         if not result.ok:
+            paused.resume(result)
             after_failed_checkpoint(plan, result)  # it reports the container's state afterwards
             raise_if_interrupted(result, plan.adapter, info.root)
             return result
@@ -122,6 +128,7 @@ def execute_checkpoint(
             result.stats.update(session.stats())
         if plan.adapter.name == "runc":
             record_container_files(plan, result)
+        paused.resume(result)
         record_checkpoint(plan, result.stats, session)
         result.duration_s = round(time.monotonic() - started, 4)
         if result.interrupted_by is not None:
@@ -194,6 +201,48 @@ def _cuda_session(plan: CheckpointPlan, result: OperationResult) -> DriverApiSes
     if not processes:
         result.notes.append("driver-api: no CUDA process found in the container")
     return DriverApiSession(driver, processes, plan.options.cuda_lock_timeout_ms)
+
+
+class _PausedForLayer:
+    """A --leave-running checkpoint of a runc container on an overlay root pauses it from just
+    before the dump until its writable layer is recorded: read after the resume, the layer held
+    writes CRIU never saw, and the archive's restore failed (`File tmp/out has bad size`). Not
+    for GPU containers (the CUDA plugin and the driver API need the processes running to lock
+    them) nor lazy dumps (the pages are served after the dump returns)."""
+
+    def __init__(self, plan: CheckpointPlan) -> None:
+        opts, info = plan.options, plan.container
+        self.plan = plan
+        self.wanted = (
+            plan.adapter.name == "runc"
+            and opts.leave_running
+            and not opts.lazy_pages
+            and plan.status_before == "running"
+            and plan.cuda_mode == "off"
+            and not info.gpu
+            and info.rootfs is not None
+            and overlay_upper(info.rootfs) is not None
+        )
+        self.since: float | None = None
+
+    def pause(self) -> None:
+        if self.wanted and self.since is None:
+            self.plan.adapter.pause(self.plan.container.id, self.plan.container.root)
+            self.since = time.monotonic()
+
+    def resume(self, result: OperationResult) -> None:
+        if self.since is None:
+            return
+        since, self.since = self.since, None
+        info = self.plan.container
+        try:
+            self.plan.adapter.resume(info.id, info.root)
+        except CrgpuError as exc:
+            result.warnings.append(
+                f"the container crgpu paused for its writable layer could not be resumed: {exc.message}; "
+                f"run `runc --root {info.root} resume {info.id}`"
+            )
+        result.stats["paused_time"] = int((time.monotonic() - since) * 1_000_000)
 
 
 def _resume_cuda(session: DriverApiSession | None, result: OperationResult) -> None:

@@ -290,6 +290,9 @@ class RuncAdapter(BinaryAdapter):
     def cleanup_after_checkpoint(self, container_id: str, root: Path) -> None:
         """runc removes a container it checkpointed without --leave-running itself."""
 
+    def pause(self, container_id: str, root: Path) -> None:
+        run_capture([*self._base(root), "pause", "--", container_id])
+
     def resume(self, container_id: str, root: Path) -> None:
         run_capture([*self._base(root), "resume", "--", container_id])
 

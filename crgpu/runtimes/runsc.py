@@ -219,6 +219,9 @@ class RunscAdapter(BinaryAdapter):
         """runsc leaves the checkpointed sandbox's state behind; remove it so the ID can be restored."""
         self.delete(container_id, root)
 
+    def pause(self, container_id: str, root: Path) -> None:
+        run_capture([str(self.binary.path), f"--root={root}", "pause", "--", container_id])
+
     def resume(self, container_id: str, root: Path) -> None:
         run_capture([str(self.binary.path), f"--root={root}", "resume", "--", container_id])
 

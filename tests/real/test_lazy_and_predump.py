@@ -153,6 +153,9 @@ def _raw_lazy_migration(container: testbed.RuncContainer, base: Path) -> tuple[i
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         subprocess.run(container.cmd("delete", "--force", f"{container.id}-raw"), capture_output=True)
+        # The killed raw restore leaves what crgpu's own restore takes back: CRIU's cgroup yard
+        # in the work dir and runc's criu-root mount in its state dir.
+        testbed.unmount_below(image, container.root / f"{container.id}-raw")
     return code, (image / "dump.log").read_text(errors="replace")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -111,6 +112,67 @@ def test_link_remap_is_needed_and_works(runc_container: Start, short_tmp: Path) 
     code, doc = crgpu_json("restore", "-i", str(image))
     assert code == 0, doc
     assert saved < testbed.wait_counter_above(container.bundle, saved) < saved + 40
+
+
+# Holds the growing file open read-write (CRIU then records its size and checks it at restore;
+# not for O_APPEND|O_WRONLY, which it takes for a log) and writes without pause.
+GROWING = (
+    "exec </dev/null >/tmp/log 2>&1 3<>/tmp/grows; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; "
+    "echo line-$i >&3; done"
+)
+
+
+def test_a_leave_running_checkpoint_takes_the_writable_layer_as_the_dump_saw_it(
+    runc_container: Start, short_tmp: Path
+) -> None:
+    """A container on an overlay root that keeps appending to a file: the layer is read while the
+    container is still paused after the dump (before, it was read after the resume, and the
+    archive's restore failed: CRIU's `File tmp/grows has bad size`)."""
+    container = runc_container(GROWING, overlay=True)
+    testbed.wait_counter_above(container.bundle, 5)
+    image, archive = short_tmp / "img", short_tmp / "k8s.tar"
+    code, doc = crgpu_json(
+        "checkpoint", "--leave-running", "--root", str(container.root), "-i", str(image), container.id
+    )
+    assert code == 0, doc
+    assert container.status() == "running"  # resumed: never left paused
+    assert doc["stats"]["paused_time"] >= doc["stats"]["frozen_time"] > 0
+    print(f"paused {doc['stats']['paused_time']} us, CRIU frozen {doc['stats']['frozen_time']} us")
+    assert any("writable layer recorded" in note for note in doc["notes"]), doc["notes"]
+    exported = crgpu(
+        "export", "--format", "kubernetes", "--compression", "none", "-i", str(image), "-o", str(archive)
+    )
+    assert exported.exit_code == 0, exported.output
+    root, copy = short_tmp / "root2", f"{container.id}-copy"
+    work_root = Path(os.environ["CRGPU_WORK_ROOT"])
+    try:
+        restored = crgpu(
+            "restore", "-i", str(archive), "--rootfs", str(container.bundle / "lower"), "--root", str(root),
+            "--trust-image", copy,
+        )  # fmt: skip
+        assert restored.exit_code == 0, restored.output
+        assert testbed.restored_count(container.runc, root, copy) > 0
+    finally:
+        testbed.drop_restored(container.runc, root, copy, work_root)
+
+
+def test_a_failed_leave_running_dump_of_a_paused_for_layer_container_resumes_it(
+    runc_container: Start, short_tmp: Path
+) -> None:
+    container = runc_container(LINK_REMAP_WORKLOAD, overlay=True)
+    testbed.wait_counter_above(container.bundle, 2)
+    code, doc = crgpu_json(
+        "checkpoint",
+        "--leave-running",
+        "--root",
+        str(container.root),
+        "-i",
+        str(short_tmp / "f"),
+        container.id,
+    )
+    assert code == 1 and "link remap" in doc["error"], doc
+    assert container.status() == "running" and doc["container_status"] == "running"
+    testbed.wait_counter_above(container.bundle, testbed.read_counter(container.bundle))
 
 
 def test_failure_json_names_the_criu_error_and_log(runc_container: Start, short_tmp: Path) -> None:
