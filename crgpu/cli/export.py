@@ -14,7 +14,7 @@ from crgpu.host.textsafe import printable
 EXAMPLES = """
 Examples:
 
-  crgpu export -i /ckpt/web1 -o web1.tar.zst
+  crgpu export -i /ckpt/web1 -o web1.tar.zst   # a podman container: podman's format, zstd
 
   podman container restore --import web1.tar.zst
 
@@ -25,11 +25,13 @@ Examples:
 
 
 class Format(StrEnum):
+    auto = "auto"
     podman = "podman"
     kubernetes = "kubernetes"
 
 
 class Compression(StrEnum):
+    auto = "auto"
     zstd = "zstd"
     gzip = "gzip"
     none = "none"
@@ -47,12 +49,18 @@ def export(
         typer.Option(
             "--format",
             help="podman: for `podman container restore --import`; kubernetes: the kubelet's checkpoint "
-            "archive (CRI).",
+            "archive (CRI, containerd, checkpointctl); auto: podman's for a podman container, else "
+            "kubernetes.",
         ),
-    ] = Format.podman,
+    ] = Format.auto,
     compression: Annotated[
-        Compression, typer.Option("--compression", help="zstd (multi-threaded), gzip or none.")
-    ] = Compression.zstd,
+        Compression,
+        typer.Option(
+            "--compression",
+            help="zstd (multi-threaded), gzip or none; auto: zstd for podman, none for kubernetes "
+            "(containerd reads a plain tar only).",
+        ),
+    ] = Compression.auto,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
     quiet: QuietOpt = False,

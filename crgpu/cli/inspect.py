@@ -90,7 +90,8 @@ def _inspect_archive(path: Path, as_json: bool, renderer: Renderer) -> int:
     if as_json:
         renderer.json(document)
         return 0
-    print(f"{printable(path)} ({summary.format} archive)")
+    made = ", with crgpu.json" if summary.manifest is not None else ""
+    print(f"{printable(path)} ({summary.format} archive{made})")
     for key, value in document["container"].items():  # type: ignore[attr-defined]
         print(f"  {key}: {printable(value) if value is not None else '-'}")
     print(f"  checkpoint: {summary.checkpoint_bytes / 2**20:.1f} MiB in {summary.members} members")

@@ -35,6 +35,9 @@ Compression = Literal["zstd", "gzip", "none"]
 # Files of a crgpu image that are crgpu's or the runtime's, not CRIU's images.
 _NOT_CRIU = {MANIFEST_NAME, STATS_DUMP, SPEC_DUMP, DIFF_NAME, DELETED_NAME, "dump.log"}
 Progress = Callable[[int, int], None]
+# containerd reads the kubelet's archive as a plain tar only (`archive/tar: invalid tar header`
+# for zstd or gzip); podman's own export is zstd.
+DEFAULT_COMPRESSION: dict[ArchiveFormat, Compression] = {"podman": "zstd", "kubernetes": "none"}
 
 
 # ---------------------------------------------------------------- export
@@ -53,8 +56,8 @@ class ExportResult:
 def export_image(
     image_dir: Path,
     out: Path,
-    fmt: ArchiveFormat = "podman",
-    compression: Compression = "zstd",
+    fmt: ArchiveFormat | Literal["auto"] = "auto",
+    compression: Compression | Literal["auto"] = "auto",
     progress: Progress | None = None,
 ) -> ExportResult:
     """Write a crgpu image into an engine-format archive at `out` (new; written beside it under a
@@ -77,6 +80,10 @@ def export_image(
         )
     members = _members(image_dir)
     notes = []
+    if fmt == "auto":
+        fmt = archive_format_for(manifest)
+    if compression == "auto":
+        compression = DEFAULT_COMPRESSION[fmt]
     config = _config_dump(manifest, fmt)
     # Small metadata first, then the files at the top, then CRIU's images.
     metadata: list[tuple[str, bytes]] = [
@@ -151,6 +158,13 @@ def _members(image_dir: Path) -> list[tuple[str, Path, int]]:
             hint="checkpoint the container again with this crgpu",
         )
     return found
+
+
+def archive_format_for(manifest: Manifest) -> ArchiveFormat:
+    """The format an image's own engine restores: podman's for a podman container; the kubelet's
+    (which containerd and checkpointctl read) for every other one, plain runc's included."""
+    engine = manifest.container.engine
+    return "podman" if engine is not None and engine.kind == "podman" else "kubernetes"
 
 
 def _config_dump(manifest: Manifest, fmt: ArchiveFormat) -> dict[str, Any]:

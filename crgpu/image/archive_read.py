@@ -214,9 +214,8 @@ def read_summary(path: Path, budget: int | None = None) -> ArchiveSummary:
     spec = _json_object(found[SPEC_DUMP], SPEC_DUMP)
     manifest = found.get(MANIFEST_NAME)
     runtime = config.get("runtime")
-    fmt = (
-        "crgpu" if manifest is not None else "kubernetes" if runtime == "io.containerd.runc.v2" else "podman"
-    )
+    # The layout, whoever wrote it (crgpu's exports carry crgpu.json besides).
+    fmt = "kubernetes" if runtime == "io.containerd.runc.v2" else "podman"
     return ArchiveSummary(
         fmt, config, spec, manifest, parse_stats(found.get(STATS_DUMP, b"")), size, count, total
     )

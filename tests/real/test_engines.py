@@ -154,7 +154,7 @@ def test_a_kubernetes_export_of_a_runc_container_is_restored_by_crgpu(
     )
     assert exported.exit_code == 0, exported.output
     doc = json.loads(crgpu("inspect", "--json", str(archive)).stdout)
-    assert doc["format"] == "crgpu" and doc["container"]["runtime"] == "io.containerd.runc.v2"
+    assert doc["format"] == "kubernetes" and doc["container"]["runtime"] == "io.containerd.runc.v2"
     assert doc["crgpu"]["trust"] == "this-node"
     rootfs = container.bundle / "rootfs"
     root, new_id = short_tmp / "root2", f"{container.id}-k8s"

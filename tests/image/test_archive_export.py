@@ -1,0 +1,64 @@
+"""`crgpu export` picks the format a container's own engine restores, and the compression that
+format's readers take: podman's (zstd) for a podman container, the kubelet's as a plain tar
+(containerd reads no other) for every other one; `inspect` names the layout, not its writer."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.archives import SPEC
+from tests.cli.test_security import signed_image
+from tests.helpers import crgpu
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+PODMAN = {"kind": "podman", "name": "web", "image": "localhost/busybox:latest", "image_id": "a" * 64}
+
+
+def _image(tmp_path: Path, **changes: Any) -> Path:
+    image = signed_image(tmp_path, **changes)
+    (image / "inventory.img").write_bytes(b"\0" * 64)
+    (image / "spec.dump").write_bytes(SPEC)
+    return image
+
+
+def _export(image: Path, out: Path, *extra: str) -> dict[str, Any]:
+    result = crgpu("export", "--json", "-i", str(image), "-o", str(out), *extra)
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.stdout))
+
+
+def test_a_plain_runc_container_gets_the_kubelets_layout_as_a_plain_tar(tmp_path: Path) -> None:
+    out = tmp_path / "k8s.tar"
+    doc = _export(_image(tmp_path), out)
+    assert (doc["format"], doc["compression"]) == ("kubernetes", "none")
+    assert out.read_bytes()[:4] != ZSTD_MAGIC
+    with tarfile.open(out, "r:") as tar:  # plain: no decompressor
+        names = tar.getnames()
+    assert {"status.dump", "config.dump", "checkpoint/inventory.img"} <= set(names)
+    inspected = json.loads(crgpu("inspect", "--json", str(out)).stdout)
+    assert inspected["format"] == "kubernetes" and inspected["crgpu"] is not None
+    assert "(kubernetes archive, with crgpu.json)" in crgpu("inspect", str(out)).stdout
+
+
+def test_a_podman_container_gets_podmans_format_compressed(tmp_path: Path) -> None:
+    out = tmp_path / "web.tar.zst"
+    doc = _export(_image(tmp_path, **{"container.engine": PODMAN}), out)
+    assert (doc["format"], doc["compression"]) == ("podman", "zstd")
+    assert out.read_bytes()[:4] == ZSTD_MAGIC
+    assert json.loads(crgpu("inspect", "--json", str(out)).stdout)["format"] == "podman"
+
+
+@pytest.mark.parametrize(("fmt", "compression"), [("kubernetes", "gzip"), ("kubernetes", "zstd")])
+def test_what_is_asked_for_is_written(tmp_path: Path, fmt: str, compression: str) -> None:
+    doc = _export(_image(tmp_path), tmp_path / "a", "--format", fmt, "--compression", compression)
+    assert (doc["format"], doc["compression"]) == (fmt, compression)
+
+
+def test_podmans_format_is_still_refused_for_a_container_podman_never_had(tmp_path: Path) -> None:
+    result = crgpu("export", "-i", str(_image(tmp_path)), "-o", str(tmp_path / "a"), "--format", "podman")
+    assert result.exit_code == 4 and "does not name one" in result.stderr
