@@ -52,6 +52,13 @@ class Engine:
 
     def checkpoint_hint(self, container_id: str) -> str:
         ref = self.name or container_id
+        if self.kind == "kubernetes" and self.name is None:
+            # A pod's sandbox (its pause container) has no container name: the kubelet checkpoints
+            # a pod's containers, never its sandbox.
+            return (
+                f"it is the sandbox of pod {self.namespace}/{self.pod}, which Kubernetes does not checkpoint: "
+                "name one of the pod's containers (NAMESPACE/POD/CONTAINER)"
+            )
         return {
             "podman": f"checkpoint it through podman (`podman container checkpoint {ref}`), or let crgpu hand "
             "the image to podman with --hand-off, or keep it running with --leave-running",

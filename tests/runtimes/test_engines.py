@@ -54,6 +54,20 @@ def test_a_kubernetes_container_is_found_by_namespace_pod_container(
     assert kept["container_id"] == "ab" * 32  # the container, never its pod's sandbox
 
 
+def test_a_pods_sandbox_is_refused_with_a_hint_that_names_no_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_fake_runc(tmp_path, monkeypatch)
+    sandbox = {k: v for k, v in CRI.items() if k != "io.kubernetes.cri.container-name"}
+    _container(tmp_path / "root", POD_ID, {**sandbox, "io.kubernetes.cri.container-type": "sandbox"})
+    refused = crgpu("checkpoint", "-i", str(tmp_path / "img"), POD_ID)
+    assert refused.exit_code == ExitCode.PRECONDITION, refused.output
+    assert "None" not in refused.stderr
+    assert "sandbox of pod ml/train-7f9c, which Kubernetes does not checkpoint" in " ".join(
+        refused.stderr.split()
+    )
+
+
 def test_an_unknown_kubernetes_name_is_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     install_fake_runc(tmp_path, monkeypatch)
     result = crgpu("checkpoint", "-i", str(tmp_path / "img"), "ml/nope/trainer")
