@@ -42,6 +42,8 @@ def inspect(
         path = path_arg(image_path, "IMAGE")
         if is_archive(path):
             return _inspect_archive(path, as_json, renderer)
+        if _inspect_foreign_dir(path, as_json, renderer):
+            return 0
         image = read_image(path)
         if as_json:
             renderer.json(_with_verdict(image, path=str(path), complete=True, trust=image.trust.level))
@@ -50,6 +52,38 @@ def inspect(
         return 0
 
     run_guarded(renderer, debug, body)
+
+
+def _inspect_foreign_dir(path: Path, as_json: bool, renderer: Renderer) -> bool:
+    """CRIU's images without crgpu.json (Docker's checkpoint folders, a plain runc checkpoint):
+    shown as foreign and unsigned; False when `path` is no such directory."""
+    from crgpu.image.foreign_dir import foreign_dir
+
+    found = foreign_dir(path)
+    if found is None:
+        return False
+    document = {
+        "path": str(path),
+        "archive": False,
+        "format": "criu",
+        "trust": "unsigned",
+        "checkpoint_bytes": found.checkpoint_bytes,
+        "members": found.members,
+        "stats": found.stats,
+        "crgpu": None,
+    }
+    if as_json:
+        renderer.json(document)
+        return True
+    print(
+        f"{printable(path)} (CRIU's images without crgpu.json: Docker's, runc's or CRIU's own checkpoint; "
+        "foreign and unsigned)"
+    )
+    print(f"  checkpoint: {found.checkpoint_bytes / 2**20:.1f} MiB in {found.members} files")
+    for name, value in format_stats({k: float(v) for k, v in found.stats.items()}):
+        print(f"  {printable(name)}: {printable(value)}")
+    print("  restore: needs --force plus the container ID, --runtime, --root and --bundle")
+    return True
 
 
 def _with_verdict(image: Image, **verdict: object) -> dict[str, object]:
