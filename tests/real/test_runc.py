@@ -161,15 +161,8 @@ def test_a_failed_leave_running_dump_of_a_paused_for_layer_container_resumes_it(
 ) -> None:
     container = runc_container(LINK_REMAP_WORKLOAD, overlay=True)
     testbed.wait_counter_above(container.bundle, 2)
-    code, doc = crgpu_json(
-        "checkpoint",
-        "--leave-running",
-        "--root",
-        str(container.root),
-        "-i",
-        str(short_tmp / "f"),
-        container.id,
-    )
+    where = ("--root", str(container.root), "-i", str(short_tmp / "f"))
+    code, doc = crgpu_json("checkpoint", "--leave-running", *where, container.id)
     assert code == 1 and "link remap" in doc["error"], doc
     assert container.status() == "running" and doc["container_status"] == "running"
     testbed.wait_counter_above(container.bundle, testbed.read_counter(container.bundle))
