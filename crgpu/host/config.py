@@ -53,7 +53,8 @@ SETTINGS: dict[str, Setting] = {
     "docker_data_root": Setting(
         "CRGPU_DOCKER_DATA_ROOT",
         "/var/lib/docker",
-        help="Docker's data root: container names (config.v2.json) and --hand-off checkpoints",
+        help="Docker's data root: container names (config.v2.json) and --hand-off checkpoints "
+        "(unset: the running dockerd's --data-root, else its daemon.json's data-root)",
     ),
     "work_root": Setting(
         "CRGPU_WORK_ROOT", "/var/lib/crgpu/work", help="where restore and failed-checkpoint work dirs go"

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from crgpu.host import config
 from crgpu.nvidia.evidence import spec_annotations
 from crgpu.options.models import K8S_REF
+from crgpu.runtimes.docker_root import docker_data_root
 from crgpu.runtimes.roots import known_roots
 from crgpu.runtimes.state import state_labels
 
@@ -181,7 +181,7 @@ def podman_details(container_id: str) -> dict[str, str]:
 
 
 def _docker_root() -> Path:
-    return Path(config.get("docker_data_root").value)
+    return docker_data_root()
 
 
 def _docker_config(container_id: str) -> dict[str, Any]:
