@@ -112,7 +112,8 @@ def engine_of(container_id: str, root: Path, spec: dict[str, Any], labels: dict[
     ):
         return Engine("containerd", name=container_id, namespace=root.name)
     if "docker" in parts and root.name == "moby":
-        return Engine("docker", name=docker_name(container_id))
+        image, image_id = docker_image(container_id)
+        return Engine("docker", name=docker_name(container_id), image=image, image_id=image_id)
     return None
 
 
@@ -195,6 +196,18 @@ def _docker_config(container_id: str) -> dict[str, Any]:
 def docker_name(container_id: str) -> str | None:
     name = _docker_config(container_id).get("Name")
     return name.lstrip("/") if isinstance(name, str) and name else None
+
+
+def docker_image(container_id: str) -> tuple[str | None, str | None]:
+    """The container's image as Docker records it: the name it was run from, and its ID."""
+    data = _docker_config(container_id)
+    spec = data.get("Config")
+    name = spec.get("Image") if isinstance(spec, dict) else None
+    image_id = data.get("Image")
+    return (
+        name if isinstance(name, str) and name else None,
+        image_id if isinstance(image_id, str) and image_id else None,
+    )
 
 
 def _docker_id(name: str) -> str | None:

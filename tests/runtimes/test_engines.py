@@ -82,7 +82,8 @@ def _docker_container(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_id
     monkeypatch.setenv("CRGPU_RUNC_ROOTS", str(root))
     data_root = tmp_path / "docker"
     (data_root / "containers" / docker_id).mkdir(parents=True)
-    (data_root / "containers" / docker_id / "config.v2.json").write_text(json.dumps({"Name": name}))
+    config = {"Name": name, "Image": "sha256:" + "9" * 64, "Config": {"Image": "busybox:1.36"}}
+    (data_root / "containers" / docker_id / "config.v2.json").write_text(json.dumps(config))
     monkeypatch.setenv("CRGPU_DOCKER_DATA_ROOT", str(data_root))
     return data_root
 
@@ -132,3 +133,5 @@ def test_an_engine_name_the_manifest_cannot_hold_is_left_out_not_a_lost_checkpoi
     assert result.exit_code == 0, result.output
     engine = json.loads((tmp_path / "img" / "crgpu.json").read_text())["container"]["engine"]
     assert engine["kind"] == "docker" and engine["name"] is None
+    # Docker's record of the image the container was run from travels in the manifest.
+    assert (engine["image"], engine["image_id"]) == ("busybox:1.36", "sha256:" + "9" * 64)
