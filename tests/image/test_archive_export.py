@@ -62,3 +62,12 @@ def test_what_is_asked_for_is_written(tmp_path: Path, fmt: str, compression: str
 def test_podmans_format_is_still_refused_for_a_container_podman_never_had(tmp_path: Path) -> None:
     result = crgpu("export", "-i", str(_image(tmp_path)), "-o", str(tmp_path / "a"), "--format", "podman")
     assert result.exit_code == 4 and "does not name one" in result.stderr
+
+
+def test_a_runsc_image_is_refused_saying_what_restores_it(tmp_path: Path) -> None:
+    image = _image(tmp_path, **{"runtime.name": "runsc", "runtime.version": "release-20240729.0"})
+    result = crgpu("export", "-i", str(image), "-o", str(tmp_path / "a"))
+    assert result.exit_code == 4, result.output
+    said = " ".join(result.stderr.split())
+    assert "this image was made by runsc" in said and "restore it with crgpu restore" in said
+    assert not (tmp_path / "a").exists()
