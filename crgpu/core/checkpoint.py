@@ -51,7 +51,9 @@ def execute_checkpoint(
         started = time.monotonic()
         session = _cuda_session(plan, result) if plan.cuda_mode == "driver-api" else None
         lazy = _LazyServing(plan, lambda: record_checkpoint(plan, {}, session)) if opts.lazy_pages else None
-        paused = _PausedForLayer(plan)
+        # The writable layer (an overlay's upper dir), found once: it decides the pause and is recorded.
+        upper = overlay_upper(info.rootfs) if plan.adapter.name == "runc" and info.rootfs else None
+        paused = _PausedForLayer(plan, layered=upper is not None)
         deferred.callback(paused.resume, result)  # whatever happens, never left paused
         try:
             if session is not None:
@@ -127,7 +129,7 @@ def execute_checkpoint(
         if session is not None:
             result.stats.update(session.stats())
         if plan.adapter.name == "runc":
-            record_container_files(plan, result)
+            record_container_files(plan, result, upper)
         paused.resume(result)
         record_checkpoint(plan, result.stats, session)
         result.duration_s = round(time.monotonic() - started, 4)
@@ -210,7 +212,7 @@ class _PausedForLayer:
     for GPU containers (the CUDA plugin and the driver API need the processes running to lock
     them) nor lazy dumps (the pages are served after the dump returns)."""
 
-    def __init__(self, plan: CheckpointPlan) -> None:
+    def __init__(self, plan: CheckpointPlan, layered: bool) -> None:
         opts, info = plan.options, plan.container
         self.plan = plan
         self.wanted = (
@@ -220,8 +222,7 @@ class _PausedForLayer:
             and plan.status_before == "running"
             and plan.cuda_mode == "off"
             and not info.gpu
-            and info.rootfs is not None
-            and overlay_upper(info.rootfs) is not None
+            and layered
         )
         self.since: float | None = None
 

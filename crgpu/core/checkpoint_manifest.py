@@ -22,7 +22,7 @@ from crgpu.image.manifest import (
     image_sizes,
     write_manifest,
 )
-from crgpu.image.rootfs_diff import overlay_upper, write_rootfs_diff
+from crgpu.image.rootfs_diff import write_rootfs_diff
 from crgpu.nvidia.cuda_flow import DriverApiSession
 from crgpu.nvidia.cuda_processes import CudaProcess
 from crgpu.nvidia.gpu_map import given_gpus
@@ -30,10 +30,10 @@ from crgpu.options.models import RuntimeName
 from crgpu.runtimes.state import SPEC_MAX_BYTES, read_bundle_spec
 
 
-def record_container_files(plan: CheckpointPlan, result: OperationResult) -> None:
+def record_container_files(plan: CheckpointPlan, result: OperationResult, upper: Path | None) -> None:
     """What the engines' archives carry besides CRIU's images, kept in the image so it can leave
     the node later (crgpu export): the container's OCI spec (spec.dump), CRIU's statistics when
-    they went to another work dir, and the writable layer of an overlay root filesystem."""
+    they went to another work dir, and the writable layer (`upper`: the overlay's upper dir)."""
     image, info = plan.options.image_dir, plan.container
     try:
         if info.bundle is not None:
@@ -42,7 +42,6 @@ def record_container_files(plan: CheckpointPlan, result: OperationResult) -> Non
         stats = plan.work_dir / "stats-dump"
         if plan.work_dir != image and stats.is_file():
             write_new_private(image / "stats-dump", read_nofollow(stats, SPEC_MAX_BYTES))
-        upper = overlay_upper(info.rootfs) if info.rootfs else None
         if upper is not None:
             entries, deleted = write_rootfs_diff(upper, image)
             result.notes.append(f"the writable layer recorded: {entries} entries, {deleted} deleted")

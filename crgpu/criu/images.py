@@ -122,6 +122,8 @@ def read_grants(image_dir: Path, machine: str = "") -> ImageGrants:
             raise ValueError("empty inventory or process tree")
         if len(pstree) > MAX_TASKS:
             raise ValueError(f"more than {MAX_TASKS} processes")
+        root_ids = message(inventory[0], 3)  # the dumping CRIU's own namespaces
+        dumping_ids = fields(root_ids) if root_ids is not None else None
         for index, entry in enumerate(pstree):
             pid = fields(entry).get(1)
             if not isinstance(pid, int):
@@ -133,7 +135,7 @@ def read_grants(image_dir: Path, machine: str = "") -> ImageGrants:
             for thread in repeated_uint(entry, 5)[:MAX_TASKS]:
                 if thread != pid:
                     _read_core(image_dir / f"core-{thread}.img", thread, grants)
-            _read_ids(image_dir, pid, inventory[0], grants, root=index == 0)
+            _read_ids(image_dir, pid, dumping_ids, grants, root=index == 0)
         mounts = []
         for table in sorted(image_dir.glob("mountpoints-*.img")):
             mounts += parse_mounts(_entries(table, MNTS_MAGIC))
@@ -173,18 +175,19 @@ def _read_core(path: Path, pid: int, grants: ImageGrants) -> int | None:
     return state if isinstance(state, int) else None
 
 
-def _read_ids(image_dir: Path, pid: int, inventory: bytes, grants: ImageGrants, root: bool) -> None:
+def _read_ids(
+    image_dir: Path, pid: int, host: dict[int, int | bytes] | None, grants: ImageGrants, root: bool
+) -> None:
     """The namespaces CRIU creates are those where the root task's differ from the dumping
     CRIU's: an equal ID puts the restored container into the restoring CRIU's, the host's. Any
     other task whose ID equals CRIU's is put there too (a task without ids inherits its parent's)."""
-    root_ids = message(inventory, 3)
     path = image_dir / f"ids-{pid}.img"
     entries = _entries(path, IDS_MAGIC) if root or path.exists() else []
-    if root and (root_ids is None or not entries):
+    if root and (host is None or not entries):
         raise ValueError("no namespace IDs for the root task")
-    if root_ids is None or not entries:
+    if host is None or not entries:
         return
-    host, task = fields(root_ids), fields(entries[0])
+    task = fields(entries[0])
     for number, kind in NAMESPACE_IDS.items():
         if number in task and task.get(number) == host.get(number) and kind not in grants.host_namespaces:
             grants.host_namespaces.append(kind)

@@ -8,11 +8,11 @@ paths (an overlay's lowerdir). Field numbers from CRIU's images/mnt.proto."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from crgpu.criu.protobuf import fields
+from crgpu.host.root import host_path
 
 MS_RDONLY = 0x1
 PROC, SYSFS, TMPFS, CGROUP, OVERLAY, CGROUP2 = 1, 2, 5, 12, 17, 23
@@ -65,7 +65,11 @@ def parse_mounts(entries: list[bytes]) -> list[Mount]:
     return mounts
 
 
-def mount_reaching(mounts: list[Mount], exists: Callable[[str], bool] = os.path.exists) -> list[str]:
+def _on_this_host(path: str) -> bool:
+    return host_path(path).exists()
+
+
+def mount_reaching(mounts: list[Mount], exists: Callable[[str], bool] = _on_this_host) -> list[str]:
     """What the mounts give beyond an engine's container, one line each ("mount ...", "leave ...")."""
     found: list[str] = []
     root_devs = {mount.root_dev for mount in mounts if mount.point == "/"}

@@ -9,10 +9,12 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from crgpu.criu.stats import read_stats
+from crgpu.criu.stats import parse_stats
+from crgpu.host.safedirs import read_nofollow
 from crgpu.image.manifest import MANIFEST_NAME
 
 MAX_ENTRIES = 1_000_000
+STATS_MAX_BYTES = 1 << 20  # CRIU's stats image is a few dozen bytes
 
 
 @dataclass(frozen=True)
@@ -26,12 +28,12 @@ def foreign_dir(path: Path) -> ForeignDir | None:
     """The directory's CRIU images, or None when it is no such directory (it has crgpu.json, or
     no inventory.img: not a CRIU dump)."""
     try:
-        if not stat.S_ISDIR(path.lstat().st_mode):
-            return None
+        if not stat.S_ISDIR(path.lstat().st_mode) or os.path.lexists(path / MANIFEST_NAME):
+            return None  # crgpu's own image: read_image reads it (listing it is not needed)
         names = os.listdir(path)
     except OSError:
         return None
-    if MANIFEST_NAME in names or "inventory.img" not in names:
+    if "inventory.img" not in names:
         return None
     total = count = 0
     for name in names[:MAX_ENTRIES]:
@@ -42,6 +44,8 @@ def foreign_dir(path: Path) -> ForeignDir | None:
         if stat.S_ISREG(st.st_mode):
             total += st.st_size
             count += 1
-    stats_file = path / "stats-dump"
-    stats = read_stats(stats_file) if not stats_file.is_symlink() else {}
+    try:
+        stats = parse_stats(read_nofollow(path / "stats-dump", STATS_MAX_BYTES))
+    except OSError:  # absent, a link, not a file
+        stats = {}
     return ForeignDir(total, count, stats)

@@ -112,8 +112,10 @@ def engine_of(container_id: str, root: Path, spec: dict[str, Any], labels: dict[
     ):
         return Engine("containerd", name=container_id, namespace=root.name)
     if "docker" in parts and root.name == "moby":
-        image, image_id = docker_image(container_id)
-        return Engine("docker", name=docker_name(container_id), image=image, image_id=image_id)
+        details = docker_details(container_id)
+        return Engine(
+            "docker", details.get("name"), image=details.get("image"), image_id=details.get("image_id")
+        )
     return None
 
 
@@ -181,42 +183,45 @@ def podman_details(container_id: str) -> dict[str, str]:
     return {k: v for k, v in out.items() if isinstance(v, str) and v}
 
 
-def _docker_root() -> Path:
-    return docker_data_root()
-
-
-def _docker_config(container_id: str) -> dict[str, Any]:
+def _docker_config(container_id: str, root: Path | None = None) -> dict[str, Any]:
+    """The container's config.v2.json under Docker's data root (`root`, found once by a caller
+    that reads many)."""
+    base = root if root is not None else docker_data_root()
     try:
-        data = json.loads((_docker_root() / "containers" / container_id / "config.v2.json").read_text())
+        data = json.loads((base / "containers" / container_id / "config.v2.json").read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def docker_name(container_id: str) -> str | None:
-    name = _docker_config(container_id).get("Name")
+def _docker_name(config_: dict[str, Any]) -> str | None:
+    name = config_.get("Name")
     return name.lstrip("/") if isinstance(name, str) and name else None
 
 
-def docker_image(container_id: str) -> tuple[str | None, str | None]:
-    """The container's image as Docker records it: the name it was run from, and its ID."""
+def docker_details(container_id: str) -> dict[str, str]:
+    """What Docker records of a container, read once: its name, the image it was run from and
+    that image's ID."""
     data = _docker_config(container_id)
     spec = data.get("Config")
-    name = spec.get("Image") if isinstance(spec, dict) else None
-    image_id = data.get("Image")
-    return (
-        name if isinstance(name, str) and name else None,
-        image_id if isinstance(image_id, str) and image_id else None,
-    )
+    out = {
+        "name": _docker_name(data),
+        "image": spec.get("Image") if isinstance(spec, dict) else None,
+        "image_id": data.get("Image"),
+    }
+    return {k: v for k, v in out.items() if isinstance(v, str) and v}
 
 
 def _docker_id(name: str) -> str | None:
-    for path in sorted((_docker_root() / "containers").glob("*/config.v2.json")):
-        if docker_name(path.parent.name) == name and _HEX64.fullmatch(path.parent.name):
+    root = docker_data_root()
+    for path in sorted((root / "containers").glob("*/config.v2.json")):
+        if _docker_name(_docker_config(path.parent.name, root)) == name and _HEX64.fullmatch(
+            path.parent.name
+        ):
             return path.parent.name
     return None
 
 
 def docker_checkpoint_dir(container_id: str, checkpoint_name: str) -> Path:
     """Where `docker start --checkpoint NAME` looks (moby's default checkpoint directory)."""
-    return _docker_root() / "containers" / container_id / "checkpoints" / checkpoint_name
+    return docker_data_root() / "containers" / container_id / "checkpoints" / checkpoint_name

@@ -3,7 +3,6 @@ state dir, and the cgroups runc made. Standard library only."""
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from crgpu.host.mounts import mount_points_below, mountinfo_lines, unescape, unmount
 from crgpu.host.root import read_host_text
+from crgpu.runtimes.state import read_bundle_spec
 
 
 def release_state_dir(root: Path, container_id: str) -> None:
@@ -64,11 +64,8 @@ def claim_cgroups(bundle: Path, container_id: str) -> CgroupClaim:
 
 
 def _inner_path(bundle: Path, container_id: str) -> str:
-    try:
-        spec = json.loads((bundle / "config.json").read_text())
-        path = spec.get("linux", {}).get("cgroupsPath") or ""
-    except (OSError, ValueError, AttributeError):
-        path = ""
+    linux = read_bundle_spec(bundle).get("linux")
+    path = linux.get("cgroupsPath") if isinstance(linux, dict) else None
     return path if isinstance(path, str) and path else container_id
 
 

@@ -57,6 +57,13 @@ def _archive(
     return forged
 
 
+def _forge_images(
+    wanted: Callable[[str], bool], edit: Callable[[list[bytes]], list[bytes]]
+) -> Callable[[str, bytes], bytes]:
+    """A `forge` for _archive: the entries of the CRIU images `wanted` names rewritten by `edit`."""
+    return lambda name, data: edit_entries(data, 2, edit) if wanted(name) else data
+
+
 def _look_default(spec: dict[str, Any]) -> None:
     """What an attacker does to a spec: the engines' default capabilities, own namespaces and
     podman's seccomp profile, so that the spec alone passes every check."""
@@ -139,11 +146,10 @@ def test_criu_images_that_leave_proc_sys_writable_are_refused(runc_container: St
     its images list, so the copy would write this host's sysctls (kernel.core_pattern: a program
     the host runs as root)."""
 
-    def drop_proc_sys(name: str, data: bytes) -> bytes:
-        if not name.startswith("checkpoint/mountpoints-"):
-            return data
-        return edit_entries(data, 2, lambda entries: [e for e in entries if b"/proc/sys" not in e])
-
+    drop_proc_sys = _forge_images(
+        lambda name: name.startswith("checkpoint/mountpoints-"),
+        lambda entries: [e for e in entries if b"/proc/sys" not in e],
+    )
     container = runc_container()
     forged = _archive(container, short_tmp, _look_default, forge=drop_proc_sys)
     refused = _restore(forged, container, short_tmp)
@@ -180,11 +186,10 @@ def test_a_task_criu_would_put_in_the_hosts_root_cgroup_is_refused(
     into the copy's own, so the restored process would run in the host's root cgroup, outside
     every memory, pids and device limit of its spec."""
 
-    def to_root(name: str, data: bytes) -> bytes:
-        if name != "checkpoint/cgroup.img":
-            return data
-        return edit_entries(data, 2, lambda entries: [map_members(entries[0], lambda _c, _p: "/")])
-
+    to_root = _forge_images(
+        lambda name: name == "checkpoint/cgroup.img",
+        lambda entries: [map_members(entries[0], lambda _c, _p: "/")],
+    )
     container = runc_container()
     forged = _archive(container, short_tmp, _look_default, forge=to_root)
     refused = _restore(forged, container, short_tmp)
