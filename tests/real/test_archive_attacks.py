@@ -92,6 +92,13 @@ def _trusted_copy(archive: Path, container: testbed.RuncContainer, tmp: Path) ->
         testbed.drop_restored(container.runc, root, copy, Path(os.environ["CRGPU_WORK_ROOT"]))
 
 
+def _refused(archive: Path, container: testbed.RuncContainer, tmp: Path, *extra: str) -> str:
+    """The forged archive's restore, refused (exit 4): its error, on one line."""
+    refused = _restore(archive, container, tmp, *extra)
+    assert refused.exit_code == 4, refused.output
+    return " ".join(refused.stderr.split())
+
+
 def _nothing_left(container: testbed.RuncContainer) -> None:
     work = Path(os.environ["CRGPU_WORK_ROOT"]) / f"{container.id}-copy"
     assert not work.exists() or not any(work.iterdir()), list(work.rglob("*"))[:5]
@@ -132,9 +139,7 @@ def test_a_seccomp_filter_that_lets_the_refused_calls_through_is_found(
 
     container = runc_container(spec_change=weak)
     forged = _archive(container, short_tmp, _look_default)
-    refused = _restore(forged, container, short_tmp)
-    assert refused.exit_code == 4, refused.output
-    said = " ".join(refused.stderr.split())
+    said = _refused(forged, container, short_tmp)
     assert "CRIU's images restore a seccomp filter that lets through" in said, said
     assert "bpf" in said and "without a seccomp filter" not in said
     _nothing_left(container)
@@ -152,9 +157,7 @@ def test_criu_images_that_leave_proc_sys_writable_are_refused(runc_container: St
     )
     container = runc_container()
     forged = _archive(container, short_tmp, _look_default, forge=drop_proc_sys)
-    refused = _restore(forged, container, short_tmp)
-    assert refused.exit_code == 4, refused.output
-    said = " ".join(refused.stderr.split())
+    said = _refused(forged, container, short_tmp)
     assert "CRIU's images leave '/proc/sys' writable (the engines make it read-only)" in said, said
     _nothing_left(container)
     # What the refusal prevents: trusted, the copy runs without the read-only /proc/sys.
@@ -192,9 +195,7 @@ def test_a_task_criu_would_put_in_the_hosts_root_cgroup_is_refused(
     )
     container = runc_container()
     forged = _archive(container, short_tmp, _look_default, forge=to_root)
-    refused = _restore(forged, container, short_tmp)
-    assert refused.exit_code == 4, refused.output
-    said = " ".join(refused.stderr.split())
+    said = _refused(forged, container, short_tmp)
     assert "CRIU's images put processes or cgroups outside the container's cgroup:" in said, said
     assert "cgroup '/'" in said, said
     assert "--manage-cgroups-mode full" not in said  # soft: CRIU leaves the copy's own cgroup as runc made it
@@ -229,9 +230,7 @@ def test_a_child_task_in_the_hosts_network_namespace_is_found(runc_container: St
     container = runc_container(testbed.COUNTER.replace("2>&1; ", "2>&1; sleep 1000 & ", 1))
     forged = _archive(container, short_tmp, _look_default, forge=host_net_for_child)
     assert forged_ids  # the sleeping child's
-    refused = _restore(forged, container, short_tmp)
-    assert refused.exit_code == 4, refused.output
-    said = " ".join(refused.stderr.split())
+    said = _refused(forged, container, short_tmp)
     assert "CRIU's images put the container into this host's network namespace" in said, said
     _nothing_left(container)
 
