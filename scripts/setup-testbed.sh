@@ -44,7 +44,7 @@ apt-get update -q
 apt-get install "${apt_opts[@]}" "${target[@]}" criu runc runsc iptables busybox-static python3-venv python3-pip-whl
 # The engines that own containers on real nodes, and checkpointctl (../shared/research/engines.md):
 # podman 5.4 and checkpointctl 1.3 from Debian 13, containerd 2.1 from sid (its runc stays Debian's).
-apt-get install "${apt_opts[@]}" "${target[@]}" podman conmon checkpointctl zstd
+apt-get install "${apt_opts[@]}" "${target[@]}" podman conmon checkpointctl zstd containernetworking-plugins iproute2
 apt-get install "${apt_opts[@]}" -t sid containerd
 # For the tests of the shell completions and man pages, and the static memory hog (benchmarks/hog.c).
 apt-get install "${apt_opts[@]}" zsh fish groff-base gcc libc6-dev
@@ -55,6 +55,16 @@ if [ ! -x "$TESTBED/runc-new/usr/sbin/runc" ]; then
   (cd "$tmp" && apt-get download -q runc/sid 2>/dev/null || apt-get download -q -t sid runc)
   mkdir -p "$TESTBED/runc-new"
   dpkg -x "$tmp"/runc_*.deb "$TESTBED/runc-new"
+  rm -rf "$tmp"
+fi
+# Debian's docker-registry (a registry on 127.0.0.1 for the Kubernetes tests: containerd restores a
+# kubelet archive onto its base image by digest, pulled from a registry): unpacked, so no service
+# is installed or started.
+if [ ! -x "$TESTBED/registry/usr/bin/docker-registry" ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -q docker-registry)
+  mkdir -p "$TESTBED/registry"
+  dpkg -x "$tmp"/docker-registry_*.deb "$TESTBED/registry"
   rm -rf "$tmp"
 fi
 # Print what was installed; whole outputs captured (head on a pipe would SIGPIPE under pipefail).

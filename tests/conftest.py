@@ -9,11 +9,14 @@ from typing import Any
 
 import pytest
 
-from tests import testbed
+from tests import kubenode, testbed
 
 _ids = itertools.count()
 # A test that asks for one of these drives a real runtime: it carries the `real` marker.
-REAL_FIXTURES = frozenset({"runc_binary", "runc_container", "runsc_container", "big", "podman", "containerd"})
+REAL_FIXTURES = frozenset(
+    {"runc_binary", "runc_container", "runsc_container", "big", "podman", "containerd", "registry", "kube_node",
+     "kube_node_b"}
+)  # fmt: skip
 REAL_DIR = Path(__file__).parent / "real"
 
 
@@ -142,3 +145,36 @@ def containerd() -> Iterator[testbed.Containerd]:
     daemon = testbed.Containerd(base)
     yield daemon
     daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[kubenode.Registry]:
+    """Debian's docker-registry on 127.0.0.1 with the test images pushed (podman builds them)."""
+    import tempfile
+
+    testbed.require_root()
+    base = Path(tempfile.mkdtemp(prefix="crgpu-reg"))
+    served = kubenode.Registry(base)
+    served.push_test_images(testbed.Podman(base))
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_node(registry: kubenode.Registry) -> Iterator[kubenode.KubeNode]:
+    """A Kubernetes node: containerd's CRI, driven as a kubelet drives it."""
+    import tempfile
+
+    node = kubenode.KubeNode(Path(tempfile.mkdtemp(prefix="crgpu-node-a")), "node-a", "10.88.71.0/24")
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_node_b(registry: kubenode.Registry) -> Iterator[kubenode.KubeNode]:
+    """A second node, with its own roots, socket and network: where checkpoints travel to."""
+    import tempfile
+
+    node = kubenode.KubeNode(Path(tempfile.mkdtemp(prefix="crgpu-node-b")), "node-b", "10.88.72.0/24")
+    yield node
+    node.stop()

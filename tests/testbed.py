@@ -431,14 +431,20 @@ class Podman:
         )
         if exists.returncode == 0:
             return PODMAN_IMAGE
-        rootfs = self.base / "rootfs"
-        for sub in ("bin", "proc", "sys", "dev", "tmp", "etc"):
-            (rootfs / sub).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(busybox(), rootfs / "bin" / "busybox")
-        rootfs.chmod(0o755)
-        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(self.base / "rootfs.tar"), "."], check=True)
-        self("import", str(self.base / "rootfs.tar"), PODMAN_IMAGE)
+        self("import", str(self.rootfs_tar()), PODMAN_IMAGE)
         return PODMAN_IMAGE
+
+    def rootfs_tar(self) -> Path:
+        """A busybox rootfs as a tarball, the one every test image is imported from."""
+        tarball = self.base / "rootfs.tar"
+        if not tarball.exists():
+            rootfs = self.base / "rootfs"
+            for sub in ("bin", "proc", "sys", "dev", "tmp", "etc"):
+                (rootfs / sub).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(busybox(), rootfs / "bin" / "busybox")
+            rootfs.chmod(0o755)
+            subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+        return tarball
 
     def run(self, name: str, script: str = COUNTER, tty: bool = False) -> str:
         self.names.append(name)

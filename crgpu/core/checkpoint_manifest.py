@@ -27,6 +27,7 @@ from crgpu.nvidia.cuda_flow import DriverApiSession
 from crgpu.nvidia.cuda_processes import CudaProcess
 from crgpu.nvidia.gpu_map import given_gpus
 from crgpu.options.models import RuntimeName
+from crgpu.runtimes.cri_meta import cri_details
 from crgpu.runtimes.state import SPEC_MAX_BYTES, read_bundle_spec
 
 
@@ -70,7 +71,7 @@ def record_checkpoint(
             pid=info.pid,
             gpu=info.gpu,
             gpu_evidence=list(info.gpu_evidence),
-            engine=_engine_record(info.engine.record()) if info.engine else None,
+            engine=_engine_record(_engine_details(plan)) if info.engine else None,
         ),
         options=opts.model_dump(mode="json"),
         host=host,
@@ -94,7 +95,18 @@ def record_checkpoint(
     write_manifest(opts.image_dir, manifest)
 
 
-def _engine_record(record: dict[str, str]) -> EngineRecord:
+def _engine_details(plan: CheckpointPlan) -> dict[str, Any]:
+    """The engine's record of the container; for Kubernetes, with what containerd's CRI keeps of
+    it that the kubelet's archive carries (labels, annotations, digest image)."""
+    info = plan.container
+    assert info.engine is not None
+    record: dict[str, Any] = info.engine.record()
+    if info.engine.kind == "kubernetes":
+        record |= cri_details(info.id, info.pid, info.root.name)
+    return record
+
+
+def _engine_record(record: dict[str, Any]) -> EngineRecord:
     """The engine as the manifest records it. Names come from the engine's own data (podman's
     answer, Docker's config.v2.json, annotations): one the manifest cannot hold is left out, and
     the checkpoint that already ran is not lost over it."""

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import os
+import re
 import stat
 import tarfile
 import time
@@ -38,6 +39,7 @@ Progress = Callable[[int, int], None]
 # containerd reads the kubelet's archive as a plain tar only (`archive/tar: invalid tar header`
 # for zstd or gzip); podman's own export is zstd.
 DEFAULT_COMPRESSION: dict[ArchiveFormat, Compression] = {"podman": "zstd", "kubernetes": "none"}
+CRI_CONTAINER_RUNNING = 1  # runtime.v1 ContainerState
 
 
 # ---------------------------------------------------------------- export
@@ -92,6 +94,11 @@ def export_image(
     ]
     if fmt == "kubernetes":
         metadata.append((STATUS_DUMP, _json(_status_dump(manifest, config))))
+        if "@sha256:" not in config["rootfsImageRef"]:
+            notes.append(
+                "containerd restores this archive only onto its base image by digest (NAME@sha256:...), "
+                "and this image names none: its container was not a Kubernetes one"
+            )
     if not (image_dir / DIFF_NAME).is_file():
         notes.append("the container was not on an overlay: rootfs-diff.tar is empty")
         metadata.append((DIFF_NAME, _empty_tar()))
@@ -189,33 +196,44 @@ def _config_dump(manifest: Manifest, fmt: ArchiveFormat) -> dict[str, Any]:
     image = engine.image if engine and engine.image else ""
     return {
         "id": manifest.container.id,
-        "name": name,
+        "name": (engine.cri_name if engine else None) or name,
+        "rootfsImage": image,
+        "rootfsImageRef": (engine.image_ref if engine else None) or image,
         "rootfsImageName": image,
-        "rootfsImageRef": image,
         "runtime": "io.containerd.runc.v2",
-        "createdTime": created,
+        "createdTime": (engine.created_at if engine else None) or created,
+        "checkpointedTime": created,
     }
 
 
 def _status_dump(manifest: Manifest, config: dict[str, Any]) -> dict[str, Any]:
+    """The CRI ContainerStatus as containerd writes it and reads it back (Go's protobuf JSON:
+    snake_case names, the state as its enum number); containerd gives the restored container the
+    labels and annotations found here, the kubelet's container hash among them."""
     engine = manifest.container.engine
     return {
         "id": manifest.container.id,
-        "metadata": {"name": engine.name if engine and engine.name else manifest.container.id, "attempt": 0},
-        "state": "CONTAINER_RUNNING",
-        "createdAt": _nanoseconds(manifest.created_at),
+        "metadata": {"name": engine.name if engine and engine.name else manifest.container.id},
+        "state": CRI_CONTAINER_RUNNING,
+        "created_at": _nanoseconds(config["createdTime"]),
         "image": {"image": config["rootfsImageName"]},
-        "imageRef": config["rootfsImageRef"],
-        "labels": {},
-        "annotations": {},
+        "image_ref": config["rootfsImageRef"],
+        "labels": dict(engine.labels) if engine else {},
+        "annotations": dict(engine.annotations) if engine else {},
     }
 
 
 def _nanoseconds(iso: str) -> int:
+    """An RFC 3339 time as Unix nanoseconds, all nine digits of Go's fraction kept (Python's
+    datetime stops at microseconds)."""
+    match = re.fullmatch(r"(.*T\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", iso)
+    if match is None:
+        return 0
     try:
-        return int(datetime.fromisoformat(iso).timestamp() * 1e9)
+        whole = datetime.fromisoformat(match[1] + ("+00:00" if match[3] == "Z" else match[3]))
     except ValueError:
         return 0
+    return int(whole.timestamp()) * 1_000_000_000 + int((match[2] or "0").ljust(9, "0"))
 
 
 def _json(document: dict[str, Any]) -> bytes:

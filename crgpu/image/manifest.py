@@ -36,6 +36,8 @@ def _absolute_path(value: str) -> str:
 
 AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
 ContainerId = Annotated[str, AfterValidator(check_container_id)]
+_MetaKey = Annotated[str, Field(max_length=317)]  # a Kubernetes label key: 253-byte prefix, '/', 63
+_MetaValue = Annotated[str, Field(max_length=16384)]
 
 
 class _Record(BaseModel):
@@ -58,6 +60,13 @@ class EngineRecord(_Record):
     pod: str | None = Field(default=None, max_length=256)
     image: str | None = Field(default=None, max_length=4096)
     image_id: str | None = Field(default=None, max_length=256)
+    # Kubernetes: what containerd's CRI recorded (cri_meta), which a kubelet archive carries so
+    # the restored container is the kubelet's same container (hash annotation, digest image).
+    labels: dict[_MetaKey, _MetaValue] = Field(default_factory=dict, max_length=256)
+    annotations: dict[_MetaKey, _MetaValue] = Field(default_factory=dict, max_length=256)
+    cri_name: str | None = Field(default=None, max_length=1024)
+    created_at: str | None = Field(default=None, max_length=64)
+    image_ref: str | None = Field(default=None, max_length=4096)
 
 
 class ContainerRecord(_Record):

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from crgpu.host import config
+from crgpu.host.go_flags import go_flag
 from crgpu.host.root import host_path, read_host_text
 
 DAEMON_JSON = "/etc/docker/daemon.json"
@@ -21,9 +22,9 @@ def docker_data_root() -> Path:
     if setting.source != "default":
         return Path(setting.value)
     argv = _dockerd_argv()
-    named = _flag(argv, "--data-root") or _flag(argv, "--graph") or _flag(argv, "-g")
+    named = go_flag(argv, "--data-root") or go_flag(argv, "--graph") or go_flag(argv, "-g")
     if named is None:
-        named = _daemon_json_root(_flag(argv, "--config-file") or DAEMON_JSON)
+        named = _daemon_json_root(go_flag(argv, "--config-file") or DAEMON_JSON)
     return host_path(named) if named else Path(setting.value)
 
 
@@ -38,20 +39,6 @@ def _dockerd_argv() -> list[str]:
             raw = read_host_text(f"/proc/{pid}/cmdline") or ""
             return [part for part in raw.split("\0") if part]
     return []
-
-
-def _flag(argv: list[str], name: str) -> str | None:
-    """A flag's value as Go's flag package takes it (`--name=VALUE` or `--name VALUE`): an
-    absolute path only."""
-    for index, arg in enumerate(argv):
-        value = None
-        if arg.startswith(name + "="):
-            value = arg.split("=", 1)[1]
-        elif arg == name and index + 1 < len(argv):
-            value = argv[index + 1]
-        if value is not None:
-            return value if value.startswith("/") else None
-    return None
 
 
 def _daemon_json_root(path: str) -> str | None:

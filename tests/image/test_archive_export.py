@@ -71,3 +71,47 @@ def test_a_runsc_image_is_refused_saying_what_restores_it(tmp_path: Path) -> Non
     said = " ".join(result.stderr.split())
     assert "this image was made by runsc" in said and "restore it with crgpu restore" in said
     assert not (tmp_path / "a").exists()
+
+
+KUBE = {
+    "kind": "kubernetes",
+    "name": "counter",
+    "namespace": "default",
+    "pod": "web",
+    "image": "127.0.0.1:5510/busybox:1",
+    "labels": {"io.kubernetes.container.name": "counter"},
+    "annotations": {"io.kubernetes.container.hash": "c0ffee42", "io.kubernetes.container.restartCount": "0"},
+    "cri_name": "counter_web_default_uid-web_0",
+    "created_at": "2026-12-02T22:08:58.573931598Z",
+    "image_ref": "127.0.0.1:5510/busybox@sha256:" + "2" * 64,
+}
+
+
+def test_the_kubelets_documents_are_the_ones_containerd_reads(tmp_path: Path) -> None:
+    """status.dump in Go's protobuf JSON (the state's enum number: containerd refused the string),
+    the kubelet's labels and annotations carried, the base image by digest, both times."""
+    out = tmp_path / "k8s.tar"
+    doc = _export(_image(tmp_path, **{"container.engine": KUBE}), out)
+    assert doc["notes"] == ["the container was not on an overlay: rootfs-diff.tar is empty"]
+    with tarfile.open(out, "r:") as tar:
+        status = json.load(tar.extractfile("status.dump"))  # type: ignore[arg-type]
+        config = json.load(tar.extractfile("config.dump"))  # type: ignore[arg-type]
+        manifest = json.load(tar.extractfile("crgpu.json"))  # type: ignore[arg-type]
+    assert status == {
+        "id": manifest["container"]["id"],
+        "metadata": {"name": "counter"},
+        "state": 1,
+        "created_at": 1796249338573931598,
+        "image": {"image": KUBE["image"]},
+        "image_ref": KUBE["image_ref"],
+        "labels": KUBE["labels"],
+        "annotations": KUBE["annotations"],
+    }
+    assert config["name"] == KUBE["cri_name"] and config["rootfsImageRef"] == KUBE["image_ref"]
+    assert config["createdTime"] == KUBE["created_at"]
+    assert config["checkpointedTime"] == manifest["created_at"]
+
+
+def test_an_archive_without_a_digest_image_says_containerd_will_not_restore_it(tmp_path: Path) -> None:
+    doc = _export(_image(tmp_path), tmp_path / "k8s.tar")
+    assert any("NAME@sha256" in note for note in doc["notes"])

@@ -1,0 +1,82 @@
+"""Checkpoints that land in Kubernetes: containerd's CRI, driven as a kubelet drives it, restores
+what crgpu exports, on another node; a kubelet's checkpoint comes back through crgpu."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cri import CONTAINER_RUNNING
+from tests.helpers import crgpu
+from tests.kubenode import KubeNode
+
+_names = itertools.count()
+HASH = {"io.kubernetes.container.hash": "c0ffee42", "io.kubernetes.container.restartCount": "0"}
+
+
+def _pod_name() -> str:
+    return f"web-{os.getpid()}-{next(_names)}"
+
+
+@pytest.fixture(autouse=True)
+def _cri_roots(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRGPU_RUNC_ROOTS", "/run/containerd/runc/*")
+
+
+def _checkpoint_and_export(node: KubeNode, tmp_path: Path) -> tuple[str, Path, int]:
+    """A counting container in a new pod on `node`, checkpointed with --leave-running by its
+    Kubernetes name and exported in the default format; (its ID, the archive, its count before)."""
+    pod = node.pod(_pod_name())
+    container_id = node.run(pod, "counter", annotations=HASH)
+    node.wait_count_above(container_id, 3)
+    before = node.count(container_id)
+    done = crgpu("checkpoint", "--leave-running", "-i", str(tmp_path / "img"), f"default/{pod.name}/counter")
+    assert done.exit_code == 0, done.output
+    archive = tmp_path / "counter.tar"
+    exported = crgpu("export", "--json", "-i", str(tmp_path / "img"), "-o", str(archive))
+    assert exported.exit_code == 0, exported.output
+    assert (json.loads(exported.stdout)["format"], json.loads(exported.stdout)["compression"]) == (
+        "kubernetes",
+        "none",
+    )
+    return container_id, archive, before
+
+
+def test_a_kubernetes_export_is_restored_by_containerd_on_another_node_in_a_new_pod(
+    kube_node: KubeNode, kube_node_b: KubeNode, tmp_path: Path
+) -> None:
+    source, archive, before = _checkpoint_and_export(kube_node, tmp_path)
+    with tarfile.open(archive, "r:") as tar:  # a plain tar: containerd reads no other
+        status = json.load(tar.extractfile("status.dump"))  # type: ignore[arg-type]
+        config = json.load(tar.extractfile("config.dump"))  # type: ignore[arg-type]
+    assert status["state"] == CONTAINER_RUNNING and status["annotations"] == HASH
+    assert config["rootfsImageRef"].startswith("127.0.0.1:5510/crgpu-busybox@sha256:")
+
+    pod = kube_node_b.pod(_pod_name())
+    restored = kube_node_b.cri.create(pod, "counter", str(archive))  # the pod spec names the archive
+    kube_node_b.cri.start(restored)
+    seen = kube_node_b.cri.status(restored)
+    assert seen.state == CONTAINER_RUNNING
+    assert seen.annotations["io.kubernetes.container.hash"] == HASH["io.kubernetes.container.hash"]
+    assert seen.annotations["restored"] == "true"
+    assert not seen.annotations["checkpointedAt"].startswith("0001-")
+    assert seen.image_ref == config["rootfsImageRef"]
+    # The copy counts on from its saved state, behind the original that never stopped.
+    count = kube_node_b.wait_count_above(restored, before)
+    time.sleep(0.5)
+    assert kube_node_b.count(restored) > count
+    assert count < kube_node.count(source)
+    assert kube_node.rootfs(source) != kube_node_b.rootfs(restored)
+
+    shown = subprocess.run(
+        ["checkpointctl", "inspect", str(archive)], capture_output=True, text=True, check=False
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "Checkpointed: " in shown.stdout and "Engine: containerd" in shown.stdout
