@@ -67,7 +67,7 @@ complete -c crgpu -n '__fish_seen_subcommand_from doctor' -l quiet -s q -d 'Prin
 complete -c crgpu -n '__fish_seen_subcommand_from doctor' -l help -s h -d 'Show the help and exit'
 complete -c crgpu -n '__fish_seen_subcommand_from export' -l image-path -s i -r -a '(__fish_complete_directories)' -d 'The checkpoint directory'
 complete -c crgpu -n '__fish_seen_subcommand_from export' -l output -s o -r -d 'The archive to write (new)'
-complete -c crgpu -n '__fish_seen_subcommand_from export' -l format -r -d 'podman: for `podman container restore --import`; kubernetes: the kubelet\'s checkpoint archive (CRI, containerd, checkpointctl); auto: podman\'s for a podman container, else kubernetes'
+complete -c crgpu -n '__fish_seen_subcommand_from export' -l format -r -d 'podman: for `podman container restore --import`; kubernetes: the kubelet\'s checkpoint archive (CRI, containerd, checkpointctl); oci: an OCI image (oci-archive) holding the kubelet\'s archive, for a registry and a pod spec\'s image; auto: podman\'s for a podman container, else kubernetes'
 complete -c crgpu -n '__fish_seen_subcommand_from export' -l compression -r -a 'none flate-best-speed' -d 'zstd (multi-threaded), gzip or none; auto: zstd for podman, none for kubernetes (containerd reads a plain tar only)'
 complete -c crgpu -n '__fish_seen_subcommand_from export' -l json -d 'Print one JSON document on stdout and nothing else there'
 complete -c crgpu -n '__fish_seen_subcommand_from export' -l debug -d 'Show tracebacks of internal errors'

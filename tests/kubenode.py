@@ -58,6 +58,7 @@ class Registry:
     def push_test_images(self, podman: testbed.Podman) -> None:
         """The busybox image (CMD: the counter) and the sandbox image, built by podman from a
         local rootfs and pushed as a kubelet's node would find them in a registry."""
+        self.podman = podman
         rootfs = str(podman.rootfs_tar())
         for ref, cmd in (
             (BUSYBOX_IMAGE, COUNTER_CMD),
@@ -65,6 +66,15 @@ class Registry:
         ):
             podman("import", "--change", f"CMD {json.dumps(cmd)}", rootfs, ref)
             podman("push", "-q", "--tls-verify=false", ref)
+
+    def push_archive(self, podman: testbed.Podman, archive: Path, ref: str) -> None:
+        """An oci-archive into the registry as an operator pushes one (`podman load`, `push`)."""
+        loaded = podman("load", "-q", "-i", str(archive))
+        image_id = loaded.rsplit(":", 1)[-1].strip()
+        try:
+            podman("push", "-q", "--tls-verify=false", image_id, f"docker://{ref}")
+        finally:
+            podman("rmi", "-f", image_id, check=False)
 
     def stop(self) -> None:
         self.daemon.terminate()

@@ -21,6 +21,10 @@ Examples:
   crgpu export -i /ckpt/train --format kubernetes --compression gzip -o train.tar.gz
 
   checkpointctl inspect --stats web1.tar.zst
+
+  crgpu export -i /ckpt/train --format oci -o train.oci.tar
+
+  skopeo copy oci-archive:train.oci.tar docker://registry.example/ckpt/train:1
 """
 
 
@@ -28,6 +32,7 @@ class Format(StrEnum):
     auto = "auto"
     podman = "podman"
     kubernetes = "kubernetes"
+    oci = "oci"
 
 
 class Compression(StrEnum):
@@ -49,8 +54,9 @@ def export(
         typer.Option(
             "--format",
             help="podman: for `podman container restore --import`; kubernetes: the kubelet's checkpoint "
-            "archive (CRI, containerd, checkpointctl); auto: podman's for a podman container, else "
-            "kubernetes.",
+            "archive (CRI, containerd, checkpointctl); oci: an OCI image (oci-archive) holding the "
+            "kubelet's archive, for a registry and a pod spec's image; auto: podman's for a podman "
+            "container, else kubernetes.",
         ),
     ] = Format.auto,
     compression: Annotated[

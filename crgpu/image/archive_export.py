@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from crgpu.host.errors import ImagePathError, PreconditionError
+from crgpu.host.errors import ImagePathError, PreconditionError, UsageError
 from crgpu.host.safedirs import open_new_private, read_nofollow
 from crgpu.image.archive_names import (
     CHECKPOINT_DIR,
@@ -30,15 +30,20 @@ from crgpu.image.archive_names import (
     STATUS_DUMP,
 )
 from crgpu.image.manifest import MANIFEST_NAME, Manifest, read_image
+from crgpu.image.oci_archive import oci_annotations, write_oci_archive
 
-ArchiveFormat = Literal["podman", "kubernetes"]
+ArchiveFormat = Literal["podman", "kubernetes", "oci"]
 Compression = Literal["zstd", "gzip", "none"]
 # Files of a crgpu image that are crgpu's or the runtime's, not CRIU's images.
 _NOT_CRIU = {MANIFEST_NAME, STATS_DUMP, SPEC_DUMP, DIFF_NAME, DELETED_NAME, "dump.log"}
 Progress = Callable[[int, int], None]
 # containerd reads the kubelet's archive as a plain tar only (`archive/tar: invalid tar header`
 # for zstd or gzip); podman's own export is zstd.
-DEFAULT_COMPRESSION: dict[ArchiveFormat, Compression] = {"podman": "zstd", "kubernetes": "none"}
+DEFAULT_COMPRESSION: dict[ArchiveFormat, Compression] = {
+    "podman": "zstd",
+    "kubernetes": "none",
+    "oci": "none",
+}
 CRI_CONTAINER_RUNNING = 1  # runtime.v1 ContainerState
 
 
@@ -84,15 +89,18 @@ def export_image(
     notes = []
     if fmt == "auto":
         fmt = archive_format_for(manifest)
-    if compression == "auto":
-        compression = DEFAULT_COMPRESSION[fmt]
-    config = _config_dump(manifest, fmt)
-    # Small metadata first, then the files at the top, then CRIU's images.
+    if fmt == "oci" and compression not in ("auto", "none"):
+        raise UsageError(
+            "an OCI checkpoint image is written uncompressed (its layer is the kubelet's plain tar)",
+            hint="drop --compression, or give --compression none",
+        )
+    chosen: Compression = DEFAULT_COMPRESSION[fmt] if compression == "auto" else compression
+    config = _config_dump(manifest, "kubernetes" if fmt == "oci" else fmt)
     metadata: list[tuple[str, bytes]] = [
         (CONFIG_DUMP, _json(config)),
         (MANIFEST_NAME, read_nofollow(image_dir / MANIFEST_NAME, METADATA_MAX_BYTES)),
     ]
-    if fmt == "kubernetes":
+    if fmt in ("kubernetes", "oci"):
         metadata.append((STATUS_DUMP, _json(_status_dump(manifest, config))))
         if "@sha256:" not in config["rootfsImageRef"]:
             notes.append(
@@ -105,24 +113,15 @@ def export_image(
     total = sum(size for _, _, size in members) + sum(len(data) for _, data in metadata)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     fd = open_new_private(partial)
-    done = 0
     try:
-        with os.fdopen(fd, "wb") as raw:
-            with _compressor(raw, compression) as stream:
-                tar = _TarWriter(stream)
-                for name, data in metadata:
-                    _add_bytes(tar, name, data)
-                    done += len(data)
-                added_dir = False
-                for arcname, path, size in members:
-                    if arcname.startswith(f"{CHECKPOINT_DIR}/") and not added_dir:
-                        _add_dir(tar, CHECKPOINT_DIR)
-                        added_dir = True
-                    _add_file(tar, arcname, path)
-                    done += size
-                    if progress is not None:
-                        progress(done, total)
-                tar.close()
+        with os.fdopen(fd, "w+b") as raw:
+            if fmt == "oci":
+                notes.append("the OCI image holds the kubelet's layout (containerd and CRI-O restore it)")
+                write_oci_archive(raw, lambda layer: _write_tar(layer, metadata, members, total, progress),
+                                  oci_annotations(manifest, config))  # fmt: skip
+            else:
+                with _compressor(raw, chosen) as stream:
+                    _write_tar(stream, metadata, members, total, progress)
             raw.flush()
             os.fsync(raw.fileno())
         os.rename(partial, out)
@@ -134,8 +133,33 @@ def export_image(
         raise
     count = len(members) + len(metadata) + 1
     return ExportResult(
-        out, fmt, compression, count, total, out.stat().st_size, round(time.monotonic() - started, 4), notes
+        out, fmt, chosen, count, total, out.stat().st_size, round(time.monotonic() - started, 4), notes
     )
+
+
+def _write_tar(
+    stream: IO[bytes],
+    metadata: list[tuple[str, bytes]],
+    members: list[tuple[str, Path, int]],
+    total: int,
+    progress: Progress | None,
+) -> None:
+    """The archive itself: the small metadata first, then the files at the top, then CRIU's images."""
+    tar = _TarWriter(stream)
+    done = 0
+    for name, data in metadata:
+        _add_bytes(tar, name, data)
+        done += len(data)
+    added_dir = False
+    for arcname, path, size in members:
+        if arcname.startswith(f"{CHECKPOINT_DIR}/") and not added_dir:
+            _add_dir(tar, CHECKPOINT_DIR)
+            added_dir = True
+        _add_file(tar, arcname, path)
+        done += size
+        if progress is not None:
+            progress(done, total)
+    tar.close()
 
 
 def _members(image_dir: Path) -> list[tuple[str, Path, int]]:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.cri import CONTAINER_RUNNING
 from tests.helpers import crgpu
-from tests.kubenode import KubeNode
+from tests.kubenode import REGISTRY, KubeNode, Registry
 
 _names = itertools.count()
 HASH = {"io.kubernetes.container.hash": "c0ffee42", "io.kubernetes.container.restartCount": "0"}
@@ -30,7 +30,7 @@ def _cri_roots(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRGPU_RUNC_ROOTS", "/run/containerd/runc/*")
 
 
-def _checkpoint_and_export(node: KubeNode, tmp_path: Path) -> tuple[str, Path, int]:
+def _checkpoint_and_export(node: KubeNode, tmp_path: Path, *extra: str) -> tuple[str, Path, int]:
     """A counting container in a new pod on `node`, checkpointed with --leave-running by its
     Kubernetes name and exported in the default format; (its ID, the archive, its count before)."""
     pod = node.pod(_pod_name())
@@ -40,12 +40,10 @@ def _checkpoint_and_export(node: KubeNode, tmp_path: Path) -> tuple[str, Path, i
     done = crgpu("checkpoint", "--leave-running", "-i", str(tmp_path / "img"), f"default/{pod.name}/counter")
     assert done.exit_code == 0, done.output
     archive = tmp_path / "counter.tar"
-    exported = crgpu("export", "--json", "-i", str(tmp_path / "img"), "-o", str(archive))
+    exported = crgpu("export", "--json", "-i", str(tmp_path / "img"), "-o", str(archive), *extra)
     assert exported.exit_code == 0, exported.output
-    assert (json.loads(exported.stdout)["format"], json.loads(exported.stdout)["compression"]) == (
-        "kubernetes",
-        "none",
-    )
+    document = json.loads(exported.stdout)
+    assert (document["format"], document["compression"]) == ("oci" if extra else "kubernetes", "none")
     return container_id, archive, before
 
 
@@ -80,3 +78,23 @@ def test_a_kubernetes_export_is_restored_by_containerd_on_another_node_in_a_new_
     )
     assert shown.returncode == 0, shown.stderr
     assert "Checkpointed: " in shown.stdout and "Engine: containerd" in shown.stdout
+
+
+def test_an_oci_checkpoint_image_is_pushed_pulled_and_restored_by_a_pod_spec_naming_it(
+    kube_node: KubeNode, kube_node_b: KubeNode, registry: Registry, tmp_path: Path
+) -> None:
+    source, archive, before = _checkpoint_and_export(kube_node, tmp_path, "--format", "oci")
+    ref = f"{REGISTRY}/checkpoints/counter:{os.getpid()}-{next(_names)}"
+    registry.push_archive(registry.podman, archive, ref)
+    kube_node_b.cri.pull(ref)  # as the kubelet pulls a pod's image
+    pod = kube_node_b.pod(_pod_name())
+    restored = kube_node_b.cri.create(pod, "counter", ref)
+    kube_node_b.cri.start(restored)
+    seen = kube_node_b.cri.status(restored)
+    assert seen.state == CONTAINER_RUNNING
+    assert seen.annotations["io.kubernetes.container.hash"] == HASH["io.kubernetes.container.hash"]
+    assert seen.annotations["checkpointImage"] == ref
+    count = kube_node_b.wait_count_above(restored, before)
+    time.sleep(0.5)
+    assert kube_node_b.count(restored) > count
+    assert count < kube_node.count(source)
