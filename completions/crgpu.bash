@@ -58,12 +58,12 @@ _crgpu() {
     restore)
         case "$prev" in
             --image-path|-i|--work-path|--bundle|-b|--rootfs|--root) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")); return ;;
-            --pid-file|--console-socket) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --pid-file|--console-socket|--netns) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --page-server|--wait|--runtime-flag) :; return ;;
             --manage-cgroups-mode) _crgpu_words "soft full strict ignore"; return ;;
             --runtime) _crgpu_words "auto runc runsc"; return ;;
         esac
-        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --work-path --bundle -b --detach --no-detach -d --pid-file --console-socket --tcp-established --tcp-close --file-locks --ext-unix-sk --shell-job --manage-cgroups-mode --direct --force --rootfs --trust-image --lazy-pages --page-server --wait --runtime --root --runtime-debug --runtime-flag --json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); fi
+        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --work-path --bundle -b --detach --no-detach -d --pid-file --console-socket --tcp-established --tcp-close --file-locks --ext-unix-sk --shell-job --manage-cgroups-mode --direct --force --rootfs --netns --trust-image --lazy-pages --page-server --wait --runtime --root --runtime-debug --runtime-flag --json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); fi
         ;;
     esac
 }

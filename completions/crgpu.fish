@@ -98,6 +98,7 @@ complete -c crgpu -n '__fish_seen_subcommand_from restore' -l manage-cgroups-mod
 complete -c crgpu -n '__fish_seen_subcommand_from restore' -l direct -d 'runsc only: read pages with O_DIRECT'
 complete -c crgpu -n '__fish_seen_subcommand_from restore' -l force -d 'Proceed past the image checks (missing crgpu.json, runtime mismatch)'
 complete -c crgpu -n '__fish_seen_subcommand_from restore' -l rootfs -r -a '(__fish_complete_directories)' -d 'For an archive: the image\'s root filesystem (e.g'
+complete -c crgpu -n '__fish_seen_subcommand_from restore' -l netns -r -F -d 'For an archive whose container was in its engine\'s network (a pod\'s, a bridge\'s): the network namespace to restore it into (default: a new one of its own, loopback only)'
 complete -c crgpu -n '__fish_seen_subcommand_from restore' -l trust-image -d 'Let an image this node did not sign choose the state root and bundle'
 complete -c crgpu -n '__fish_seen_subcommand_from restore' -l lazy-pages -d 'Run the container at once; memory pages follow (runc: CRIU lazy-pages)'
 complete -c crgpu -n '__fish_seen_subcommand_from restore' -l page-server -r -d 'With --lazy-pages: fetch the memory pages from the page server at ADDRESS:PORT'

@@ -32,6 +32,15 @@ def _map(number: int, values: Mapping[str, str]) -> Fields:
     return [_m(number, [_s(1, key), _s(2, value)]) for key, value in values.items()]
 
 
+# The kubelet's defaults (k8s.io/kubernetes pkg/securitycontext/util.go) for a container that is
+# not privileged.
+KUBELET_MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+)  # fmt: skip
+KUBELET_READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+
 def _repeated(number: int, values: Iterable[str]) -> Fields:
     return [_s(number, value) for value in values]
 
@@ -127,13 +136,22 @@ class CRI:
         labels: Mapping[str, str] | None = None,
         annotations: Mapping[str, str] | None = None,
     ) -> str:
+        security: Fields = [
+            _m(3, [(2, pod.pid_mode)]),
+            *_repeated(13, KUBELET_MASKED_PATHS),
+            *_repeated(14, KUBELET_READONLY_PATHS),
+            _m(15, []),
+        ]
         config: Fields = [
             _m(1, [_s(1, name), (2, 0)]),
             _m(2, [_s(1, image), _s(18, image)]),
             *_repeated(3, command),
             *_map(9, labels or {}),
             *_map(10, annotations or {}),
-            _m(15, [_m(2, [_m(3, [(2, pod.pid_mode)])])]),
+            # security_context as a kubelet fills it: the pod's PID namespace mode, its default
+            # masked and read-only paths (containerd takes an empty list as none), and seccomp
+            # RuntimeDefault (an empty SecurityProfile: profile_type 0), as with SeccompDefault.
+            _m(15, [_m(2, security)]),
         ]
         request = [_s(1, pod.id), _m(2, config), _m(3, pod.config())]
         return _text(self._call("RuntimeService", "CreateContainer", request), 1)

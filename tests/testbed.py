@@ -19,6 +19,7 @@ import pytest
 
 from crgpu.doctor.bundle import busybox_bundle, static_busybox
 from crgpu.host.errors import CrgpuError
+from crgpu.host.mounts import mount_points_below
 
 RUNC_NEW_DEFAULT = "/opt/crgpu-testbed/runc-new/usr/sbin/runc"
 
@@ -174,10 +175,22 @@ def restored_count(runc: str, root: Path, container_id: str) -> int:
 
 
 def drop_restored(runc: str, root: Path, container_id: str, work_root: Path) -> None:
-    """Delete a container restored from an archive and unmount the overlay crgpu made for it."""
+    """Delete a container restored from an archive and unmount what crgpu mounted for it (the
+    overlay, a network namespace, ...)."""
     subprocess.run([runc, "--root", str(root), "delete", "--force", container_id], capture_output=True)
-    for rootfs in work_root.glob(f"{container_id}/import-*/bundle/rootfs"):
-        subprocess.run(["umount", "-l", str(rootfs)], capture_output=True)
+    for work in work_root.glob(f"{container_id}/import-*"):
+        for point in mount_points_below(work):
+            subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def same_file(path: str, pid: int, other: int) -> bool:
+    """Whether /proc/PID/`path` is the same file (namespace, mount, root) in both processes."""
+    first, second = os.stat(f"/proc/{pid}/{path}"), os.stat(f"/proc/{other}/{path}")
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
+# What a restored copy must never share with its live original.
+PRIVATE = ("ns/net", "root/etc/hosts", "root/etc/resolv.conf", "root/etc/hostname", "root/dev/shm", "root")
 
 
 def wait_for_path(path: Path, timeout: float = 30) -> None:
@@ -391,6 +404,20 @@ def verify_hog_memory(bundle: Path, timeout: float = 60.0) -> str:
     return verdict.read_text().strip()
 
 
+def busybox_rootfs_tar(base: Path) -> Path:
+    """A busybox rootfs as a tarball (`base`/rootfs.tar), the one every engine's test image is
+    imported from."""
+    tarball = base / "rootfs.tar"
+    if not tarball.exists():
+        rootfs = base / "rootfs"
+        for sub in ("bin", "proc", "sys", "dev", "tmp", "etc"):
+            (rootfs / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(busybox(), rootfs / "bin" / "busybox")
+        rootfs.chmod(0o755)
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+    return tarball
+
+
 PODMAN_CONF = """[engine]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
@@ -435,21 +462,19 @@ class Podman:
         return PODMAN_IMAGE
 
     def rootfs_tar(self) -> Path:
-        """A busybox rootfs as a tarball, the one every test image is imported from."""
-        tarball = self.base / "rootfs.tar"
-        if not tarball.exists():
-            rootfs = self.base / "rootfs"
-            for sub in ("bin", "proc", "sys", "dev", "tmp", "etc"):
-                (rootfs / sub).mkdir(parents=True, exist_ok=True)
-            shutil.copy2(busybox(), rootfs / "bin" / "busybox")
-            rootfs.chmod(0o755)
-            subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
-        return tarball
+        return busybox_rootfs_tar(self.base)
 
-    def run(self, name: str, script: str = COUNTER, tty: bool = False) -> str:
+    def run(self, name: str, script: str = COUNTER, tty: bool = False, network: str | None = None) -> str:
+        """`network`: podman's --network (this host's conf gives none; `bridge` is podman's default)."""
         self.names.append(name)
         terminal = ["-t"] if tty else []
-        return self("run", "-d", *terminal, "--name", name, self.image(), "/bin/busybox", "sh", "-c", script)
+        net = [f"--network={network}"] if network else []
+        return self(
+            "run", "-d", *terminal, *net, "--name", name, self.image(), "/bin/busybox", "sh", "-c", script
+        )
+
+    def pid(self, name: str) -> int:
+        return int(self("inspect", "--format", "{{.State.Pid}}", name))
 
     def count(self, name: str) -> int:
         return int(self("exec", name, "/bin/busybox", "cat", "/tmp/count"))

@@ -46,6 +46,7 @@ def _from_archive(opts: RestoreOptions) -> tuple[RestoreOptions, PreparedArchive
         lock_for=lambda container_id: container_lock("runc", root, container_id, opts.wait),
         state_root=root,
         cgroup_mode=opts.manage_cgroups_mode,
+        netns=opts.netns,
     )
     update: dict[str, object] = {
         "image_path": prepared.image_dir,
@@ -84,6 +85,12 @@ def _image_for_restore(opts: RestoreOptions) -> tuple[Manifest | None, list[str]
 
 def plan_restore(opts: RestoreOptions, dry_run: bool = False) -> RestorePlan:
     require_privileges("restore")
+    if opts.netns is not None and (opts.bundle is not None or not is_archive(opts.image_dir)):
+        raise PreconditionError(
+            "--netns is for an archive's restore into a bundle crgpu makes: a bundle's own spec names "
+            "its network namespace",
+            hint="drop --netns, or set the network namespace's path in the bundle's config.json",
+        )
     if not is_archive(opts.image_dir):
         return _plan_restore(opts, [])
     if dry_run:

@@ -14,6 +14,7 @@ STATUS_DUMP = "status.dump"
 STATS_DUMP = "stats-dump"
 DIFF_NAME = "rootfs-diff.tar"
 DELETED_NAME = "deleted.files"
+DEVSHM_NAME = "devshm-checkpoint.tar"  # podman's: the container's private /dev/shm
 # The most a metadata member (spec.dump, config.dump, the manifest, ...) may hold.
 METADATA_MAX_BYTES = 16 * 1024 * 1024
 

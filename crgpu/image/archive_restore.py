@@ -30,6 +30,7 @@ from crgpu.criu.images import reaching, read_grants
 from crgpu.host import config
 from crgpu.host.errors import PreconditionError
 from crgpu.host.mounts import mount_points_below, unmount
+from crgpu.host.netns import check_network_namespace, new_network_namespace
 from crgpu.host.safedirs import free_bytes, require_room, take_private_dir, tree_bytes, write_new_private
 from crgpu.image.archive_names import CHECKPOINT_DIR, DELETED_NAME, DIFF_NAME
 from crgpu.image.archive_read import ArchiveSummary, read_summary, unpack
@@ -93,6 +94,7 @@ def prepare(
     lock_for: Callable[[str], AbstractContextManager[object]] | None = None,
     state_root: Path | None = None,
     cgroup_mode: str | None = None,
+    netns: Path | None = None,
 ) -> PreparedArchive:
     """Unpack and make the bundle. Whatever can be refused from the archive's metadata is refused
     before anything is written (`before_unpack(container_id)` adds the caller's checks); a failure
@@ -171,7 +173,9 @@ def prepare(
         prepared.notes.append(prepared.kept())
         if rebuilt is not None:
             assert rootfs is not None
-            prepared.notes += make_bundle(unpacked, rebuilt, prepared.bundle, rootfs, trust, cgroup_mode)
+            prepared.notes += make_bundle(
+                unpacked, rebuilt, prepared.bundle, rootfs, trust, cgroup_mode, netns
+            )
         else:
             reaches = images_reaching(image_dir, read_bundle_spec(bundle), cgroup_mode)
             refuse_reaching(reaches, trust, prepared.notes)
@@ -218,14 +222,19 @@ def images_reaching(image_dir: Path, spec: dict[str, Any], cgroup_mode: str | No
 
 
 def make_bundle(
-    unpacked: Path, rebuilt: RebuiltSpec, bundle: Path, lower: Path, trust: bool, cgroup_mode: str | None
+    unpacked: Path,
+    rebuilt: RebuiltSpec,
+    bundle: Path,
+    lower: Path,
+    trust: bool,
+    cgroup_mode: str | None,
+    netns: Path | None = None,
 ) -> list[str]:
     """The bundle for the archive's spec (rebuilt for `bundle`, never copied) over `lower`."""
     bundle.mkdir(mode=0o700)
     spec, notes = rebuilt.spec, rebuilt.notes
     reaches = images_reaching(unpacked / CHECKPOINT_DIR, spec, cgroup_mode)
     refuse_reaching(rebuilt.reaching + reaches, trust, notes)
-    rebuilt.make_stand_ins()
     rootfs = bundle / "rootfs"
     upper, workdir = bundle / "upper", bundle / "work"
     for directory in (rootfs, upper, workdir):
@@ -236,9 +245,37 @@ def make_bundle(
     os.chown(upper, top.st_uid, top.st_gid)
     os.chmod(upper, stat.S_IMODE(top.st_mode))
     _mount_overlay(lower, upper, workdir, rootfs)
+    rebuilt.make_stand_ins(rootfs, unpacked)
     spec["root"] = {"path": str(rootfs), "readonly": spec["root"]["readonly"]}
+    notes += _network_namespace(rebuilt, bundle, netns)
     write_new_private(bundle / "config.json", json.dumps(spec, indent=2).encode())
     notes.append(f"bundle made from the archive's spec: {bundle} (root filesystem: overlay of {lower})")
+    return notes
+
+
+def _network_namespace(rebuilt: RebuiltSpec, bundle: Path, netns: Path | None) -> list[str]:
+    """The container's network namespace when CRIU's images name it external (the engine's: a pod's,
+    a CNI network's): `netns`, or a new one of its own; runc hands it to CRIU as extRootNetNS.
+    Never the archive's path, never the live original's."""
+    if not rebuilt.external_net:
+        if netns is not None:
+            raise PreconditionError(
+                "--netns: the archive's container had a network namespace of its own, which CRIU "
+                "restores from its images",
+                hint="drop --netns",
+            )
+        return []
+    notes = []
+    if netns is None:
+        netns = bundle / "netns"
+        notes = new_network_namespace(netns)
+    else:
+        check_network_namespace(netns)
+        notes = [f"restored into the network namespace {netns} (--netns)"]
+    namespaces = rebuilt.spec["linux"]["namespaces"]
+    for item in namespaces:
+        if item["type"] == "network":
+            item["path"] = str(netns)
     return notes
 
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from crgpu.host.errors import PreconditionError
 from crgpu.host.safedirs import write_new_private
+from crgpu.image.archive_names import DEVSHM_NAME
+from crgpu.image.rootfs_layer import apply_layer
 from crgpu.image.spec_linux import linux_section
 from crgpu.image.spec_values import (
     CAP_NAME,
@@ -27,6 +30,7 @@ from crgpu.image.spec_values import (
     RLIMIT_NAME,
     U64,
     Rebuild,
+    StandIn,
     as_dict,
     as_uint,
     show,
@@ -46,6 +50,13 @@ ANNOTATION_PREFIXES = ("io.kubernetes.", "io.container.manager", "org.opencontai
                        "io.podman.annotations.", "cdi.k8s.io/")  # fmt: skip
 ANNOTATIONS_MAX = 256
 # Mount types an engine puts into a container's spec; bind mounts are checked for their source.
+HOSTNAME = re.compile(r"[A-Za-z0-9.-]{1,253}")
+# The files an engine makes for each container (in the pod's sandbox, podman's userdata, Docker's
+# container directory), by destination: whether it is a directory. Beside a live original or on
+# another host they are that container's, so a restored copy gets its own.
+ENGINE_FILES = {"/etc/hostname": False, "/etc/hosts": False, "/etc/resolv.conf": False,
+                "/run/.containerenv": False, "/dev/termination-log": False, "/dev/shm": True}  # fmt: skip
+RESOLV_MAX_BYTES = 64 * 1024
 MOUNT_TYPES = {"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "bind", "shm"}
 
 
@@ -54,22 +65,33 @@ class RebuiltSpec:
     spec: dict[str, Any]
     notes: list[str] = field(default_factory=list)  # what was left out or changed
     reaching: list[str] = field(default_factory=list)  # what would reach this host
-    # Empty files or directories in the bundle for bind mounts from the archive's host: (path, dir?)
-    stand_ins: list[tuple[Path, bool]] = field(default_factory=list)
+    # Files or directories in the bundle for bind mounts the archive's host gave the container.
+    stand_ins: list[StandIn] = field(default_factory=list)
+    external_net: bool = False  # CRIU's images name an external network namespace
 
-    def make_stand_ins(self) -> None:
-        for path, is_dir in self.stand_ins:
-            path.parent.mkdir(mode=0o700, exist_ok=True)
-            if is_dir:
-                path.mkdir(mode=0o755)
+    def make_stand_ins(self, root: Path, unpacked: Path | None = None) -> None:
+        """Each stand-in typed as the container's mount point in `root` is (a file over a directory,
+        or the reverse, fails the mount); /dev/shm gets what podman's archive saved of it."""
+        for item in self.stand_ins:
+            item.path.parent.mkdir(mode=0o700, exist_ok=True)
+            found = mount_point_is_dir(root, item.destination)
+            if item.is_dir if found is None else found:
+                item.path.mkdir(mode=0o755)
+                if item.destination == "/dev/shm":
+                    os.chmod(item.path, 0o1777)
+                    saved = unpacked / DEVSHM_NAME if unpacked is not None else None
+                    if saved is not None and saved.is_file():
+                        apply_layer(saved, None, item.path)
             else:
-                write_new_private(path, b"", 0o644)
+                write_new_private(item.path, item.content, 0o644)
 
 
 def rebuild_spec(src: dict[str, Any], bundle: Path, container_id: str) -> RebuiltSpec:
     """The bundle's spec for an archive's spec (changed here: pass a copy); nothing is written.
     The root path is the caller's to set."""
     work = Rebuild(bundle)
+    hostname = src.get("hostname")
+    work.hostname = hostname if isinstance(hostname, str) and HOSTNAME.fullmatch(hostname) else None
     if src.pop("hooks", None):
         work.notes.append("the spec's hooks were dropped (an archive never decides what runs on this host)")
     version = src.get("ociVersion")
@@ -84,7 +106,7 @@ def rebuild_spec(src: dict[str, Any], bundle: Path, container_id: str) -> Rebuil
     }
     for key in ("hostname", "domainname"):
         value = src.get(key)
-        if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9.-]{1,253}", value):
+        if isinstance(value, str) and HOSTNAME.fullmatch(value):
             spec[key] = value
     annotations = _annotations(src.get("annotations"), work)
     if annotations:
@@ -93,7 +115,7 @@ def rebuild_spec(src: dict[str, Any], bundle: Path, container_id: str) -> Rebuil
                               "annotations", "hooks"})  # fmt: skip
     if left:
         work.notes.append("left out of the archive's spec: " + ", ".join(show(k) for k in left[:10]))
-    return RebuiltSpec(spec, work.notes, work.reaching, work.stand_ins)
+    return RebuiltSpec(spec, work.notes, work.reaching, work.stand_ins, work.external_net)
 
 
 def spec_grants(spec: dict[str, Any]) -> tuple[set[str], set[str], bool]:
@@ -217,10 +239,15 @@ def _mounts(value: object, work: Rebuild) -> list[dict[str, Any]]:
 
 def _bind_source(mount: dict[str, Any], index: int, work: Rebuild) -> None:
     """runc resolves a relative bind source against the bundle directory (specconv), so it is
-    resolved the same way before the host-path rule."""
+    resolved the same way before the host-path rule. The engines' own per-container files
+    (hosts, hostname, /dev/shm, ...) are never the host's to give: the copy gets private ones."""
     source, destination = mount["source"], mount["destination"]
     resolved = os.path.normpath(os.path.join(work.bundle, source)) if source else ""
-    if not source or not source.startswith("/"):
+    engine_file = ENGINE_FILES.get(os.path.normpath(destination))
+    if engine_file is not None:
+        _stand_in(mount, index, work, engine_file, _engine_content(destination, work))
+        work.notes.append(f"{destination}: a private copy in the bundle (the engine's was {show(source)})")
+    elif not source or not source.startswith("/"):
         work.reaching.append(
             f"bind-mounts {show(source)} (relative to the bundle: this host's {resolved or work.bundle}) "
             f"at {show(destination)}"
@@ -228,10 +255,49 @@ def _bind_source(mount: dict[str, Any], index: int, work: Rebuild) -> None:
     elif os.path.lexists(source):
         work.reaching.append(f"bind-mounts this host's {source} at {destination}")
     else:
-        # An empty file or directory in the bundle instead (a directory by its name: a mount of
-        # a file over a directory fails in runc).
-        name = PurePosixPath(source).name or "root"
-        path = work.bundle / "mounts" / f"{index}-{name}"
-        work.stand_ins.append((path, name in ("shm", "mqueue") or source.endswith("/")))
-        mount["source"] = str(path)
+        # Typed by the container's mount point when it has one (make_stand_ins); without one, a
+        # directory only for a name that says so.
+        name = PurePosixPath(source).name
+        _stand_in(mount, index, work, name in ("shm", "mqueue") or source.endswith("/"), b"")
         work.notes.append(f"{destination}: bound from an empty stand-in ({source} is the archive host's)")
+
+
+def _stand_in(mount: dict[str, Any], index: int, work: Rebuild, is_dir: bool, content: bytes) -> None:
+    name = PurePosixPath(mount["destination"]).name or "root"
+    path = work.bundle / "mounts" / f"{index}-{name}"
+    work.stand_ins.append(StandIn(path, mount["destination"], is_dir, content))
+    mount["source"] = str(path)
+
+
+def _engine_content(destination: str, work: Rebuild) -> bytes:
+    """What an engine writes into its own copy: the spec's hostname, localhost, this host's name
+    servers (podman and Docker copy the host's resolv.conf the same way)."""
+    hostname = work.hostname or "localhost"
+    if destination == "/etc/hostname":
+        return f"{hostname}\n".encode()
+    if destination == "/etc/hosts":
+        return f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n".encode()
+    if destination == "/etc/resolv.conf":
+        try:
+            with open("/etc/resolv.conf", "rb") as handle:
+                return handle.read(RESOLV_MAX_BYTES)
+        except OSError:
+            return b""
+    return b""
+
+
+def mount_point_is_dir(root: Path, destination: str) -> bool | None:
+    """Whether the container's root has a directory at `destination`: None where it has nothing
+    there, or reaches it only through a link (never followed: the root is the archive's)."""
+    current, mode = root, None
+    for part in PurePosixPath(destination).parts[1:]:
+        if part in (".", ".."):
+            return None
+        current = current / part
+        try:
+            mode = current.lstat().st_mode
+        except OSError:
+            return None
+        if stat.S_ISLNK(mode):
+            return None
+    return None if mode is None else stat.S_ISDIR(mode)

@@ -110,7 +110,8 @@ def _apply_diff(diff: Path, upper: Path) -> int:
     files: set[str] = set()  # regular files written: what a hard link may name
     top = os.open(upper, _DIR_FLAGS)
     try:
-        with tarfile.open(diff, mode="r:") as tar:
+        # containerd's CheckpointContainer writes the layer as its content store holds it: gzip.
+        with tarfile.open(diff, mode="r:*") as tar:
             members = _members(tar, upper)
             for member in members:
                 _apply_member(tar, member, top, files)

@@ -37,6 +37,7 @@ def linux_section(src: dict[str, Any], container_id: str, work: Rebuild) -> dict
         if kind not in NAMESPACE_TYPES or any(ns["type"] == kind for ns in namespaces):
             continue
         if entry.get("path"):
+            work.external_net |= kind == "network"
             work.notes.append(
                 f"the {kind} namespace path of the archive's host was dropped: a new one is made"
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,16 @@ U32 = 2**32 - 1
 U64 = 2**64 - 1
 
 
+@dataclass
+class StandIn:
+    """A bind mount's source made in the bundle instead of the archive host's path."""
+
+    path: Path  # in the bundle
+    destination: str  # where the container sees it
+    is_dir: bool  # its type when the container's root has no mount point to tell
+    content: bytes = b""
+
+
 class Rebuild:
     """One rebuild's findings, gathered while the spec's sections are rebuilt."""
 
@@ -20,7 +31,11 @@ class Rebuild:
         self.bundle = bundle
         self.notes: list[str] = []
         self.reaching: list[str] = []
-        self.stand_ins: list[tuple[Path, bool]] = []
+        self.stand_ins: list[StandIn] = []
+        # The archive's network namespace was a path (a pod's, a CNI network's): CRIU recorded it
+        # as the external extRootNetNS, and its restore needs one to be handed in.
+        self.external_net = False
+        self.hostname: str | None = None
 
 
 def show(value: object) -> str:

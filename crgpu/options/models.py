@@ -187,6 +187,8 @@ class RestoreOptions(_CommonOptions):
     # An archive's image root filesystem (the archive holds only the writable layer).
     rootfs: Path | None = None
     console_socket: Path | None = None
+    # An archive's container restored into this network namespace instead of a new one.
+    netns: Path | None = None
 
     @field_validator("container_id", mode="after")
     @classmethod
@@ -203,7 +205,7 @@ class RestoreOptions(_CommonOptions):
             )
         return self
 
-    @field_validator("bundle", "pid_file", "console_socket", "rootfs", mode="after")
+    @field_validator("bundle", "pid_file", "console_socket", "rootfs", "netns", mode="after")
     @classmethod
     def _more_paths_absolute(cls, value: Path | None) -> Path | None:
         return _absolute(value)

@@ -380,6 +380,15 @@ OPTIONS: tuple[Option, ...] = (
         RESTORE,
     ),
     Option(
+        "netns",
+        ("--netns",),
+        "For an archive whose container was in its engine's network (a pod's, a bridge's): the network "
+        "namespace to restore it into (default: a new one of its own, loopback only).",
+        "file",
+        RESTORE,
+        metavar="PATH",
+    ),
+    Option(
         "trust_image",
         ("--trust-image",),
         "Let an image this node did not sign choose the state root and bundle.",

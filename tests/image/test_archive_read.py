@@ -3,6 +3,7 @@ checkpoint archive never holds, and write nothing outside their own directory.""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tarfile
@@ -173,10 +174,80 @@ def test_an_archive_whose_container_would_reach_the_host_needs_trust(
     assert any("CAP_SYS_ADMIN" in r for r in reaching)
     assert any("ipc namespace" in r for r in reaching) and any("uts namespace" in r for r in reaching)
     assert any("/etc at /host" in r for r in reaching)
-    rebuilt.make_stand_ins()
+    rebuilt.make_stand_ins(_rootfs(tmp_path))
     stand_in = made["mounts"][1]["source"]
     assert str(stand_in).startswith(str(bundle)) and Path(str(stand_in)).is_file()
     assert any("hooks were dropped" in n for n in notes)
+    assert rebuilt.external_net  # CRIU recorded the network namespace as extRootNetNS
+
+
+def test_the_engines_own_files_become_private_copies_never_the_hosts(tmp_path: Path) -> None:
+    """An engine's per-container files (a pod sandbox's hosts, hostname, resolv.conf, /dev/shm) are
+    host paths on the same node: the copy gets its own, even when the archive names /etc/shadow."""
+    from crgpu.image.archive_spec import rebuild_spec
+
+    secret = tmp_path / "shadow"
+    secret.write_text("root:secret-hash")
+    shm = tmp_path / "sandbox-shm"
+    shm.mkdir()
+    (shm / "held").write_text("the original's")
+    spec = {
+        "process": {"args": ["sh"]},
+        "hostname": "web-0",
+        "mounts": [
+            {"destination": "/etc/hosts", "type": "bind", "source": str(secret), "options": ["rbind"]},
+            {"destination": "/etc/hostname", "type": "bind", "source": str(secret), "options": ["rbind"]},
+            {"destination": "/dev/shm", "type": "bind", "source": str(shm), "options": ["rbind"]},
+            {"destination": "/etc/resolv.conf", "type": "bind", "source": "relative/resolv.conf"},
+        ],
+    }
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    rebuilt = rebuild_spec(spec, bundle, "c3")
+    assert not [item for item in rebuilt.reaching if "bind-mounts" in item]
+    rebuilt.make_stand_ins(_rootfs(tmp_path))
+    sources = [Path(m["source"]) for m in rebuilt.spec["mounts"]]
+    assert all(source.parent == bundle / "mounts" for source in sources)
+    hosts, hostname = (source.read_bytes() for source in sources[:2])
+    assert hosts is not None and b"localhost" in hosts and b"web-0" in hosts and b"secret" not in hosts
+    assert hostname == b"web-0\n"
+    assert sources[2].is_dir() and not any(sources[2].iterdir())  # the original's /dev/shm is not shared
+    assert sum("a private copy" in note for note in rebuilt.notes) == 4
+
+
+def test_a_stand_in_takes_the_type_of_the_containers_mount_point_not_of_its_name(tmp_path: Path) -> None:
+    """A missing bind source named like a file over a directory in the container's root fails the
+    mount in runc ("not a directory"): the stand-in is typed by the mount point; a link there is
+    never followed."""
+    from crgpu.image.archive_spec import rebuild_spec
+
+    root = _rootfs(tmp_path)
+    (root / "data.d").mkdir()
+    (root / "conf").write_text("x")
+    (root / "linked").symlink_to("/etc")
+    mounts = [
+        {"destination": "/data.d", "type": "bind", "source": "/gone/volume.d"},
+        {"destination": "/conf", "type": "bind", "source": "/gone/shm"},
+        {"destination": "/linked/passwd", "type": "bind", "source": "/gone/passwd"},
+    ]
+    (tmp_path / "bundle").mkdir()
+    rebuilt = rebuild_spec({"process": {"args": ["sh"]}, "mounts": mounts}, tmp_path / "bundle", "c4")
+    rebuilt.make_stand_ins(root)
+    data, conf, linked = (Path(m["source"]) for m in rebuilt.spec["mounts"])
+    assert data.is_dir() and conf.is_file() and linked.is_file()
+
+
+def test_a_gzip_writable_layer_as_containerd_writes_it_is_applied(tmp_path: Path) -> None:
+    """containerd's CheckpointContainer copies the layer from its content store: gzip-compressed."""
+    from crgpu.image.rootfs_layer import apply_layer
+
+    plain = _tar(tmp_path / "plain.tar", ("tmp/count", b"41\n"))
+    layer = tmp_path / "rootfs-diff.tar"
+    layer.write_bytes(gzip.compress(plain.read_bytes()))
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    assert apply_layer(layer, None, upper) == 1
+    assert (upper / "tmp" / "count").read_bytes() == b"41\n"
 
 
 @pytest.mark.parametrize(

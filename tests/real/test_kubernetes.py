@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import testbed
 from tests.cri import CONTAINER_RUNNING
 from tests.helpers import crgpu
 from tests.kubenode import REGISTRY, KubeNode, Registry
@@ -98,3 +100,47 @@ def test_an_oci_checkpoint_image_is_pushed_pulled_and_restored_by_a_pod_spec_nam
     time.sleep(0.5)
     assert kube_node_b.count(restored) > count
     assert count < kube_node.count(source)
+
+
+def _init_pid(container_id: str) -> int:
+    state = json.loads(Path(f"/run/containerd/runc/k8s.io/{container_id}/state.json").read_text())
+    return int(state["init_process_pid"])
+
+
+def test_the_kubelets_own_archive_is_restored_by_crgpu_with_a_network_and_files_of_its_own(
+    kube_node: KubeNode, registry: Registry, short_tmp: Path, tmp_path: Path
+) -> None:
+    """containerd's CheckpointContainer archive, restored by crgpu on the same node while the
+    original runs (never sharing its network, hosts files, /dev/shm or rootfs), and again once
+    the pod is gone; no --trust-image: the pod's namespace and files are not this host's to give."""
+    runc = testbed.require_binary(shutil.which("runc"), "runc")
+    pod = kube_node.pod(_pod_name())
+    source = kube_node.run(pod, "counter")
+    kube_node.wait_count_above(source, 3)
+    archive = tmp_path / "cri.tar"
+    kube_node.cri.checkpoint(source, str(archive))
+    saved = kube_node.count(source)
+    lower = registry.podman.base / "rootfs"  # the image's own root filesystem
+    root, work_root = short_tmp / "root", Path(os.environ["CRGPU_WORK_ROOT"])
+    first, second = f"cri-{os.getpid()}-{next(_names)}", f"cri-{os.getpid()}-{next(_names)}"
+    try:
+        done = crgpu(
+            "restore", "--json", "-i", str(archive), "--rootfs", str(lower), "--root", str(root), first
+        )
+        assert done.exit_code == 0, done.output
+        copy, original = testbed.restored_pid(runc, root, first), _init_pid(source)
+        for shared in testbed.PRIVATE:
+            assert not testbed.same_file(shared, copy, original), shared
+        count = testbed.restored_count(runc, root, first)
+        assert count >= saved - 40  # the saved state, give or take the checkpoint's own time
+        time.sleep(0.3)
+        assert testbed.restored_count(runc, root, first) > count
+        testbed.drop_restored(runc, root, first, work_root)
+
+        kube_node.remove_pod(pod)  # the pod, its namespace and its files are gone
+        again = crgpu("restore", "-i", str(archive), "--rootfs", str(lower), "--root", str(root), second)
+        assert again.exit_code == 0, again.output
+        assert testbed.restored_count(runc, root, second) > 3
+    finally:
+        testbed.drop_restored(runc, root, first, work_root)
+        testbed.drop_restored(runc, root, second, work_root)
