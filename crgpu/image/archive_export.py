@@ -29,7 +29,7 @@ from crgpu.image.archive_names import (
     STATS_DUMP,
     STATUS_DUMP,
 )
-from crgpu.image.manifest import MANIFEST_NAME, Manifest, read_image
+from crgpu.image.manifest import MANIFEST_NAME, EngineRecord, Manifest, read_image
 from crgpu.image.oci_archive import oci_annotations, write_oci_archive
 
 ArchiveFormat = Literal["podman", "kubernetes", "oci"]
@@ -45,6 +45,8 @@ DEFAULT_COMPRESSION: dict[ArchiveFormat, Compression] = {
     "oci": "none",
 }
 CRI_CONTAINER_RUNNING = 1  # runtime.v1 ContainerState
+# podman's network modes for which it makes the container a network namespace of its own.
+NETNS_MODES = ("bridge", "slirp4netns", "pasta")
 
 
 # ---------------------------------------------------------------- export
@@ -216,6 +218,7 @@ def _config_dump(manifest: Manifest, fmt: ArchiveFormat) -> dict[str, Any]:
             "rootfsImageID": engine.image_id,
             "runtime": "runc",
             "createdTime": created,
+            **_podman_network(engine),
         }
     image = engine.image if engine and engine.image else ""
     return {
@@ -228,6 +231,18 @@ def _config_dump(manifest: Manifest, fmt: ArchiveFormat) -> dict[str, Any]:
         "createdTime": (engine.created_at if engine else None) or created,
         "checkpointedTime": created,
     }
+
+
+def _podman_network(engine: EngineRecord) -> dict[str, Any]:
+    """What podman's own archive says of a container's network, so `podman container restore
+    --import` makes a restored copy a namespace of its own (without these keys it reuses the one
+    spec.dump names: the source's, with the source's IP). podman's own export writes the same."""
+    if engine.network_mode not in NETNS_MODES:
+        return {}
+    keys: dict[str, Any] = {"createNetNS": True, "networkMode": engine.network_mode}
+    if engine.network_mode == "bridge" and engine.networks:
+        keys["newNetworks"] = {name: {"interface_name": f"eth{i}"} for i, name in enumerate(engine.networks)}
+    return keys
 
 
 def _status_dump(manifest: Manifest, config: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,8 @@ AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
 ContainerId = Annotated[str, AfterValidator(check_container_id)]
 _MetaKey = Annotated[str, Field(max_length=317)]  # a Kubernetes label key: 253-byte prefix, '/', 63
 _MetaValue = Annotated[str, Field(max_length=16384)]
+# podman's rule for a network's name (libnetwork/util NameRegex).
+_NetworkName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
 
 
 class _Record(BaseModel):
@@ -67,6 +69,10 @@ class EngineRecord(_Record):
     cri_name: str | None = Field(default=None, max_length=1024)
     created_at: str | None = Field(default=None, max_length=64)
     image_ref: str | None = Field(default=None, max_length=4096)
+    # podman: how the container got its network (`bridge`, `none`, `host`, ...) and the networks
+    # it joined, which podman's archive needs to give a restored copy a namespace of its own.
+    network_mode: str | None = Field(default=None, pattern=r"^[a-z0-9]{1,32}$")
+    networks: list[_NetworkName] = Field(default_factory=list, max_length=32)
 
 
 class ContainerRecord(_Record):

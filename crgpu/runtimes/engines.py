@@ -41,6 +41,8 @@ class Engine:
     pod: str | None = None
     image: str | None = None  # the container's image, as the engine names it (archives need it)
     image_id: str | None = None
+    network_mode: str | None = None  # podman's: bridge, none, host, slirp4netns, pasta, ...
+    networks: tuple[str, ...] = ()  # the podman networks it joined
 
     def label(self) -> str:
         return {
@@ -83,9 +85,10 @@ class Engine:
             "another ID and --root",
         }[self.kind]
 
-    def record(self) -> dict[str, str]:
-        fields = ("kind", "name", "namespace", "pod", "image", "image_id")
-        return {k: v for k in fields if isinstance(v := getattr(self, k), str) and v}
+    def record(self) -> dict[str, object]:
+        fields = ("kind", "name", "namespace", "pod", "image", "image_id", "network_mode")
+        record: dict[str, object] = {k: v for k in fields if isinstance(v := getattr(self, k), str) and v}
+        return record | ({"networks": list(self.networks)} if self.networks else {})
 
 
 def engine_of(container_id: str, root: Path, spec: dict[str, Any], labels: dict[str, str]) -> Engine | None:
@@ -94,7 +97,12 @@ def engine_of(container_id: str, root: Path, spec: dict[str, Any], labels: dict[
     if annotations.get("io.container.manager") == "libpod":
         details = podman_details(container_id)
         return Engine(
-            "podman", details.get("name"), image=details.get("image"), image_id=details.get("image_id")
+            "podman",
+            details.get("name"),
+            image=details.get("image"),
+            image_id=details.get("image_id"),
+            network_mode=details.get("network_mode"),
+            networks=tuple(details.get("networks", "").split()),
         )
     if _CRI_CONTAINER in annotations or "io.kubernetes.cri.container-type" in annotations:
         return Engine(
@@ -179,7 +187,16 @@ def podman_details(container_id: str) -> dict[str, str]:
     except ValueError:
         data = None
     item = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
-    out = {"name": item.get("Name"), "image": item.get("ImageName"), "image_id": item.get("Image")}
+    host, settings = item.get("HostConfig"), item.get("NetworkSettings")
+    networks = settings.get("Networks") if isinstance(settings, dict) else None
+    out = {
+        "name": item.get("Name"),
+        "image": item.get("ImageName"),
+        "image_id": item.get("Image"),
+        "network_mode": host.get("NetworkMode") if isinstance(host, dict) else None,
+        # space-separated: podman's network names hold no space
+        "networks": " ".join(sorted(networks)) if isinstance(networks, dict) else None,
+    }
     return {k: v for k, v in out.items() if isinstance(v, str) and v}
 
 

@@ -53,6 +53,42 @@ def test_a_podman_container_gets_podmans_format_compressed(tmp_path: Path) -> No
     assert json.loads(crgpu("inspect", "--json", str(out)).stdout)["format"] == "podman"
 
 
+@pytest.mark.parametrize(
+    ("network", "expected"),
+    [
+        ({"network_mode": "bridge", "networks": ["podman", "web-net"]},
+         {"createNetNS": True, "networkMode": "bridge",
+          "newNetworks": {"podman": {"interface_name": "eth0"}, "web-net": {"interface_name": "eth1"}}}),
+        ({"network_mode": "none"}, {}),
+        ({}, {}),
+    ],
+    ids=["bridge", "none", "unrecorded"],
+)  # fmt: skip
+def test_a_podman_archive_says_how_podman_makes_a_copy_its_own_network(
+    tmp_path: Path, network: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    """Without createNetNS/networkMode/newNetworks podman's import reuses the netns path spec.dump
+    names: the source's. podman's own export of a bridge container writes these keys."""
+    out = tmp_path / "web.tar"
+    _export(_image(tmp_path, **{"container.engine": {**PODMAN, **network}}), out, "--compression", "none")
+    with tarfile.open(out, "r:") as tar:
+        handle = tar.extractfile("config.dump")
+        assert handle is not None
+        config = json.loads(handle.read())
+    keys = ("createNetNS", "networkMode", "newNetworks")
+    assert {key: config[key] for key in keys if key in config} == expected
+
+
+@pytest.mark.parametrize("bad", [{"networks": ["--opt=x"]}, {"network_mode": "ns:/proc/1/ns/net"}])
+def test_a_manifest_naming_a_network_podman_would_not_is_refused(bad: dict[str, Any]) -> None:
+    from pydantic import ValidationError
+
+    from crgpu.image.manifest import EngineRecord
+
+    with pytest.raises(ValidationError):
+        EngineRecord.model_validate({**PODMAN, **bad})
+
+
 @pytest.mark.parametrize(("fmt", "compression"), [("kubernetes", "gzip"), ("kubernetes", "zstd")])
 def test_what_is_asked_for_is_written(tmp_path: Path, fmt: str, compression: str) -> None:
     doc = _export(_image(tmp_path), tmp_path / "a", "--format", fmt, "--compression", compression)

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from crgpu.host.errors import ExitCode
+from crgpu.host.mounts import unmount
+from crgpu.host.netns import new_network_namespace
 from tests import testbed
 from tests.helpers import crgpu
 
@@ -136,6 +138,12 @@ def test_a_podman_export_is_restored_and_inspected_by_crgpu(podman: testbed.Podm
         assert first > 5  # it came back with the count it had, not from 1
         time.sleep(0.3)
         assert testbed.restored_count(runc, root, new_id) > first  # and it runs on
+        # Its network namespace was its own (podman's `none`): CRIU restores it, no --netns.
+        other = crgpu(
+            "restore", "-i", str(archive), "--rootfs", lower, "--root", str(root), "--netns", "/proc/self/ns/net",
+            f"{new_id}-2",
+        )  # fmt: skip
+        assert other.exit_code == ExitCode.PRECONDITION and "drop --netns" in other.stderr, other.output
     finally:
         testbed.drop_restored(runc, root, new_id, work_root)
 
@@ -196,3 +204,84 @@ def test_a_containerd_container_is_found_kept_running_and_never_stopped_behind_i
     assert containerd.task_status(name) == "RUNNING"
     before = testbed.read_counter(bundle)
     testbed.wait_counter_above(bundle, before)  # still counting
+
+
+def test_a_podman_bridge_export_is_restored_by_crgpu_with_a_network_and_files_of_its_own(
+    podman: testbed.Podman, short_tmp: Path
+) -> None:
+    """podman's own export of a container on its bridge: CRIU recorded the namespace as external.
+    crgpu restores it beside the live original (a new namespace, private hosts files and /dev/shm,
+    no --trust-image), and again once the original is gone."""
+    runc = testbed.require_binary(shutil.which("runc"), "runc")
+    name = _name()
+    podman.run(name, network="bridge")
+    podman.wait_count_above(name, 5)
+    archive = short_tmp / "bridge.tar"
+    podman("container", "checkpoint", "--leave-running", "--export", str(archive), name)
+    saved = podman.count(name)
+    lower = podman("image", "mount", testbed.PODMAN_IMAGE)
+    root, work_root = short_tmp / "root", Path(os.environ["CRGPU_WORK_ROOT"])
+    first, second, given = f"{name}-a", f"{name}-b", short_tmp / "netns"
+    try:
+        done = crgpu("restore", "--json", "-i", str(archive), "--rootfs", lower, "--root", str(root), first)
+        assert done.exit_code == 0, done.output
+        assert any("a new network namespace of its own" in note for note in json.loads(done.stdout)["notes"])
+        copy, original = testbed.restored_pid(runc, root, first), podman.pid(name)
+        for shared in testbed.PRIVATE:
+            assert not testbed.same_file(shared, copy, original), shared
+        count = testbed.restored_count(runc, root, first)
+        assert saved - 40 <= count  # the saved state, give or take the checkpoint's own time
+        time.sleep(0.3)
+        assert testbed.restored_count(runc, root, first) > count
+        testbed.drop_restored(runc, root, first, work_root)
+
+        podman("rm", "-f", "-t", "0", name)  # the original, its namespace and its files are gone
+        new_network_namespace(given)  # as `ip netns add` or a CNI plugin would make one
+        again = crgpu(
+            "restore",
+            "-i",
+            str(archive),
+            "--rootfs",
+            lower,
+            "--root",
+            str(root),
+            "--netns",
+            str(given),
+            second,
+        )
+        assert again.exit_code == 0, again.output
+        assert testbed.restored_count(runc, root, second) > 3
+        assert (
+            os.stat(f"/proc/{testbed.restored_pid(runc, root, second)}/ns/net").st_ino == given.stat().st_ino
+        )
+    finally:
+        testbed.drop_restored(runc, root, first, work_root)
+        testbed.drop_restored(runc, root, second, work_root)
+        unmount(given, detach=True)
+
+
+def test_podman_copies_of_a_bridge_container_export_each_get_a_network_of_their_own(
+    podman: testbed.Podman, tmp_path: Path
+) -> None:
+    """`podman container restore --import --name COPY` of crgpu's export, twice: each copy in a new
+    namespace with its own IP (before, podman put every copy into the source's namespace)."""
+    name = _name()
+    podman.run(name, network="bridge")
+    podman.wait_count_above(name, 5)
+    image, archive = tmp_path / "img", tmp_path / "bridge.tar.zst"
+    assert crgpu("checkpoint", "-q", "--leave-running", "-i", str(image), name).exit_code == 0
+    exported = crgpu("export", "-i", str(image), "-o", str(archive))
+    assert exported.exit_code == 0, exported.output
+    copies = [f"{name}-copy{i}" for i in (1, 2)]
+    for copy in copies:
+        podman.names.append(copy)
+        podman("container", "restore", "--import", str(archive), "--name", copy)
+    pids = [podman.pid(item) for item in (name, *copies)]
+    for one, other in itertools.combinations(pids, 2):
+        assert not testbed.same_file("ns/net", one, other)
+    addresses = [
+        podman("inspect", "--format", "{{.NetworkSettings.IPAddress}}", item) for item in (name, *copies)
+    ]
+    assert all(addresses) and len(set(addresses)) == 3, addresses
+    for copy in copies:
+        podman.wait_count_above(copy, podman.count(copy))

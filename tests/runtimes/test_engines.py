@@ -135,3 +135,16 @@ def test_an_engine_name_the_manifest_cannot_hold_is_left_out_not_a_lost_checkpoi
     assert engine["kind"] == "docker" and engine["name"] is None
     # Docker's record of the image the container was run from travels in the manifest.
     assert (engine["image"], engine["image_id"]) == ("busybox:1.36", "sha256:" + "9" * 64)
+
+
+def test_podmans_answer_gives_the_network_a_copy_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`podman container inspect` of a container on podman's bridge (podman 5.4.2, this host)."""
+    from crgpu.runtimes import engines
+
+    answer = (
+        Path(__file__).parent.parent / "fixtures" / "engines" / "podman-5.4-inspect-bridge.json"
+    ).read_text()
+    monkeypatch.setattr(engines, "_podman", lambda *args: answer)
+    details = engines.podman_details("39b5e9bf4f5c")
+    assert (details["network_mode"], details["networks"]) == ("bridge", "podman")
+    assert details["image"] == "localhost/crgpu-busybox:latest"
