@@ -46,6 +46,17 @@ apt-get install "${apt_opts[@]}" "${target[@]}" criu runc runsc iptables busybox
 # podman 5.4 and checkpointctl 1.3 from Debian 13, containerd 2.1 from sid (its runc stays Debian's).
 apt-get install "${apt_opts[@]}" "${target[@]}" podman conmon checkpointctl zstd containernetworking-plugins iproute2
 apt-get install "${apt_opts[@]}" -t sid containerd
+# dockerd 26 (docker.io) and its CLI from Debian 13, for the Docker tests (they start a private
+# daemon). Its package would start a system dockerd where no init forbids it: denied while it
+# installs, so nothing else holds Docker's exec root /run/docker.
+if ! command -v dockerd >/dev/null || [ ! -x /usr/bin/docker ]; then
+  made_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy=1
+  fi
+  apt-get install "${apt_opts[@]}" --no-install-recommends "${target[@]}" docker.io docker-cli
+  [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
+fi
 # For the tests of the shell completions and man pages, and the static memory hog (benchmarks/hog.c).
 apt-get install "${apt_opts[@]}" zsh fish groff-base gcc libc6-dev
 
@@ -68,7 +79,7 @@ if [ ! -x "$TESTBED/registry/usr/bin/docker-registry" ]; then
   rm -rf "$tmp"
 fi
 # Print what was installed; whole outputs captured (head on a pipe would SIGPIPE under pipefail).
-for tool in runc "$TESTBED/runc-new/usr/sbin/runc" criu runsc podman containerd; do
+for tool in runc "$TESTBED/runc-new/usr/sbin/runc" criu runsc podman containerd dockerd; do
   out=$("$tool" --version 2>&1 || true)
   echo "$tool: ${out%%$'\n'*}"
 done

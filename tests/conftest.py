@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from tests import kubenode, testbed
+from tests import dockerhost, kubenode, testbed
 
 _ids = itertools.count()
 # A test that asks for one of these drives a real runtime: it carries the `real` marker.
 REAL_FIXTURES = frozenset(
     {"runc_binary", "runc_container", "runsc_container", "big", "podman", "containerd", "registry", "kube_node",
-     "kube_node_b"}
+     "kube_node_b", "docker"}
 )  # fmt: skip
 REAL_DIR = Path(__file__).parent / "real"
 
@@ -145,6 +145,24 @@ def containerd() -> Iterator[testbed.Containerd]:
     daemon = testbed.Containerd(base)
     yield daemon
     daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def _docker_host() -> Iterator[dockerhost.DockerHost]:
+    import tempfile
+
+    testbed.require_root()
+    base = Path(tempfile.mkdtemp(prefix="crgpu-docker"))
+    host = dockerhost.DockerHost(base, testbed.busybox_rootfs_tar(base))
+    yield host
+    host.stop()
+
+
+@pytest.fixture
+def docker(_docker_host: dockerhost.DockerHost) -> Iterator[dockerhost.DockerHost]:
+    """Docker (dockerd from docker.io, private data root): crgpu finds it from the daemon's flags."""
+    yield _docker_host
+    _docker_host.cleanup()
 
 
 @pytest.fixture(scope="session")
