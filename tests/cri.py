@@ -4,9 +4,16 @@ from k8s.io/cri-api's api.proto, v1), so the tests need grpcio and nothing gener
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+# Before grpc loads: with its fork support on, every fork of this process (crgpu runs in-process
+# under CliRunner and starts runc with a preexec_fn) restarts grpc's poller in the child, which
+# aborts when close_fds closes its epoll fd before exec (grpc/grpc#43055: "epoll_wait error: Bad
+# file descriptor", runc "exit -6"). The tests never fork while a call is in flight.
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
 
 import grpc
 
