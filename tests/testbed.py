@@ -169,6 +169,15 @@ def restored_pid(runc: str, root: Path, container_id: str) -> int:
     return int(json.loads(state.stdout)["pid"])
 
 
+def cgroup_of(pid: int) -> str:
+    """The process's memory cgroup (v1) or its unified one (v2): where its limits come from."""
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    chosen = [line for line in lines if ":memory:" in line] or [
+        line for line in lines if line.startswith("0::")
+    ]
+    return chosen[0].split(":", 2)[2]
+
+
 def restored_count(runc: str, root: Path, container_id: str) -> int:
     """The counter of a container crgpu restored from an archive, read through its process."""
     return read_count_file(Path(f"/proc/{restored_pid(runc, root, container_id)}/root/tmp/count"))

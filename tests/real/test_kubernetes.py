@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from crgpu.host.errors import ExitCode
 from tests import testbed
 from tests.cri import CONTAINER_RUNNING
 from tests.helpers import crgpu
@@ -144,3 +145,46 @@ def test_the_kubelets_own_archive_is_restored_by_crgpu_with_a_network_and_files_
     finally:
         testbed.drop_restored(runc, root, first, work_root)
         testbed.drop_restored(runc, root, second, work_root)
+
+
+def test_a_pods_container_is_never_stopped_behind_the_kubelets_back_and_its_copy_shares_nothing(
+    kube_node: KubeNode, registry: Registry, tmp_path: Path, short_tmp: Path
+) -> None:
+    """By its Kubernetes name: a stop checkpoint is refused with the kubelet's API, and the pod's
+    sandbox as such; --leave-running keeps it running. Its image is not restored into the live
+    container's bundle (it would share its rootfs, cgroup and netns); through an archive the copy
+    beside it shares none of them."""
+    runc = testbed.require_binary(shutil.which("runc"), "runc")
+    pod = kube_node.pod(_pod_name())
+    source = kube_node.run(pod, "counter", annotations=HASH)
+    kube_node.wait_count_above(source, 3)
+    ref = f"default/{pod.name}/counter"
+    refused = crgpu("checkpoint", "-i", str(tmp_path / "no"), ref)
+    assert refused.exit_code == ExitCode.PRECONDITION, refused.output
+    said = " ".join(refused.stderr.split())
+    assert "belongs to Kubernetes" in said and f"POST /checkpoint/default/{pod.name}/counter" in said
+    sandbox = crgpu("checkpoint", "-i", str(tmp_path / "no"), str(pod.id))
+    assert sandbox.exit_code == ExitCode.PRECONDITION and "sandbox" in sandbox.stderr, sandbox.output
+    assert kube_node.cri.status(source).state == CONTAINER_RUNNING and not (tmp_path / "no").exists()
+
+    image, archive = tmp_path / "img", tmp_path / "counter.tar"
+    assert crgpu("checkpoint", "-q", "--leave-running", "-i", str(image), ref).exit_code == 0
+    assert kube_node.cri.status(source).state == CONTAINER_RUNNING
+    root, copy_id = short_tmp / "root", f"copy-{os.getpid()}-{next(_names)}"
+    beside = crgpu("restore", "-i", str(image), "--root", str(root), copy_id)
+    assert beside.exit_code == ExitCode.PRECONDITION and "would share its root filesystem" in beside.stderr
+    assert crgpu("export", "-q", "-i", str(image), "-o", str(archive)).exit_code == 0
+    lower = registry.podman.base / "rootfs"
+    try:
+        restored = crgpu("restore", "-i", str(archive), "--rootfs", str(lower), "--root", str(root), copy_id)
+        assert restored.exit_code == 0, restored.output
+        copy, original = testbed.restored_pid(runc, root, copy_id), _init_pid(source)
+        for shared in testbed.PRIVATE:
+            assert not testbed.same_file(shared, copy, original), shared
+        assert testbed.cgroup_of(copy) != testbed.cgroup_of(original)
+        count = testbed.restored_count(runc, root, copy_id)
+        time.sleep(0.3)
+        assert testbed.restored_count(runc, root, copy_id) > count
+        assert kube_node.cri.status(source).state == CONTAINER_RUNNING
+    finally:
+        testbed.drop_restored(runc, root, copy_id, Path(os.environ["CRGPU_WORK_ROOT"]))
