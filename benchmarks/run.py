@@ -294,6 +294,103 @@ def export_vs_podman(mib: int, reps: int, work: Path, hog: Path) -> dict[str, li
     return out
 
 
+def import_vs_podman(mib: int, reps: int, work: Path, hog: Path) -> dict[str, list[float]]:
+    """One podman archive (podman's own `--export`, uncompressed) of a container holding MIB MiB;
+    per rep, alternating: `podman container restore --import --name COPY` and `crgpu restore -i
+    ARCHIVE --rootfs` (the image's root, mounted once), each until its copy runs, then removed."""
+    sys.path.insert(0, str(HERE.parent))
+    from tests.testbed import PODMAN_IMAGE, Podman
+
+    podman = Podman(work)
+    env = {**os.environ, **podman.env}
+    name = f"bench-import-{os.getpid()}"
+    podman("run", "-d", "--name", name, "-v", f"{hog}:/bin/hog:ro", podman.image(), "/bin/hog", str(mib))
+    podman.names.append(name)
+    deadline = time.monotonic() + 120
+    while podman("exec", name, "/bin/busybox", "cat", "/tmp/count", check=False) == "":
+        if time.monotonic() > deadline:
+            raise RuntimeError("the hog never filled its memory")
+        time.sleep(0.1)
+    archive = work / "import.tar"
+    podman("container", "checkpoint", "--leave-running", "--compress", "none", "--export", str(archive), name,
+           timeout=600)  # fmt: skip
+    lower = podman("image", "mount", PODMAN_IMAGE)
+    root, work_root = work / "import-root", work / "import-work"
+    crgpu_env = {**env, "CRGPU_WORK_ROOT": str(work_root)}
+    out: dict[str, list[float]] = {"podman_s": [], "crgpu_s": [], "archive_bytes": [archive.stat().st_size]}
+    try:
+        for rep in range(reps):
+            for arm in ("podman", "crgpu") if rep % 2 == 0 else ("crgpu", "podman"):
+                copy = f"{name}-{arm}-{rep}"
+                subprocess.run(["sync"], check=True)
+                if arm == "podman":
+                    out["podman_s"].append(
+                        timed(
+                            ["podman", "container", "restore", "--import", str(archive), "--name", copy], env
+                        )
+                    )
+                    podman("rm", "-f", "-t", "0", copy)
+                else:
+                    argv = [
+                        CRGPU,
+                        "restore",
+                        "-q",
+                        "-i",
+                        str(archive),
+                        "--rootfs",
+                        lower,
+                        "--root",
+                        str(root),
+                        copy,
+                    ]
+                    out["crgpu_s"].append(timed(argv, crgpu_env))
+                    subprocess.run(["runc", "--root", str(root), "delete", "--force", copy], check=True)
+                    subprocess.run([CRGPU, "gc", "-q"], env=crgpu_env, check=True, capture_output=True)
+            print(f"  import {mib} MiB rep {rep + 1}/{reps}", file=sys.stderr)
+    finally:
+        podman.cleanup()
+    return out
+
+
+IMPORT_HEADING = "## Restore of a "
+
+
+def import_section(data: dict[str, list[float]], mib: int) -> list[str]:
+    ps, cs = med(data["podman_s"]), med(data["crgpu_s"])
+    return [
+        f"{IMPORT_HEADING}{mib} MiB archive, against podman's import",
+        "",
+        "podman's own `--export` (uncompressed, "
+        f"{data['archive_bytes'][0] / 2**20:.0f} MiB) of a podman container (runc) running the hog;",
+        "each rep alternates (after a `sync`) `podman container restore --import ARCHIVE --name COPY` and",
+        "`crgpu restore -i ARCHIVE --rootfs LOWER --root ROOT COPY` (crgpu unpacks it as hostile input into",
+        "its work root, rebuilds the spec, lays the layer over the image's root), each timed until its copy",
+        "runs, then the copy is removed (podman rm; runc delete and crgpu gc).",
+        "",
+        "| | time to running |",
+        "|---|---|",
+        f"| podman --import | {ps:.3f} |",
+        f"| crgpu restore -i | {cs:.3f} |",
+        f"| crgpu/podman | {cs / ps:.2f} |",
+    ]
+
+
+def replace_section(text: str, section: list[str]) -> str:
+    """`text` (BENCHMARKS.md) with its archive-restore section replaced, or added at its end."""
+    heading = IMPORT_HEADING
+    lines, out, skipping = text.rstrip("\n").split("\n"), [], False
+    for line in lines:
+        if line.startswith("## "):
+            skipping = line.startswith(heading)
+            if skipping:
+                out += section
+        if not skipping:
+            out.append(line)
+    if section[0] not in out:
+        out += ["", *section]
+    return "\n".join(out) + "\n"
+
+
 FLOOR = "stack floor (benchmarks/stack_floor.py)"
 DRY_RUN = "crgpu checkpoint --dry-run --json (a running runc container)"
 
@@ -523,11 +620,24 @@ def main() -> int:
     parser.add_argument("--runtimes", default="runc,runsc")
     parser.add_argument("--out", default=str(HERE.parent / "BENCHMARKS.md"))
     parser.add_argument("--no-export", action="store_true", help="skip the export-against-podman rows")
+    parser.add_argument(
+        "--only-import", action="store_true", help="only the archive-restore rows, replaced in --out"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root: the benchmarks start real containers", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="crgpu-bench-"))
+    if args.only_import:
+        try:
+            mib = max(int(s) for s in args.sizes.split(","))
+            section = import_section(import_vs_podman(mib, args.reps, work, build_hog(work)), mib)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        out = Path(args.out)
+        out.write_text(replace_section(out.read_text() if out.exists() else "# Benchmarks\n", section))
+        print("\n".join(section))
+        return 0
     try:
         hog = build_hog(work)
         rows: dict[tuple[str, int], dict[str, list[float]]] = {}
@@ -537,10 +647,13 @@ def main() -> int:
         lazy_mib = max(int(s) for s in args.sizes.split(","))
         lazy = lazy_vs_eager(lazy_mib, args.reps, work, hog) if "runc" in args.runtimes else None
         export = None if args.no_export else export_vs_podman(lazy_mib, args.reps, work, hog)
+        imported = None if args.no_export else import_vs_podman(lazy_mib, args.reps, work, hog)
         start = startup(15, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = report(rows, lazy, start, args.reps, lazy_mib, export)
+    if imported is not None:
+        text = replace_section(text, import_section(imported, lazy_mib))
     Path(args.out).write_text(text)
     print(text)
     return 0

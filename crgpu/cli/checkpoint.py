@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crgpu.cli.common import Planned, run_planned, validated
 from crgpu.cli.params import model_values, table_command
+
+if TYPE_CHECKING:
+    from crgpu.image.archive_names import ProgressOpener
 
 EXAMPLES = """
 Examples:
@@ -23,7 +26,7 @@ Examples:
 """
 
 
-def _parse(values: dict[str, Any]) -> Callable[[], Planned]:
+def _parse(values: dict[str, Any]) -> Callable[[ProgressOpener], Planned]:
     """Parsing ends with the validated options (the command's code loaded); planning is the rest."""
     from crgpu.core.checkpoint import execute_checkpoint
     from crgpu.core.plan import load_adapters
@@ -33,7 +36,7 @@ def _parse(values: dict[str, Any]) -> Callable[[], Planned]:
     load_adapters()
     opts = validated(CheckpointOptions, model_values("checkpoint", values))
 
-    def plan() -> Planned:
+    def plan(_progress: ProgressOpener) -> Planned:
         planned = plan_checkpoint(opts)
         return Planned(
             f"{planned.adapter.label} checkpoint {planned.container.id}",

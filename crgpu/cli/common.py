@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from crgpu.cli.render import Renderer
     from crgpu.core.result import OperationResult
     from crgpu.host.process import LineSink
+    from crgpu.image.archive_names import ProgressOpener
 
 # pydantic loads only when a command runs: `crgpu --help` and `--version` stay fast.
 M = TypeVar("M", bound="BaseModel")
@@ -115,7 +116,9 @@ class Planned:
     execute: Callable[[LineSink], OperationResult]
 
 
-def run_planned(parse: Callable[[dict[str, Any]], Callable[[], Planned]]) -> Callable[[dict[str, Any]], None]:
+def run_planned(
+    parse: Callable[[dict[str, Any]], Callable[[ProgressOpener], Planned]],
+) -> Callable[[dict[str, Any]], None]:
     """The body of checkpoint and restore: plan, then the dry run's plan, or the notes, the
     runtime's live output and the result; every failure through run_guarded."""
 
@@ -130,7 +133,7 @@ def run_planned(parse: Callable[[dict[str, Any]], Callable[[], Planned]]) -> Cal
             plan = parse(values)
             startup = process_age_s()
             started = time.monotonic()
-            planned = plan()
+            planned = plan(renderer.progress)
             timings = {"startup_s": startup, "plan_s": round(time.monotonic() - started, 4)}
             if values["dry_run"]:
                 preview = planned.preview()

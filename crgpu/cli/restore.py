@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crgpu.cli.common import Planned, run_planned, validated
 from crgpu.cli.params import model_values, table_command
+
+if TYPE_CHECKING:
+    from crgpu.image.archive_names import ProgressOpener
 
 EXAMPLES = """
 Examples:
@@ -19,7 +22,7 @@ Examples:
 """
 
 
-def _parse(values: dict[str, Any]) -> Callable[[], Planned]:
+def _parse(values: dict[str, Any]) -> Callable[[ProgressOpener], Planned]:
     """Parsing ends with the validated options (the command's code loaded); planning is the rest."""
     from crgpu.core.plan import load_adapters
     from crgpu.core.plan_restore import plan_restore, restore_dry_run
@@ -29,8 +32,8 @@ def _parse(values: dict[str, Any]) -> Callable[[], Planned]:
     load_adapters()
     opts = validated(RestoreOptions, model_values("restore", values))
 
-    def plan() -> Planned:
-        planned = plan_restore(opts, values["dry_run"])
+    def plan(progress: ProgressOpener) -> Planned:
+        planned = plan_restore(opts, values["dry_run"], progress)
         return Planned(
             f"{planned.adapter.label} restore {planned.container_id}",
             planned.invocation.notes,

@@ -16,7 +16,7 @@ from crgpu.core.result import OperationResult, new_result
 from crgpu.core.runtime_call import require_privileges
 from crgpu.host.errors import CrgpuError, NotFoundError, PreconditionError
 from crgpu.host.locks import container_lock
-from crgpu.image.archive_names import is_archive
+from crgpu.image.archive_names import ProgressOpener, is_archive
 from crgpu.image.guard import enforce, gpus_used, restore_findings
 from crgpu.image.manifest import MANIFEST_NAME, HostRecord, Manifest, read_image
 from crgpu.nvidia.gpu_map import GPU_UUID, describe, given_gpus, plan_device_map
@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from crgpu.image.archive_restore import PreparedArchive
 
 
-def _from_archive(opts: RestoreOptions) -> tuple[RestoreOptions, PreparedArchive]:
+def _from_archive(
+    opts: RestoreOptions, progress: ProgressOpener | None
+) -> tuple[RestoreOptions, PreparedArchive]:
     """An archive is unpacked (as hostile input) and its bundle made; the restore then runs on
     the unpacked images under crgpu's own state root (never one an archive names)."""
     from crgpu.image.archive_restore import prepare as prepare_archive
@@ -47,6 +49,7 @@ def _from_archive(opts: RestoreOptions) -> tuple[RestoreOptions, PreparedArchive
         state_root=root,
         cgroup_mode=opts.manage_cgroups_mode,
         netns=opts.netns,
+        progress=progress,
     )
     update: dict[str, object] = {
         "image_path": prepared.image_dir,
@@ -83,7 +86,10 @@ def _image_for_restore(opts: RestoreOptions) -> tuple[Manifest | None, list[str]
     return image.manifest, [f"the image's crgpu.json is {image.trust.describe()}; restoring with {how}"]
 
 
-def plan_restore(opts: RestoreOptions, dry_run: bool = False) -> RestorePlan:
+def plan_restore(
+    opts: RestoreOptions, dry_run: bool = False, progress: ProgressOpener | None = None
+) -> RestorePlan:
+    """`progress` opens the progress bar an archive's unpacking shows (the caller's, by title)."""
     require_privileges("restore")
     if opts.netns is not None and (opts.bundle is not None or not is_archive(opts.image_dir)):
         raise PreconditionError(
@@ -98,7 +104,7 @@ def plan_restore(opts: RestoreOptions, dry_run: bool = False) -> RestorePlan:
             "a dry run of an archive's restore would unpack it",
             hint="see what it holds with `crgpu inspect ARCHIVE`",
         )
-    opts, prepared = _from_archive(opts)
+    opts, prepared = _from_archive(opts, progress)
     try:
         return replace(_plan_restore(opts, prepared.notes), archive=prepared)
     except BaseException:

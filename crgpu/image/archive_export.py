@@ -10,7 +10,7 @@ import re
 import stat
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +28,7 @@ from crgpu.image.archive_names import (
     SPEC_DUMP,
     STATS_DUMP,
     STATUS_DUMP,
+    Progress,
 )
 from crgpu.image.manifest import MANIFEST_NAME, EngineRecord, Manifest, read_image
 from crgpu.image.oci_archive import oci_annotations, write_oci_archive
@@ -36,7 +37,6 @@ ArchiveFormat = Literal["podman", "kubernetes", "oci"]
 Compression = Literal["zstd", "gzip", "none"]
 # Files of a crgpu image that are crgpu's or the runtime's, not CRIU's images.
 _NOT_CRIU = {MANIFEST_NAME, STATS_DUMP, SPEC_DUMP, DIFF_NAME, DELETED_NAME, "dump.log"}
-Progress = Callable[[int, int], None]
 # containerd reads the kubelet's archive as a plain tar only (`archive/tar: invalid tar header`
 # for zstd or gzip); podman's own export is zstd.
 DEFAULT_COMPRESSION: dict[ArchiveFormat, Compression] = {

@@ -38,6 +38,7 @@ from crgpu.image.archive_names import (
     METADATA_MAX_BYTES,
     SPEC_DUMP,
     STATS_DUMP,
+    Progress,
 )
 from crgpu.image.manifest import MANIFEST_NAME
 
@@ -237,9 +238,10 @@ def _json_object(raw: bytes, name: str) -> dict[str, Any]:
     return data
 
 
-def unpack(path: Path, target: Path) -> int:
+def unpack(path: Path, target: Path, progress: Progress | None = None, total: int = 0) -> int:
     """Unpack an archive into a new private directory, member by member, refusing what a
-    checkpoint archive never holds. Returns the bytes written."""
+    checkpoint archive never holds. Returns the bytes written; `progress` is told them as they
+    are written, of `total` (what the archive's headers add up to)."""
     take_private_dir(target, "unpack directory", empty=True)
     written = 0
     try:
@@ -266,6 +268,8 @@ def unpack(path: Path, target: Path) -> int:
                             raise PreconditionError(f"the archive ends inside {name}")
                         out.write(chunk)
                         left -= len(chunk)
+                        if progress is not None:
+                            progress(written + member.size - left, total)
                 written += member.size
     except FileExistsError as exc:
         raise PreconditionError(f"the archive holds {exc.filename} twice (or over a directory)") from exc

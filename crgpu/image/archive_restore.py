@@ -20,7 +20,7 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from crgpu.host.errors import PreconditionError
 from crgpu.host.mounts import mount_points_below, unmount
 from crgpu.host.netns import check_network_namespace, new_network_namespace
 from crgpu.host.safedirs import free_bytes, require_room, take_private_dir, tree_bytes, write_new_private
-from crgpu.image.archive_names import CHECKPOINT_DIR, DELETED_NAME, DIFF_NAME
+from crgpu.image.archive_names import CHECKPOINT_DIR, DELETED_NAME, DIFF_NAME, ProgressOpener
 from crgpu.image.archive_read import ArchiveSummary, read_summary, unpack
 from crgpu.image.archive_spec import RebuiltSpec, rebuild_spec, spec_grants
 from crgpu.image.manifest import MANIFEST_NAME
@@ -95,6 +95,7 @@ def prepare(
     state_root: Path | None = None,
     cgroup_mode: str | None = None,
     netns: Path | None = None,
+    progress: ProgressOpener | None = None,
 ) -> PreparedArchive:
     """Unpack and make the bundle. Whatever can be refused from the archive's metadata is refused
     before anything is written (`before_unpack(container_id)` adds the caller's checks); a failure
@@ -164,7 +165,8 @@ def prepare(
             write_new_private(
                 work / OWNER_NAME, json.dumps({"root": str(state_root), "id": target_id}).encode()
             )
-        unpack(archive, unpacked)
+        with progress("unpacking") if progress is not None else nullcontext() as advance:
+            unpack(archive, unpacked, advance, summary.unpacked_bytes)
         image_dir = prepared.image_dir
         if not (image_dir / "inventory.img").is_file():
             raise PreconditionError(f"{archive} holds no checkpoint/inventory.img: not a complete checkpoint")

@@ -65,6 +65,18 @@ def test_an_archive_without_the_engines_metadata_is_not_a_checkpoint(tmp_path: P
     assert result.exit_code == ExitCode.PRECONDITION and "not a checkpoint archive" in result.stderr
 
 
+def test_unpacking_tells_its_progress_in_bytes_of_the_whole(tmp_path: Path) -> None:
+    big = b"\1" * (3 * 2**20 + 5)  # more than one chunk
+    archive = _archive(
+        tmp_path / "ok.tar", ("checkpoint/pages-1.img", big), ("checkpoint/inventory.img", b"\0" * 9)
+    )
+    total = read_summary(archive).unpacked_bytes
+    told: list[tuple[int, int]] = []
+    written = unpack(archive, tmp_path / "out", lambda done, whole: told.append((done, whole)), total)
+    assert written == total and told[-1] == (total, total)
+    assert [done for done, _ in told] == sorted(done for done, _ in told) and len(told) >= 4
+
+
 def test_inspect_reads_an_archive_without_unpacking_it(tmp_path: Path) -> None:
     archive = _archive(tmp_path / "ok.tar", ("checkpoint/inventory.img", b"\0" * 100))
     summary = read_summary(archive)
