@@ -30,7 +30,7 @@ if [ ! -x "$venv/bin/python" ]; then
   # Without pip: Debian's python3.11-minimal has no ensurepip; the main venv's pip installs into it.
   "$python" -m venv --without-pip "$venv"
 fi
-.venv/bin/python -m pip --python "$venv/bin/python" install -q --disable-pip-version-check . pytest hypothesis
+.venv/bin/python -m pip --python "$venv/bin/python" install -q --disable-pip-version-check '.[test]'
 echo "oldest-python: $("$venv/bin/python" -V) from $python"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/image/test_archive_read.py \
   tests/image/test_archive_attacks.py tests/cli/test_security.py tests/criu/test_cgroups.py \
