@@ -335,6 +335,7 @@ def import_vs_podman(mib: int, reps: int, work: Path, hog: Path) -> dict[str, li
                         CRGPU,
                         "restore",
                         "-q",
+                        "--trust-image",
                         "-i",
                         str(archive),
                         "--rootfs",
@@ -363,7 +364,8 @@ def import_section(data: dict[str, list[float]], mib: int) -> list[str]:
         "podman's own `--export` (uncompressed, "
         f"{data['archive_bytes'][0] / 2**20:.0f} MiB) of a podman container (runc) running the hog;",
         "each rep alternates (after a `sync`) `podman container restore --import ARCHIVE --name COPY` and",
-        "`crgpu restore -i ARCHIVE --rootfs LOWER --root ROOT COPY` (crgpu unpacks it as hostile input into",
+        "`crgpu restore -i ARCHIVE --rootfs LOWER --root ROOT --trust-image COPY` (the hog is a bind mount",
+        "of a host file, which needs the trust; crgpu still unpacks the archive as hostile input into",
         "its work root, rebuilds the spec, lays the layer over the image's root), each timed until its copy",
         "runs, then the copy is removed (podman rm; runc delete and crgpu gc).",
         "",

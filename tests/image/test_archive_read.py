@@ -4,6 +4,7 @@ checkpoint archive never holds, and write nothing outside their own directory.""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import tarfile
@@ -75,6 +76,30 @@ def test_unpacking_tells_its_progress_in_bytes_of_the_whole(tmp_path: Path) -> N
     written = unpack(archive, tmp_path / "out", lambda done, whole: told.append((done, whole)), total)
     assert written == total and told[-1] == (total, total)
     assert [done for done, _ in told] == sorted(done for done, _ in told) and len(told) >= 4
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_an_archive_cut_inside_a_member_is_refused_whichever_way_it_is_read(
+    tmp_path: Path, compression: str
+) -> None:
+    """An uncompressed archive's data is copied in the kernel from the member's offset, a
+    compressed one's read from the stream: a cut archive is refused both ways, and a whole one
+    unpacks to the same bytes."""
+    data = bytes(range(256)) * 4096
+    whole = _archive(
+        tmp_path / "whole.tar", ("checkpoint/pages-1.img", data), ("checkpoint/inventory.img", b"i")
+    )
+    raw = whole.read_bytes()
+    if compression == "gzip":
+        raw = gzip.compress(raw)
+        whole.write_bytes(raw)
+    assert unpack(whole, tmp_path / "ok") == read_summary(whole).unpacked_bytes
+    written = (tmp_path / "ok" / "checkpoint" / "pages-1.img").read_bytes()
+    assert hashlib.sha256(written).digest() == hashlib.sha256(data).digest()  # (no megabyte diff)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(PreconditionError):
+        unpack(cut, tmp_path / "out")
 
 
 def test_inspect_reads_an_archive_without_unpacking_it(tmp_path: Path) -> None:
