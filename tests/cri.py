@@ -9,13 +9,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Before grpc loads: with its fork support on, every fork of this process (crgpu runs in-process
-# under CliRunner and starts runc with a preexec_fn) restarts grpc's poller in the child, which
-# aborts when close_fds closes its epoll fd before exec (grpc/grpc#43055: "epoll_wait error: Bad
-# file descriptor", runc "exit -6"). The tests never fork while a call is in flight.
-os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
-
 import grpc
+
+# tests/__init__.py turns grpc's fork support off before anything can load grpc; a module that
+# loaded it first (a stray import, a plugin) would bring back runc's "exit -6": say so at once.
+if os.environ.get("GRPC_ENABLE_FORK_SUPPORT") != "false":
+    raise ImportError("grpc was loaded with its fork support on; tests/__init__.py must turn it off first")
 
 from crgpu.criu.protobuf import iter_fields
 from tests.criu_forge import Fields, encode
