@@ -117,10 +117,17 @@ def _engine_rules(opts: CheckpointOptions, container: ContainerInfo) -> tuple[Ch
         # podman restores <userdata>/checkpoint, with its logs in <userdata> (its bundle).
         image, work = container.bundle / "checkpoint", container.bundle
         restore = f"podman container restore {engine.name or container.id}"
+        # podman marks a container checkpointed only inside its own checkpoint, in its private state
+        # database; to podman this one simply exited, so say what that view hides.
+        caveat = (
+            "podman will show it Exited (137), not checkpointed: `podman start` would start it afresh "
+            "and `podman rm` deletes the image with it"
+        )
     elif engine.kind == "docker":
         name = "crgpu-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         image, work = docker_checkpoint_dir(container.id, name), None
         restore = f"docker start --checkpoint {name} {engine.name or container.id}"
+        caveat = None  # Docker shows it as after its own `docker checkpoint create`: Exited (137)
     else:
         raise PreconditionError(
             f"--hand-off: {engine.label()} restores only from its own archives",
@@ -130,7 +137,8 @@ def _engine_rules(opts: CheckpointOptions, container: ContainerInfo) -> tuple[Ch
     update: dict[str, object] = {"image_path": image}
     if opts.work_path is None and work is not None:
         update["work_path"] = work
-    return opts.model_copy(update=update), [f"handed to {engine.label()}: `{restore}` restores it"]
+    notes = [f"handed to {engine.label()}: `{restore}` restores it"]
+    return opts.model_copy(update=update), notes + ([caveat] if caveat else [])
 
 
 def _cuda_process_set(container: ContainerInfo) -> tuple[list[CudaProcess], list[tuple[CudaProcess, str]]]:

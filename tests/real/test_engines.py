@@ -51,6 +51,10 @@ def test_a_hand_off_is_restored_by_podman_with_exec_working(podman: testbed.Podm
     assert result.exit_code == 0, doc
     assert any(f"podman container restore {name}" in note for note in doc["notes"])
     assert podman.wait_status(name, "exited") == "exited"
+    # What podman's view hides is said: podman records "checkpointed" only in its own checkpoint.
+    shown = podman("inspect", "--format", "{{.State.ExitCode}} {{.State.Checkpointed}}", name)
+    assert shown == "137 false"
+    assert any("Exited (137), not checkpointed" in note and "podman rm" in note for note in doc["notes"])
     podman("container", "restore", name)
     assert podman("inspect", "--format", "{{.State.Status}}", name) == "running"
     after = podman.wait_count_above(name, saved)  # `podman exec` works: conmon is podman's again
