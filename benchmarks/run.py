@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from crgpu.doctor.bundle import busybox_bundle
 
@@ -230,6 +231,17 @@ def lazy_vs_eager(mib: int, reps: int, work: Path, hog: Path) -> dict[str, list[
     return out
 
 
+def _run_hog(podman: Any, name: str, mib: int, hog: Path) -> None:
+    """A podman container running the hog, once its MIB MiB are filled."""
+    podman("run", "-d", "--name", name, "-v", f"{hog}:/bin/hog:ro", podman.image(), "/bin/hog", str(mib))
+    podman.names.append(name)
+    deadline = time.monotonic() + 120
+    while podman("exec", name, "/bin/busybox", "cat", "/tmp/count", check=False) == "":
+        if time.monotonic() > deadline:
+            raise RuntimeError("the hog never filled its memory")
+        time.sleep(0.1)
+
+
 def export_vs_podman(mib: int, reps: int, work: Path, hog: Path) -> dict[str, list[float]]:
     """One podman container holding MIB MiB; per rep, alternating: podman's own checkpoint with
     --export (zstd), and crgpu checkpoint + crgpu export (zstd). Both keep it running."""
@@ -239,13 +251,7 @@ def export_vs_podman(mib: int, reps: int, work: Path, hog: Path) -> dict[str, li
     podman = Podman(work)
     env = {**os.environ, **podman.env}
     name = f"bench-export-{os.getpid()}"
-    podman("run", "-d", "--name", name, "-v", f"{hog}:/bin/hog:ro", podman.image(), "/bin/hog", str(mib))
-    podman.names.append(name)
-    deadline = time.monotonic() + 120
-    while podman("exec", name, "/bin/busybox", "cat", "/tmp/count", check=False) == "":
-        if time.monotonic() > deadline:
-            raise RuntimeError("the hog never filled its memory")
-        time.sleep(0.1)
+    _run_hog(podman, name, mib, hog)
     out: dict[str, list[float]] = {
         k: []
         for k in ("podman_s", "podman_plain_s", "podman_bytes", "crgpu_s", "crgpu_export_s", "crgpu_bytes")
@@ -304,13 +310,7 @@ def import_vs_podman(mib: int, reps: int, work: Path, hog: Path) -> dict[str, li
     podman = Podman(work)
     env = {**os.environ, **podman.env}
     name = f"bench-import-{os.getpid()}"
-    podman("run", "-d", "--name", name, "-v", f"{hog}:/bin/hog:ro", podman.image(), "/bin/hog", str(mib))
-    podman.names.append(name)
-    deadline = time.monotonic() + 120
-    while podman("exec", name, "/bin/busybox", "cat", "/tmp/count", check=False) == "":
-        if time.monotonic() > deadline:
-            raise RuntimeError("the hog never filled its memory")
-        time.sleep(0.1)
+    _run_hog(podman, name, mib, hog)
     archive = work / "import.tar"
     podman("container", "checkpoint", "--leave-running", "--compress", "none", "--export", str(archive), name,
            timeout=600)  # fmt: skip

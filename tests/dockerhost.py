@@ -68,12 +68,9 @@ class DockerHost:
         return testbed.wait_above(lambda: self.count(name), value, timeout, f"{name}'s counter")
 
     def wait_state(self, name: str, status: str, timeout: float = 10.0) -> tuple[str, int]:
-        deadline = time.monotonic() + timeout
-        while (current := self.state(name))[0] != status:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name} stayed {current}, not {status}, for {timeout} s")
-            time.sleep(0.05)
-        return current
+        return testbed.wait_for(
+            lambda: self.state(name), lambda current: current[0] == status, timeout, f"{name}, not {status},"
+        )
 
     def cleanup(self) -> None:
         for name in self.names:

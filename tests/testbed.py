@@ -13,7 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -142,6 +142,9 @@ def wait_counter_above(bundle: Path, value: int, timeout: float = 5.0) -> int:
     return wait_above(lambda: read_counter(bundle), value, timeout, f"counter in {bundle}")
 
 
+T = TypeVar("T")
+
+
 def wait_above(read: Callable[[], int], value: int, timeout: float, what: str) -> int:
     """Until `read()` passes `value` (a read that fails counts as -1); the value it reached."""
     deadline = time.monotonic() + timeout
@@ -155,6 +158,16 @@ def wait_above(read: Callable[[], int], value: int, timeout: float, what: str) -
             return current
         time.sleep(0.05)
     raise AssertionError(f"{what} stayed at {current}, not above {value} within {timeout} s")
+
+
+def wait_for(read: Callable[[], T], done: Callable[[T], bool], timeout: float, what: str) -> T:
+    """Until `done(read())`; the value read then. `what` names the wait in the failure."""
+    deadline = time.monotonic() + timeout
+    while not done(current := read()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} stayed {current} for {timeout} s")
+        time.sleep(0.05)
+    return current
 
 
 def cgroups_named(name: str) -> list[Path]:
@@ -494,12 +507,12 @@ class Podman:
     def wait_status(self, name: str, status: str, timeout: float = 10.0) -> str:
         """podman's status of the container once it is `status`. Whether podman says `stopped` or
         already `exited` after its process ended depends on its clean-up, which runs on its own."""
-        deadline = time.monotonic() + timeout
-        while (current := self("inspect", "--format", "{{.State.Status}}", name)) != status:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name} stayed {current}, not {status}, for {timeout} s")
-            time.sleep(0.05)
-        return current
+        return wait_for(
+            lambda: self("inspect", "--format", "{{.State.Status}}", name),
+            lambda current: current == status,
+            timeout,
+            f"{name}, not {status},",
+        )
 
     def cleanup(self) -> None:
         for name in self.names:
