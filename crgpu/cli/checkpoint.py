@@ -49,5 +49,7 @@ def _parse(values: dict[str, Any]) -> Callable[[ProgressOpener], Planned]:
 
 
 checkpoint = table_command(
-    "checkpoint", "Checkpoint a running container into a new image directory.", run_planned(_parse)
+    "checkpoint",
+    "Checkpoint a running container into a new image directory.",
+    run_planned("checkpoint", _parse),
 )

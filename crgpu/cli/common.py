@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from crgpu.host.errors import CrgpuError, ExitCode, UsageError
+from crgpu.host.errors import CrgpuError, ExitCode, UsageError, error_context
 from crgpu.host.textsafe import printable
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class Planned:
 
 
 def run_planned(
-    parse: Callable[[dict[str, Any]], Callable[[ProgressOpener], Planned]],
+    verb: str, parse: Callable[[dict[str, Any]], Callable[[ProgressOpener], Planned]]
 ) -> Callable[[dict[str, Any]], None]:
     """The body of checkpoint and restore: plan, then the dry run's plan, or the notes, the
     runtime's live output and the result; every failure through run_guarded."""
@@ -128,6 +128,12 @@ def run_planned(
         renderer = Renderer(as_json=values["as_json"], quiet=values["quiet"])
 
         def body() -> int:
+            # A refusal's document names the verb and the container as typed (a plan that found it
+            # puts the resolved ID and its GPU verdict in first).
+            with error_context(verb=verb, container_id=values.get("container_id")):
+                return planned_body()
+
+        def planned_body() -> int:
             from crgpu.core.timings import process_age_s
 
             plan = parse(values)

@@ -186,7 +186,7 @@ class Renderer:
         if self.as_json:
             from crgpu.core.result import error_document
 
-            self.json(error_document(exc.message, exc.hint, int(exc.exit_code), exc.detail))
+            self.json(error_document(exc.message, exc.hint, int(exc.exit_code), exc.detail, exc.context))
         self.failure(exc.message, exc.hint, exc.detail)
 
 

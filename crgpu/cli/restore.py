@@ -45,5 +45,5 @@ def _parse(values: dict[str, Any]) -> Callable[[ProgressOpener], Planned]:
 
 
 restore = table_command(
-    "restore", "Restore a container from a checkpoint made by crgpu.", run_planned(_parse)
+    "restore", "Restore a container from a checkpoint made by crgpu.", run_planned("restore", _parse)
 )

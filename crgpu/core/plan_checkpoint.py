@@ -11,7 +11,7 @@ from crgpu.core.result import OperationResult, new_result
 from crgpu.core.runtime_call import require_privileges
 from crgpu.criu.binary import cuda_plugin_path, dirty_tracking, require_criu
 from crgpu.host import config
-from crgpu.host.errors import PreconditionError
+from crgpu.host.errors import PreconditionError, error_context
 from crgpu.image.manifest import check_image_path_free
 from crgpu.image.signing import check_node_key
 from crgpu.nvidia.cuda import load_driver
@@ -34,6 +34,13 @@ def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
     if opts.image_path is not None:
         check_image_path_free(opts.image_dir)
     container = find_container(opts.container_id, opts.runtime, opts.root)
+    with error_context(
+        container_id=container.id, gpu=container.gpu, gpu_evidence=list(container.gpu_evidence)
+    ):
+        return _plan_found(opts, container)
+
+
+def _plan_found(opts: CheckpointOptions, container: ContainerInfo) -> CheckpointPlan:
     opts, handoff_notes = _engine_rules(opts, container)
     if container.gpu and opts.cuda_checkpoint_path is None:
         node_default = config.get("cuda_checkpoint_path").value
@@ -62,7 +69,8 @@ def plan_checkpoint(opts: CheckpointOptions) -> CheckpointPlan:
             f"container {container.id!r} is {status or 'in an unknown state'}, not running",
             hint=f"start it first; `{adapter.name} --root {container.root} state {container.id}` shows it",
         )
-    invocation = replace(invocation, notes=[*invocation.notes, *handoff_notes, *cuda_notes])
+    gpu_note = [container.gpu_note] if container.gpu_note else []
+    invocation = replace(invocation, notes=[*invocation.notes, *gpu_note, *handoff_notes, *cuda_notes])
     accepted, skipped = _cuda_process_set(container) if cuda_mode == "driver-api" else ([], [])
     invocation = replace(
         invocation,

@@ -14,7 +14,7 @@ from crgpu.core.plan import RestorePlan, adapter_for, work_dir_for
 from crgpu.core.plan_checkpoint import plugin_criu_config
 from crgpu.core.result import OperationResult, new_result
 from crgpu.core.runtime_call import require_privileges
-from crgpu.host.errors import CrgpuError, NotFoundError, PreconditionError
+from crgpu.host.errors import CrgpuError, NotFoundError, PreconditionError, error_context
 from crgpu.host.locks import container_lock
 from crgpu.image.archive_names import ProgressOpener, is_archive
 from crgpu.image.guard import enforce, gpus_used, restore_findings
@@ -114,7 +114,18 @@ def plan_restore(
 
 def _plan_restore(opts: RestoreOptions, archive_notes: list[str]) -> RestorePlan:
     manifest, trust_notes = _image_for_restore(opts)
-    trust_notes = [*archive_notes, *trust_notes]
+    if manifest is None:
+        return _plan_image(opts, manifest, [*archive_notes, *trust_notes])
+    # A refusal's document names the container and what the image says of its GPU.
+    with error_context(
+        container_id=opts.container_id or manifest.container.id,
+        gpu=manifest.container.gpu,
+        gpu_evidence=list(manifest.container.gpu_evidence),
+    ):
+        return _plan_image(opts, manifest, [*archive_notes, *trust_notes])
+
+
+def _plan_image(opts: RestoreOptions, manifest: Manifest | None, trust_notes: list[str]) -> RestorePlan:
     runtime_choice = choose_runtime(opts.runtime)
     if manifest is not None:
         runtime = manifest.runtime.name

@@ -53,9 +53,12 @@ class OperationResult:
         return asdict(self)
 
 
-def error_document(message: str, hint: str | None, exit_code: int, detail: list[str]) -> dict[str, Any]:
+def error_document(
+    message: str, hint: str | None, exit_code: int, detail: list[str], context: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The document `--json` prints for an error before or outside a run: the keys of a run's
-    document (so scripts read one shape), unknown values empty or null."""
+    document (so scripts read one shape), what was known filled (`context`: verb, container, GPU
+    verdict), the rest empty or null."""
     doc: dict[str, Any] = {}
     for item in fields(OperationResult):
         if item.default is not MISSING:
@@ -64,6 +67,7 @@ def error_document(message: str, hint: str | None, exit_code: int, detail: list[
             doc[item.name] = item.default_factory()
         else:
             doc[item.name] = [] if item.name in ("argv", "notes") else {} if item.name == "env" else None
+    doc.update({key: value for key, value in (context or {}).items() if key in doc})
     doc.update(ok=False, error=message, hint=hint, exit_code=exit_code, detail=detail)
     return doc
 

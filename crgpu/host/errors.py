@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -50,6 +53,9 @@ class CrgpuError(Exception):
         self.detail = detail or []
         if exit_code is not None:
             self.exit_code = exit_code
+        # What was known when it failed (verb, container, GPU verdict): the keys of a run's result
+        # document that its error document fills (see error_context).
+        self.context: dict[str, Any] = {}
 
 
 class UsageError(CrgpuError):
@@ -78,3 +84,14 @@ class RuntimeFailed(CrgpuError):
 
 class Interrupted(CrgpuError):
     exit_code = ExitCode.INTERRUPTED
+
+
+@contextmanager
+def error_context(**known: Any) -> Iterator[None]:
+    """Errors raised inside carry what is known here, unless an inner context said it first."""
+    try:
+        yield
+    except CrgpuError as exc:
+        for key, value in known.items():
+            exc.context.setdefault(key, value)
+        raise

@@ -46,7 +46,8 @@ class ContainerInfo:
     bundle: Path | None = None
     rootfs: Path | None = None  # the spec's root.path, resolved against the bundle
     gpu: bool = False
-    gpu_evidence: tuple[str, ...] = ()  # what said so: hook, cdi, env, device, annotation, nvproxy-flag
+    gpu_evidence: tuple[str, ...] = ()  # what was found: hook, cdi, env, device, annotation, nvproxy-flag
+    gpu_note: str | None = None  # why evidence found does not make it a GPU container
     status: str | None = None
     global_flags: list[str] = field(default_factory=list)
     engine: Engine | None = None  # podman, Kubernetes, containerd or Docker, when one owns it

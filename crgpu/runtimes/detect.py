@@ -12,7 +12,7 @@ from typing import Any
 from crgpu.host import config
 from crgpu.host.errors import NotFoundError, PreconditionError, UsageError
 from crgpu.host.root import host_path, read_host_text, stat_fields
-from crgpu.nvidia.evidence import ordered, spec_evidence
+from crgpu.nvidia.evidence import gpu_verdict
 from crgpu.options.models import RuntimeChoice, check_container_id
 from crgpu.options.runsc_flags import has_nvproxy, sandbox_global_flags
 from crgpu.runtimes.base import ContainerInfo
@@ -209,9 +209,8 @@ def _read_runc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
     bundle = labels.get("bundle")
     # runc keeps the spec's devices and annotations (as labels) in its state; hooks and env are
     # only in the bundle's config.json.
-    evidence = spec_evidence({"linux": {"devices": devices}, "annotations": labels})
     spec = read_bundle_spec(bundle)
-    evidence |= spec_evidence(spec)
+    verdict = gpu_verdict(_with_state(spec, devices, labels))
     return ContainerInfo(
         engine=engine_of(container_id, loc.root, spec, labels),
         id=container_id,
@@ -221,10 +220,28 @@ def _read_runc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
         pid=pid if isinstance(pid, int) and pid > 0 else None,
         bundle=Path(bundle) if bundle else None,
         rootfs=bundle_rootfs(bundle, spec),
-        gpu=bool(evidence),
-        gpu_evidence=tuple(ordered(evidence)),
+        gpu=verdict.gpu,
+        gpu_evidence=verdict.evidence,
+        gpu_note=verdict.note,
         status="running" if _runc_running(loc.state_path.parent, data) else None,
     )
+
+
+def _with_state(
+    spec: dict[str, Any], devices: list[dict[str, Any]], labels: dict[str, str]
+) -> dict[str, Any]:
+    """The bundle's spec with what runc's state adds: its devices, its annotations (as labels)."""
+    linux = spec.get("linux")
+    linux = linux if isinstance(linux, dict) else {}
+    known = linux.get("devices")
+    known = known if isinstance(known, list) else []
+    annotations = spec.get("annotations")
+    annotations = annotations if isinstance(annotations, dict) else {}
+    return {
+        **spec,
+        "linux": {**linux, "devices": [*known, *devices]},
+        "annotations": {**labels, **annotations},
+    }
 
 
 def _read_runsc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
@@ -236,9 +253,9 @@ def _read_runsc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
     pid = sandbox.get("pid")
     bundle = data.get("bundleDir")
     global_flags = sandbox_global_flags(_cmdline(pid)) if isinstance(pid, int) and pid > 0 else []
-    evidence = spec_evidence(spec if isinstance(spec, dict) else {})
-    if has_nvproxy(global_flags):
-        evidence.add("nvproxy-flag")
+    verdict = gpu_verdict(
+        spec if isinstance(spec, dict) else {}, ["nvproxy-flag"] if has_nvproxy(global_flags) else []
+    )
     return ContainerInfo(
         id=container_id,
         runtime="runsc",
@@ -249,8 +266,9 @@ def _read_runsc_state(container_id: str, loc: StateLocation) -> ContainerInfo:
         rootfs=bundle_rootfs(
             bundle if isinstance(bundle, str) else None, spec if isinstance(spec, dict) else {}
         ),
-        gpu=bool(evidence),
-        gpu_evidence=tuple(ordered(evidence)),
+        gpu=verdict.gpu,
+        gpu_evidence=verdict.evidence,
+        gpu_note=verdict.note,
         status=str(data.get("status")) if data.get("status") else None,
         global_flags=global_flags,
     )

@@ -61,12 +61,19 @@ def test_an_id_held_by_two_runtimes_names_both(tmp_path: Path, monkeypatch: pyte
         find_container("dup")
 
 
-def test_runsc_gpu_detection_from_nvproxy_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("given_a_gpu", [True, False], ids=["device", "flag-alone"])
+def test_runsc_gpu_detection_with_the_nvproxy_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given_a_gpu: bool
+) -> None:
+    """--nvproxy turns gVisor's GPU proxy on; the spec says whether the container has a GPU (GKE's
+    device plugin injects /dev/nvidiactl). Before, the flag alone made every sandbox a GPU one."""
     root = tmp_path / "runsc"
     _runsc_state(root, "gpu1")
     state_file = root / "gpu1_sandbox:gpu1.state"
     state = json.loads(state_file.read_text())
     state["sandbox"]["pid"] = 4242
+    if given_a_gpu:
+        state["spec"] = {"linux": {"devices": [{"path": "/dev/nvidiactl"}, {"path": "/dev/nvidia0"}]}}
     state_file.write_text(json.dumps(state))
     host = tmp_path / "host"
     (host / "proc" / "4242").mkdir(parents=True)
@@ -74,5 +81,7 @@ def test_runsc_gpu_detection_from_nvproxy_flag(tmp_path: Path, monkeypatch: pyte
     (host / "proc" / "4242" / "cmdline").write_bytes(b"\0".join(c.encode() for c in cmdline) + b"\0")
     monkeypatch.setenv("CRGPU_HOST_ROOT", str(host))
     found = find_container("gpu1", root=root)
-    assert found.gpu is True
+    assert found.gpu is given_a_gpu
+    assert found.gpu_evidence == (("device", "nvproxy-flag") if given_a_gpu else ("nvproxy-flag",))
+    assert (found.gpu_note is None) is given_a_gpu
     assert found.global_flags == ["--nvproxy=true", "--network=host"]
