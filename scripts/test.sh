@@ -12,7 +12,9 @@ fi
 .venv/bin/ruff format --check crgpu tests
 .venv/bin/mypy crgpu
 .venv/bin/python -m pytest -q "$@"
-# With no arguments (the whole suite): the archive and security tests on the oldest Python too.
+# With no arguments (the whole suite): the archive and security tests on the oldest Python too,
+# and the GPU tests with the 12.x bindings of drivers 570-579 (the main venv has 13.x).
 if [ "$#" -eq 0 ]; then
   bash scripts/oldest-python.sh
+  bash scripts/cuda12-bindings.sh
 fi

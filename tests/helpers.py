@@ -8,9 +8,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner, Result
 
 from crgpu.cli.app import app
+
+# Tests of what crgpu says where there is no GPU: on a node with the NVIDIA driver (a lent device
+# machine) the real bindings find one, so they do not apply there.
+NVIDIA_DRIVER_HERE = Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists()
+without_a_gpu = pytest.mark.skipif(NVIDIA_DRIVER_HERE, reason="this machine has the NVIDIA driver")
 
 
 def crgpu(*args: str) -> Result:

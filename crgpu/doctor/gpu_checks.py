@@ -7,12 +7,9 @@ import shutil
 from crgpu.criu.binary import cuda_plugin_path, plugin_dirs
 from crgpu.doctor.facts import Check, Facts, capture
 from crgpu.host.errors import CrgpuError
-from crgpu.host.versions import version_tuple
+from crgpu.nvidia.bindings_line import bindings_mismatch, install_hint, installed_bindings
 
 MIN_DRIVER = 570
-
-# cuda-bindings 13.x is documented for driver 580.65.06 and newer; 12.x for older drivers.
-BINDINGS_13_MIN_DRIVER = (580, 65)
 
 
 def check_cuda_plugin(facts: Facts) -> Check:
@@ -31,24 +28,10 @@ def check_cuda_plugin(facts: Facts) -> Check:
     )
 
 
-def bindings_version() -> str | None:
-    """The installed cuda-bindings' version, when its driver module imports; None when it does not."""
-    try:
-        from importlib.metadata import version
-
-        import cuda.bindings.driver  # type: ignore[import-untyped, import-not-found, unused-ignore]  # noqa: F401
-    except Exception:
-        return None
-    try:
-        return version("cuda-bindings")
-    except Exception:
-        return "unknown"
-
-
 def check_bindings(facts: Facts) -> Check:
     if not facts.gpu_node:
         return Check("cuda.bindings", "cuda-bindings", "GPU", "skip", "no NVIDIA driver")
-    found = bindings_version()
+    found = installed_bindings()
     if found is None:
         return Check(
             "cuda.bindings",
@@ -56,25 +39,24 @@ def check_bindings(facts: Facts) -> Check:
             "GPU",
             "fail",
             "NVIDIA's cuda-bindings does not import: --cuda driver-api cannot reach the checkpoint API",
-            fix="pip install 'crgpu[cuda]' into crgpu's environment",
+            fix=install_hint(facts.driver.version if facts.driver else None),
         )
     return Check("cuda.bindings", "cuda-bindings", "GPU", "ok", f"cuda-bindings {found}")
 
 
 def check_bindings_driver(facts: Facts) -> Check:
-    found = bindings_version() if facts.gpu_node else None
+    found = installed_bindings() if facts.gpu_node else None
     if facts.driver is None or found is None:
         return Check("cuda.bindings_driver", "bindings and driver", "GPU", "skip", "no driver or no bindings")
-    major = version_tuple(found)[0]
-    driver = version_tuple(facts.driver.version)
-    if major >= 13 and driver[:2] < BINDINGS_13_MIN_DRIVER:
+    mismatch = bindings_mismatch(found, facts.driver.version)
+    if mismatch:
         return Check(
             "cuda.bindings_driver",
             "bindings and driver",
             "GPU",
             "fail",
-            f"cuda-bindings {found} is documented for driver 580.65.06 or newer; this node has {facts.driver.version}",
-            fix="pip install 'cuda-bindings>=12.8,<13' for this driver, or upgrade the driver",
+            mismatch,
+            fix=install_hint(facts.driver.version) + ", or upgrade the driver",
         )
     return Check(
         "cuda.bindings_driver",

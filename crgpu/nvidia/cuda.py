@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from crgpu.nvidia.bindings_line import install_hint
 from crgpu.nvidia.cuda_api import STATES, CudaDriver, CudaError
 
 
@@ -29,9 +30,12 @@ class BindingsDriver:
         try:
             from cuda.bindings import driver  # type: ignore[import-untyped, import-not-found, unused-ignore]
         except ImportError as exc:
+            from crgpu.nvidia.gpu import driver_version
+
+            driver = driver_version()
             raise CudaError(
                 "cannot reach the CUDA driver API: the cuda-bindings package is not installed",
-                hint="pip install 'crgpu[cuda]' (NVIDIA's cuda-bindings)",
+                hint=install_hint(driver.version if driver else None),
             ) from exc
         self.cu: Any = driver
         try:

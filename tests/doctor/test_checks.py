@@ -142,7 +142,7 @@ def test_driver_550_fails_saying_why(node: FakeNode) -> None:
 def test_driver_570_with_plugin_and_cuda_checkpoint_is_ready(
     node: FakeNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("crgpu.doctor.gpu_checks.bindings_version", lambda: "12.9.0")
+    monkeypatch.setattr("crgpu.doctor.gpu_checks.installed_bindings", lambda: "12.9.0")
     node.driver("570.86.15", gpus=2)
     node.cuda_checkpoint("--action {lock,checkpoint,restore,unlock} --pid PID --get-state")
     node.plugin()
@@ -160,19 +160,19 @@ def test_the_driver_api_path_needs_bindings_that_suit_the_driver(
     node: FakeNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     node.driver("570.86.15")
-    monkeypatch.setattr("crgpu.doctor.gpu_checks.bindings_version", lambda: "13.5.0")
+    monkeypatch.setattr("crgpu.doctor.gpu_checks.installed_bindings", lambda: "13.5.0")
     code, doc = doctor()
     check = checks(doc)["cuda.bindings_driver"]
-    assert check["status"] == "fail" and "580.65.06" in check["detail"] and "<13" in check["fix"]
+    assert check["status"] == "fail" and "580.65.06" in check["detail"] and "crgpu[cuda12]" in check["fix"]
     assert doc["ready"]["cuda_runc_driver_api"] is False and code == 1
-    monkeypatch.setattr("crgpu.doctor.gpu_checks.bindings_version", lambda: None)
+    monkeypatch.setattr("crgpu.doctor.gpu_checks.installed_bindings", lambda: None)
     code, doc = doctor()
     assert (
         checks(doc)["cuda.bindings"]["status"] == "fail"
-        and "crgpu[cuda]" in checks(doc)["cuda.bindings"]["fix"]
+        and "crgpu[cuda12]" in checks(doc)["cuda.bindings"]["fix"]  # the extra for driver 570
     )
     node.driver("580.65.06")
-    monkeypatch.setattr("crgpu.doctor.gpu_checks.bindings_version", lambda: "13.5.0")
+    monkeypatch.setattr("crgpu.doctor.gpu_checks.installed_bindings", lambda: "13.5.0")
     assert checks(doctor()[1])["cuda.bindings_driver"]["status"] == "ok"
 
 

@@ -16,7 +16,7 @@ from crgpu.nvidia.cuda_flow import select_mode
 from crgpu.nvidia.cuda_processes import cuda_processes
 from tests.fake_cuda import FAKE_GPU, FakeDriver, fake_gpu_use
 from tests.fakes import RUNNING, write_fake_nvidia_smi, write_fake_runc
-from tests.helpers import crgpu
+from tests.helpers import crgpu, without_a_gpu
 
 NS = "pid:[4026532001]"
 H100 = "NVIDIA H100 80GB HBM3"
@@ -24,6 +24,7 @@ SECOND_GPU = "GPU-00000000-1111-2222-3333-555555555555"
 CUDA_PIDS = (101, 102)
 
 
+@without_a_gpu
 def test_no_environment_variable_chooses_the_cuda_driver(monkeypatch: pytest.MonkeyPatch) -> None:
     """crgpu runs as root: CRGPU_CUDA_DRIVER=python:MODULE:ATTR once made it import MODULE."""
     monkeypatch.setenv("CRGPU_CUDA_DRIVER", "python:tests.fake_cuda:FakeDriver")
@@ -269,6 +270,7 @@ def test_cuda_verbs_drive_the_fake_driver(node: Node) -> None:
     assert crgpu("cuda", "unlock", "--pid", "101").stdout.strip() == "running"
 
 
+@without_a_gpu
 def test_cuda_state_without_a_driver_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     # the real loader: cuda-bindings, which finds no driver here
     result = crgpu("cuda", "state", "--pid", "1")
