@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from types import FrameType
+from collections.abc import Callable
+from contextlib import ExitStack
 
-from crgpu.core.checkpoint_failure import after_failed_checkpoint
+from crgpu.core.checkpoint_failure import after_failed_checkpoint, thaw_left_paused
 from crgpu.core.checkpoint_manifest import record_checkpoint, record_container_files
 from crgpu.core.plan import CheckpointPlan
 from crgpu.core.result import OperationResult, new_result, raise_if_interrupted
@@ -24,6 +21,7 @@ from crgpu.core.runtime_call import (
 from crgpu.host.errors import CrgpuError
 from crgpu.host.locks import container_lock
 from crgpu.host.process import LineSink
+from crgpu.host.signals import signals_noted
 from crgpu.image.manifest import (
     prepare_image_dir,
     prepare_work_dir,
@@ -82,7 +80,7 @@ def execute_checkpoint(
                 # From the dump on, a signal is forwarded to the runtime (run_runtime) and, once it
                 # has returned, noted instead of raised: crgpu then either finishes the image
                 # (crgpu.json) or removes it, never stops half-way between the two.
-                deferred.enter_context(_signals_deferred(result))
+                deferred.enter_context(signals_noted(lambda signum: _note_signal(result, signum)))
                 paused.pause()
                 run_runtime(
                     result,
@@ -100,6 +98,8 @@ def execute_checkpoint(
                 result.notes += lazy.notes
         except BaseException:
             paused.resume(result)
+            if session is not None:
+                thaw_left_paused(plan)  # a frozen process answers no CUDA call
             _resume_cuda(session, result)
             after_failed_checkpoint(plan, result)
             raise
@@ -107,6 +107,8 @@ def execute_checkpoint(
             if lazy is not None:
                 lazy.close()
         if session is not None and (not result.ok or opts.leave_running):
+            if not result.ok:
+                thaw_left_paused(plan)  # a frozen process answers no CUDA call
             _resume_cuda(session, result)
         if result.ok and not opts.leave_running:
             cleanup_started = time.monotonic()
@@ -137,25 +139,6 @@ def execute_checkpoint(
             result.notes.append("interrupted after the checkpoint completed: the image is complete")
             raise_if_interrupted(result, plan.adapter, info.root)
         return result
-
-
-@contextmanager
-def _signals_deferred(result: OperationResult) -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP recorded in `result.interrupted_by` instead of raised."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def note(signum: int, _frame: FrameType | None) -> None:
-        if result.interrupted_by is None:
-            result.interrupted_by = signum
-
-    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 class _LazyServing:
@@ -246,11 +229,18 @@ class _PausedForLayer:
         result.stats["paused_time"] = int((time.monotonic() - since) * 1_000_000)
 
 
+def _note_signal(result: OperationResult, signum: int) -> None:
+    if result.interrupted_by is None:
+        result.interrupted_by = signum
+
+
 def _resume_cuda(session: DriverApiSession | None, result: OperationResult) -> None:
     """Put every CUDA process back to running; what could not be is said, never hidden."""
     if session is None or all(state == "running" for state in session.state.values()):
         return
     problems = session.resume()
+    if session.interrupted_by is not None:
+        _note_signal(result, session.interrupted_by)  # obeyed once every process is back
     result.stats.update(
         {k: v for k, v in session.stats().items() if k in ("cuda_restore_time", "cuda_unlock_time")}
     )

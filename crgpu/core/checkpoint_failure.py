@@ -18,6 +18,20 @@ from crgpu.image.manifest import (
 )
 
 
+def thaw_left_paused(plan: CheckpointPlan) -> str | None:
+    """Resume a container that was running and is left frozen (CRIU, a failed dump): first of all
+    after a failure, as a frozen process answers no CUDA call. Its status afterwards."""
+    info = plan.container
+    status = safe_status(plan.adapter, info.id, info.root)
+    if status == "paused" and plan.status_before == "running":
+        try:
+            plan.adapter.resume(info.id, info.root)
+        except CrgpuError:
+            pass
+        status = safe_status(plan.adapter, info.id, info.root)
+    return status
+
+
 def after_failed_checkpoint(plan: CheckpointPlan, result: OperationResult) -> None:
     """Keep the logs, drop the partial image (unless --keep-failed), resume a container left paused."""
     result.ok = False
@@ -31,17 +45,11 @@ def after_failed_checkpoint(plan: CheckpointPlan, result: OperationResult) -> No
         _remove_when_unused(image)
         result.removed_image = not image.exists()
     info = plan.container
-    status = safe_status(plan.adapter, info.id, info.root)
+    status = thaw_left_paused(plan)
     if status == "paused" and plan.status_before == "running":
-        try:
-            plan.adapter.resume(info.id, info.root)
-        except CrgpuError:
-            pass
-        status = safe_status(plan.adapter, info.id, info.root)
-        if status == "paused":
-            result.hint = (result.hint + "; " if result.hint else "") + (
-                f"the container is still paused: `{plan.adapter.name} --root {info.root} resume {info.id}`"
-            )
+        result.hint = (result.hint + "; " if result.hint else "") + (
+            f"the container is still paused: `{plan.adapter.name} --root {info.root} resume {info.id}`"
+        )
     result.container_status = status
 
 

@@ -118,9 +118,11 @@ def _engine_record(record: dict[str, Any]) -> EngineRecord:
 
 
 def _process_record(proc: CudaProcess, session: DriverApiSession | None) -> dict[str, Any]:
-    """A checkpointed CUDA process, with the GPUs NVML saw it use (what a restore must map)."""
+    """A checkpointed CUDA process, with the GPUs NVML saw it use (what a restore must map) and the
+    bytes it held there (a restore's deadline and its free-memory check)."""
     use = session.gpu_use.get(proc.host_pid) if session else None
-    return {"ns_pid": proc.ns_pid, "comm": proc.comm, **({"gpus": list(use.uuids)} if use else {})}
+    seen = {"gpus": list(use.uuids), "gpu_bytes": use.bytes} if use else {}
+    return {"ns_pid": proc.ns_pid, "comm": proc.comm, **seen}
 
 
 def _container_gpus(bundle: Path | None, host: HostRecord) -> dict[str, Any]:

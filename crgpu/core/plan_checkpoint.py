@@ -69,6 +69,14 @@ def _plan_found(opts: CheckpointOptions, container: ContainerInfo) -> Checkpoint
             f"container {container.id!r} is {status or 'in an unknown state'}, not running",
             hint=f"start it first; `{adapter.name} --root {container.root} state {container.id}` shows it",
         )
+    if status == "paused" and cuda_mode in ("driver-api", "plugin"):
+        # A frozen process cannot reach a lockable point: every lock would wait out its timeout,
+        # and CRIU's plugin would lock it while frozen.
+        raise PreconditionError(
+            f"container {container.id!r} is paused: the driver cannot lock a frozen process's CUDA state",
+            hint=f"resume it first (`{adapter.name} --root {container.root} resume {container.id}`), or "
+            "checkpoint with --cuda off if it holds no GPU state",
+        )
     gpu_note = [container.gpu_note] if container.gpu_note else []
     invocation = replace(invocation, notes=[*invocation.notes, *gpu_note, *handoff_notes, *cuda_notes])
     accepted, skipped = _cuda_process_set(container) if cuda_mode == "driver-api" else ([], [])

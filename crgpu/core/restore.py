@@ -273,6 +273,8 @@ def restore_cuda(plan: RestorePlan, result: OperationResult) -> None:
     processes = [CudaProcess(host_pid=mapping[n], ns_pid=n, comm="?") for n in ns_pids if n in mapping]
     session = DriverApiSession(load_driver(), processes, 0)
     session.state = {p.host_pid: "checkpointed" for p in processes}
+    held = {int(p["ns_pid"]): int(p.get("gpu_bytes") or 0) for p in plan.manifest.cuda.get("processes", [])}
+    session.expect_bytes({mapping[n]: held[n] for n in ns_pids if n in mapping and held.get(n)})
     problems = session.resume(plan.gpu_map)
     result.stats.update(session.stats())
     problems += [f"container pid {pid}: not found after the runtime restore" for pid in missing]

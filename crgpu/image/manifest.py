@@ -146,6 +146,11 @@ class Manifest(_Record):
             if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**22:
                 raise ValueError("cuda.processes holds an entry without a valid ns_pid")
             _check_uuids(process.get("gpus"), "cuda.processes[].gpus")
+            held = process.get("gpu_bytes")
+            if held is not None and (
+                not isinstance(held, int) or isinstance(held, bool) or not 0 <= held < 2**50
+            ):
+                raise ValueError("cuda.processes[].gpu_bytes is not a byte count")
         _check_uuids(value.get("container_gpus"), "cuda.container_gpus")
         return value
 

@@ -12,10 +12,13 @@ import time
 from dataclasses import dataclass, field
 
 from crgpu.criu.binary import cuda_plugin_path
+from crgpu.host.cgroup_memory import short_of
 from crgpu.host.errors import PreconditionError
 from crgpu.host.root import host_path
+from crgpu.host.signals import interrupts_raised, signals_noted
 from crgpu.nvidia import gpu
 from crgpu.nvidia.cuda_api import CudaDriver, CudaError
+from crgpu.nvidia.cuda_helper import HelperDriver
 from crgpu.nvidia.cuda_processes import CudaProcess
 from crgpu.nvidia.gpu import GpuUse, driver_version
 from crgpu.options.models import CudaMode
@@ -113,6 +116,7 @@ class DriverApiSession:
     gpu_bytes: int = 0
     # NVML's view at the checkpoint: which GPUs each process (host PID) uses, and how much.
     gpu_use: dict[int, GpuUse] = field(default_factory=dict)
+    interrupted_by: int | None = None  # a signal that came during the give-back
 
     def _timed(self, phase: str, started: float) -> None:
         self.timings[phase] = self.timings.get(phase, 0.0) + time.monotonic() - started
@@ -122,33 +126,69 @@ class DriverApiSession:
         included) put them all back, and raise the first failure."""
         self.gpu_use = gpu.process_gpu_use([p.host_pid for p in self.processes])
         self.gpu_bytes = sum(use.bytes for use in self.gpu_use.values())
-        available = host_memory_available()
-        if available is not None and self.gpu_bytes > available:
-            raise PreconditionError(
-                f"the container's CUDA processes hold {self.gpu_bytes / 2**30:.1f} GiB of GPU memory, which "
-                f"the driver copies into host memory; this host has {available / 2**30:.1f} GiB available",
-                hint="free host memory first; nothing was locked",
-            )
+        self._check_memory()
+        self.expect_bytes({pid: use.bytes for pid, use in self.gpu_use.items()})
         try:
-            started = time.monotonic()
-            for proc in self.processes:
-                self.driver.lock(proc.host_pid, self.lock_timeout_ms)
-                self.state[proc.host_pid] = "locked"
-            self._timed("cuda_lock_time", started)
-            started = time.monotonic()
-            for proc in self.processes:
-                self.driver.checkpoint(proc.host_pid)
-                self.state[proc.host_pid] = "checkpointed"
-            self._timed("cuda_checkpoint_time", started)
+            # SIGTERM and SIGHUP, like Ctrl-C, end here in the give-back below, never in a process
+            # left locked or checkpointed by a crgpu that was killed outright.
+            with interrupts_raised():
+                started = time.monotonic()
+                for proc in self.processes:
+                    self.driver.lock(proc.host_pid, self.lock_timeout_ms)
+                    self.state[proc.host_pid] = "locked"
+                self._timed("cuda_lock_time", started)
+                started = time.monotonic()
+                for proc in self.processes:
+                    self.driver.checkpoint(proc.host_pid)
+                    self.state[proc.host_pid] = "checkpointed"
+                self._timed("cuda_checkpoint_time", started)
         except BaseException as exc:
             problems = self.resume()
             if problems and isinstance(exc, CudaError):
                 exc.detail = [*exc.detail, *problems]
             raise
 
+    def expect_bytes(self, nbytes: dict[int, int]) -> None:
+        """GPU bytes per host PID: a driver in a helper process sets its deadlines by them."""
+        if isinstance(self.driver, HelperDriver):
+            for pid, count in nbytes.items():
+                self.driver.expect_bytes(pid, count)
+
+    def _check_memory(self) -> None:
+        """The driver copies each process's GPU memory into that process's own memory: the host
+        must have it, and so must the memory cgroup the process is charged to (its container's,
+        and every ancestor's: a pod's, a slice's). Checked before anything is locked."""
+        gib = 2**30
+        available = host_memory_available()
+        if available is not None and self.gpu_bytes > available:
+            raise PreconditionError(
+                f"the container's CUDA processes hold {self.gpu_bytes / gib:.1f} GiB of GPU memory, which "
+                f"the driver copies into host memory; this host has {available / gib:.1f} GiB available",
+                hint="free host memory first; nothing was locked",
+            )
+        short = short_of((pid, use.bytes) for pid, use in self.gpu_use.items())
+        if short is not None:
+            room, need = short
+            raise PreconditionError(
+                f"the container's CUDA processes would copy {need / gib:.1f} GiB of GPU memory into their own "
+                f"memory, and their memory cgroup leaves {room.bytes / gib:.1f} GiB: the kernel would kill "
+                f"them inside the checkpoint ({room.describe()})",
+                hint=f"raise the container's memory limit by {(need - room.bytes) / gib:.1f} GiB or more, or "
+                "free GPU memory in it first; nothing was locked",
+            )
+
     def resume(self, device_map: dict[str, str] | None = None) -> list[str]:
         """Restore what was checkpointed and unlock what was locked, every process, retrying once.
-        Returns the problems left (empty when every process runs again)."""
+        Returns the problems left (empty when every process runs again). A signal meanwhile is
+        noted (`interrupted_by`), not obeyed: the give-back is what a signal must not cut short."""
+        with signals_noted(self._note_signal):
+            return self._resume(device_map)
+
+    def _note_signal(self, signum: int) -> None:
+        if self.interrupted_by is None:
+            self.interrupted_by = signum
+
+    def _resume(self, device_map: dict[str, str] | None) -> list[str]:
         problems: list[str] = []
         for proc in self.processes:
             self._reread(proc.host_pid)

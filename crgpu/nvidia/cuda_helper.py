@@ -25,9 +25,21 @@ from crgpu.nvidia.cuda_api import CudaDriver, CudaError
 
 START_DEADLINE_S = 60.0
 STATE_DEADLINE_S = 30.0
-# A checkpoint copies the GPU memory into host memory (and a restore back): 141 GB of an H200 at
-# a few GB/s, with room to spare.
+# A checkpoint copies the process's GPU memory into host memory (and a restore back). The deadline
+# grows with the bytes NVML reported for the process: a floor, plus 4 s per GB (0.25 GB/s, far
+# below any PCIe link's rate: a loaded host, a cold page cache). Where the bytes are unknown, the
+# whole of an H200 (141 GB) at a few GB/s.
 TRANSFER_DEADLINE_S = 600.0
+TRANSFER_FLOOR_S = 120.0
+TRANSFER_S_PER_GB = 4.0
+
+
+def transfer_deadline_s(nbytes: int | None) -> float:
+    if not nbytes:
+        return TRANSFER_DEADLINE_S
+    return TRANSFER_FLOOR_S + nbytes / 1e9 * TRANSFER_S_PER_GB
+
+
 UNLOCK_DEADLINE_S = 60.0
 # The driver's own lock timeout, plus this, before crgpu stops waiting for a lock.
 LOCK_GRACE_S = 30.0
@@ -41,6 +53,7 @@ class HelperDriver:
         self._factory = factory
         self._start_deadline_s = start_deadline_s
         self._child: _Child | None = None
+        self._bytes: dict[int, int] = {}  # GPU bytes expected per process: its transfer deadline
         self._start()  # a node without a driver says so now, not at the first call
 
     def _start(self) -> _Child:
@@ -63,9 +76,14 @@ class HelperDriver:
 
     def _call(self, call: str, deadline_s: float | None, *args: Any) -> Any:
         child = self._child or self._start()
-        child.send(call, args)
+        request = child.send(call, args)
         try:
-            return child.answer(call, deadline_s)
+            return child.answer(call, deadline_s, request)
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            # Interrupted while the driver works: its late reply must not answer the next call,
+            # and a call still running in it must not land later. The next call gets a new helper.
+            self._stop()
+            raise
         except _ChildLost:
             self._stop()
             raise CudaError(f"the CUDA helper process died during {call}") from None
@@ -85,11 +103,15 @@ class HelperDriver:
         deadline = timeout_ms / 1000 + LOCK_GRACE_S if timeout_ms else None  # 0: as long as it takes
         self._call("lock", deadline, pid, timeout_ms)
 
+    def expect_bytes(self, pid: int, nbytes: int) -> None:
+        """The process holds this many GPU bytes: its checkpoint and restore deadlines follow."""
+        self._bytes[pid] = nbytes
+
     def checkpoint(self, pid: int) -> None:
-        self._call("checkpoint", TRANSFER_DEADLINE_S, pid)
+        self._call("checkpoint", transfer_deadline_s(self._bytes.get(pid)), pid)
 
     def restore(self, pid: int, device_map: dict[str, str] | None = None) -> None:
-        self._call("restore", TRANSFER_DEADLINE_S, pid, device_map)
+        self._call("restore", transfer_deadline_s(self._bytes.get(pid)), pid, device_map)
 
     def unlock(self, pid: int) -> None:
         self._call("unlock", UNLOCK_DEADLINE_S, pid)
@@ -123,28 +145,38 @@ class _Child:
         self.requests = requests_w
         self.replies = replies_r
         self.buffer = b""
+        self.requests_sent = 0
 
-    def send(self, call: str, args: tuple[Any, ...]) -> None:
+    def send(self, call: str, args: tuple[Any, ...]) -> int:
+        """Send one request; its id, which its reply carries (0 is the start-up's)."""
+        self.requests_sent += 1
+        request = {"id": self.requests_sent, "call": call, "args": list(args)}
         try:
-            os.write(self.requests, json.dumps({"call": call, "args": list(args)}).encode() + b"\n")
+            os.write(self.requests, json.dumps(request).encode() + b"\n")
         except OSError:
             raise _ChildLost from None
+        return self.requests_sent
 
-    def answer(self, call: str, deadline_s: float | None) -> Any:
+    def answer(self, call: str, deadline_s: float | None, request: int = 0) -> Any:
+        """The reply to request `request`; replies to earlier ones (late, their caller gone) are
+        dropped, so an answer is never one call behind."""
         ends = None if deadline_s is None else time.monotonic() + deadline_s
-        while b"\n" not in self.buffer:
-            wait = None if ends is None else max(0.0, ends - time.monotonic())
-            ready, _, _ = select.select([self.replies], [], [], wait)
-            if not ready:
-                raise _Missed
-            chunk = os.read(self.replies, 65536)
-            if not chunk:
-                raise _ChildLost
-            self.buffer += chunk
-            if len(self.buffer) > MAX_REPLY_BYTES:
-                raise _ChildLost
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        reply = json.loads(line)
+        while True:
+            while b"\n" not in self.buffer:
+                wait = None if ends is None else max(0.0, ends - time.monotonic())
+                ready, _, _ = select.select([self.replies], [], [], wait)
+                if not ready:
+                    raise _Missed
+                chunk = os.read(self.replies, 65536)
+                if not chunk:
+                    raise _ChildLost
+                self.buffer += chunk
+                if len(self.buffer) > MAX_REPLY_BYTES:
+                    raise _ChildLost
+            line, _, self.buffer = self.buffer.partition(b"\n")
+            reply = json.loads(line)
+            if reply.get("id", 0) == request:
+                break
         if "error" in reply:
             raise CudaError(
                 str(reply["error"]), hint=reply.get("hint"), detail=list(reply.get("detail") or [])
@@ -188,18 +220,19 @@ def _serve(factory: Callable[[], CudaDriver], requests: int, replies: int) -> No
     try:
         driver = factory()
     except BaseException as exc:
-        reply(_failure(exc))
+        reply({"id": 0, **_failure(exc)})
         return
-    reply({"value": None})
+    reply({"id": 0, "value": None})
     with os.fdopen(requests, "rb") as incoming:
         for line in incoming:
             request = json.loads(line)
+            number = request["id"]
             try:
                 value = getattr(driver, request["call"])(*request["args"])
             except BaseException as exc:
-                reply(_failure(exc))
+                reply({"id": number, **_failure(exc)})
                 continue
-            reply({"value": value})
+            reply({"id": number, "value": value})
 
 
 def _failure(exc: BaseException) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 
 from crgpu.host.errors import PreconditionError
 from crgpu.nvidia import cuda, gpu
+from crgpu.nvidia.cuda_api import CudaError
 from crgpu.nvidia.cuda_flow import select_mode
 from crgpu.nvidia.cuda_processes import cuda_processes
 from tests.fake_cuda import FAKE_GPU, FakeDriver, fake_gpu_use
@@ -22,6 +25,7 @@ NS = "pid:[4026532001]"
 H100 = "NVIDIA H100 80GB HBM3"
 SECOND_GPU = "GPU-00000000-1111-2222-3333-555555555555"
 CUDA_PIDS = (101, 102)
+GIB = 1 << 30
 
 
 @without_a_gpu
@@ -155,8 +159,8 @@ def test_checkpoint_locks_and_checkpoints_every_cuda_process_then_dumps(node: No
     assert manifest["cuda"] == {
         "mode": "driver-api",
         "processes": [
-            {"ns_pid": 7, "comm": "train", "gpus": [FAKE_GPU]},
-            {"ns_pid": 8, "comm": "serve", "gpus": [FAKE_GPU]},
+            {"ns_pid": 7, "comm": "train", "gpus": [FAKE_GPU], "gpu_bytes": GIB},
+            {"ns_pid": 8, "comm": "serve", "gpus": [FAKE_GPU], "gpu_bytes": GIB},
         ],
     }
     stats = doc["stats"]
@@ -412,6 +416,95 @@ def test_gpu_memory_the_host_cannot_hold_is_refused_before_any_lock(node: Node) 
     assert not (node.tmp / "img").exists()
 
 
+def _cgroup_v2(node: Node, path: str, **files: int | str) -> None:
+    """The container's processes in cgroup v2 PATH; `files` the cgroup's memory files by name."""
+    for pid in (100, *CUDA_PIDS, 103):
+        (node.host / "proc" / str(pid) / "cgroup").write_text(f"0::{path}\n")
+    where = node.host / "sys/fs/cgroup" / path.strip("/")
+    where.mkdir(parents=True, exist_ok=True)
+    for name, value in files.items():
+        (where / name).write_text(f"{value}\n")
+
+
+def _locked(node: Node) -> bool:
+    return "calls" in node.data() and any(c[0] == "lock" for c in node.data()["calls"])
+
+
+def test_gpu_memory_the_containers_cgroup_cannot_take_is_refused_before_any_lock(node: Node) -> None:
+    """Two processes of 1 GiB each, a pod limit of 3 GiB with 1.5 GiB in use (of which 0.5 GiB is
+    inactive file cache the kernel reclaims first) and no swap: 2 GiB do not fit in 2 GiB less 0.5.
+    Before, only the host's MemAvailable was compared, and the kernel killed them mid-checkpoint."""
+    (node.host / "proc" / "meminfo").write_text(
+        "MemTotal: 400000000 kB\nMemAvailable: 300000000 kB\nSwapFree: 0 kB\n"
+    )
+    pod = "/kubepods.slice/kubepods-pod1.slice"
+    _cgroup_v2(
+        node,
+        pod,
+        **{
+            "memory.max": 3 * GIB,
+            "memory.current": 2 * GIB,
+            "memory.stat": f"anon 1\ninactive_file {GIB // 2}\n",
+        },
+    )
+    _cgroup_v2(node, pod + "/cri-containerd-c1.scope", **{"memory.max": "max", "memory.current": GIB})
+    code, doc = node.checkpoint()
+    assert code == 4, doc
+    assert "would copy 2.0 GiB" in doc["error"] and "leaves 1.5 GiB" in doc["error"]
+    assert "kubepods-pod1.slice: limit 3.0 GiB, in use 1.5 GiB" in doc["error"]
+    assert "by 0.5 GiB or more" in doc["hint"] and "nothing was locked" in doc["hint"]
+    assert not _locked(node) and not (node.tmp / "img").exists()
+
+
+def test_room_in_swap_counts_as_the_kernel_counts_it(node: Node) -> None:
+    """cgroup v2: memory.swap.max bounds what swap takes; with swap not accounted, the host's free swap."""
+    (node.host / "proc" / "meminfo").write_text(
+        "MemTotal: 400000000 kB\nMemAvailable: 300000000 kB\nSwapFree: 4194304 kB\n"
+    )
+    ctr = "/system.slice/c1.scope"
+    _cgroup_v2(
+        node,
+        ctr,
+        **{"memory.max": GIB, "memory.current": 0, "memory.swap.max": GIB // 2, "memory.swap.current": 0},
+    )
+    code, doc = node.checkpoint()
+    assert code == 4 and "leaves 1.5 GiB" in doc["error"] and "swap room 0.5 GiB" in doc["error"], doc
+    (
+        node.host / "sys/fs/cgroup/system.slice/c1.scope/memory.swap.max"
+    ).unlink()  # swap not accounted: 4 GiB free
+    code, doc = node.checkpoint()
+    assert code == 0, doc
+    assert _locked(node)
+
+
+def test_cgroup_v1_memory_and_memsw_limits_are_counted(node: Node) -> None:
+    (node.host / "proc" / "meminfo").write_text(
+        "MemTotal: 400000000 kB\nMemAvailable: 300000000 kB\nSwapFree: 8388608 kB\n"
+    )
+    for pid in (100, *CUDA_PIDS, 103):
+        (node.host / "proc" / str(pid) / "cgroup").write_text(
+            "12:memory:/docker/c1\n11:cpu,cpuacct:/docker/c1\n0::/\n"
+        )
+    where = node.host / "sys/fs/cgroup/memory/docker/c1"
+    where.mkdir(parents=True)
+    for name, value in {
+        "memory.limit_in_bytes": 2 * GIB,
+        "memory.usage_in_bytes": GIB,
+        "memory.memsw.limit_in_bytes": 2 * GIB + GIB // 2,  # memory and swap together
+        "memory.memsw.usage_in_bytes": GIB,
+    }.items():
+        (where / name).write_text(f"{value}\n")
+    (where / "memory.stat").write_text("total_inactive_file 0\n")
+    code, doc = node.checkpoint()  # 1 GiB of memory and 0.5 GiB of swap left: 1.5 < 2
+    assert (
+        code == 4 and "cgroup /docker/c1: limit 2.0 GiB" in doc["error"] and "leaves 1.5 GiB" in doc["error"]
+    ), doc
+    (where / "memory.limit_in_bytes").write_text(f"{9223372036854771712}\n")  # v1's "no limit"
+    (where / "memory.memsw.limit_in_bytes").write_text(f"{9223372036854771712}\n")
+    code, doc = node.checkpoint()
+    assert code == 0, doc
+
+
 def test_a_plugin_restore_that_left_cuda_checkpointed_is_a_failure(
     node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -438,3 +531,78 @@ def test_processes_already_running_after_the_runtime_restore_are_not_restored_tw
     result = crgpu("restore", "--json", "-i", str(node.tmp / "img"))
     assert result.exit_code == 0, result.stdout
     assert [c for c in node.data().get("calls", []) if c[0] in ("restore", "unlock")] == []
+
+
+class SignalledDuringCheckpoint(FakeDriver):
+    """A supervisor's SIGTERM (or a closed terminal's SIGHUP) reaches crgpu while the driver
+    checkpoints the second process; the call runs in the helper, crgpu's child."""
+
+    signum = signal.SIGTERM
+
+    def checkpoint(self, pid: int) -> None:
+        super().checkpoint(pid)
+        if pid == 102:
+            os.kill(os.getppid(), self.signum)
+            time.sleep(0.5)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_during_the_cuda_checkpoint_gives_every_process_back(
+    node: Node, monkeypatch: pytest.MonkeyPatch, signum: int
+) -> None:
+    """Before, SIGTERM and SIGHUP killed crgpu outright there: both processes stayed checkpointed."""
+    monkeypatch.setattr(SignalledDuringCheckpoint, "signum", signum)
+    monkeypatch.setattr(cuda, "DRIVER_FACTORY", SignalledDuringCheckpoint)
+    result = crgpu("checkpoint", "--json", "-i", str(node.tmp / "img"), "c1")
+    assert result.exit_code == 130, result.output
+    assert node.data()["procs"] == {"101": "running", "102": "running"}
+    assert not (node.tmp / "img").exists()
+
+
+def _frozen_runc(node: Node, frozen: Path, on_checkpoint: str) -> None:
+    """The fake runc with a freezer: `state` says paused while FROZEN exists, `resume` thaws."""
+    paused = """echo '{"id": "c1", "status": "paused"}'"""
+    script = write_fake_runc(
+        node.tmp / "runc",
+        state=f"if [ -f {frozen} ]; then {paused}; else {RUNNING}; fi",
+        on_checkpoint=on_checkpoint,
+        on_resume=f"rm -f {frozen}",
+    )
+    os.environ["CRGPU_RUNC"] = str(script)
+
+
+def test_a_paused_gpu_container_is_refused_before_any_lock(node: Node, tmp_path: Path) -> None:
+    """Before, it was accepted and each lock waited out its timeout on a frozen process."""
+    frozen = tmp_path / "frozen"
+    frozen.touch()
+    _frozen_runc(node, frozen, "exit 0")
+    code, doc = node.checkpoint()
+    assert code == 4 and "is paused" in doc["error"] and "resume c1" in doc["hint"], doc
+    assert "calls" not in node.data()
+
+
+class AnswersOnlyThawed(FakeDriver):
+    """A frozen process answers no CUDA call: here one fails at once where the driver would hang."""
+
+    frozen: Path
+
+    def restore(self, pid: int, device_map: dict[str, str] | None = None) -> None:
+        if self.frozen.exists():
+            raise CudaError("cuCheckpointProcessRestore failed: CUDA_ERROR_TIMEOUT (the process is frozen)")
+        super().restore(pid, device_map)
+
+
+def test_after_a_failed_dump_left_it_frozen_the_container_is_thawed_before_the_gpu_give_back(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, crgpu gave the GPU state back first, to processes CRIU had left frozen: every call
+    waited out its deadline and the processes stayed checkpointed."""
+    frozen = tmp_path / "frozen"
+    _frozen_runc(node, frozen, f"touch {frozen}; echo 'Error: criu failed' >&2; exit 1")
+    monkeypatch.setattr(AnswersOnlyThawed, "frozen", frozen, raising=False)
+    monkeypatch.setattr(cuda, "DRIVER_FACTORY", AnswersOnlyThawed)
+    code, doc = node.checkpoint()
+    assert code == 1, doc
+    assert "left behind" not in doc["error"], doc["error"]
+    assert node.data()["procs"] == {"101": "running", "102": "running"}
+    assert not frozen.exists() and doc["container_status"] == "running"

@@ -86,3 +86,57 @@ def test_an_unexpected_exception_in_the_driver_is_a_cuda_error(driver_state: Pat
 
     with pytest.raises(CudaError, match="RuntimeError: driver call crashed"):
         HelperDriver(Crashing).unlock(101)
+
+
+def test_transfer_deadlines_follow_each_processs_gpu_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, every checkpoint and restore waited 600 s, for 1 GB or for an H200's 141 GB."""
+    seen: list[tuple[str, float | None]] = []
+    monkeypatch.setattr(
+        HelperDriver, "_call", lambda self, call, deadline, *args: seen.append((call, deadline))
+    )
+    driver = HelperDriver.__new__(HelperDriver)
+    driver._bytes = {}
+    driver.expect_bytes(7, 141 * 10**9)
+    driver.expect_bytes(8, 10**9)
+    driver.checkpoint(7)
+    driver.checkpoint(8)
+    driver.restore(7)
+    driver.checkpoint(9)  # unknown: the whole of an H200
+    assert seen == [("checkpoint", 684.0), ("checkpoint", 124.0), ("restore", 684.0), ("checkpoint", 600.0)]
+
+
+class SlowLock(FakeDriver):
+    """The first lock answers late: after its caller gave up (Ctrl-C)."""
+
+    def lock(self, pid: int, timeout_ms: int) -> None:
+        if pid == 101:
+            time.sleep(0.5)
+        super().lock(pid, timeout_ms)
+
+
+def test_after_an_interrupted_call_no_answer_is_one_call_behind(
+    driver_state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, Ctrl-C during a driver call left its reply in the pipe: the next call read it as
+    its own, and every later answer was one call behind."""
+    driver = HelperDriver(SlowLock)
+    first = driver._child
+    assert first is not None
+
+    def interrupted(call: str, deadline: float | None, request: int = 0) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(first, "answer", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        driver.lock(101, 1000)
+    assert driver._child is None and first.pid is None  # the helper that held the late reply is gone
+    assert driver.state(102) == "running"  # a new helper, answering this call
+
+
+def test_a_late_reply_is_dropped_by_its_id(driver_state: Path) -> None:
+    driver = HelperDriver(SlowLock)
+    child = driver._child
+    assert child is not None
+    late = child.send("lock", (101, 1000))  # its caller gone: nobody reads this reply first
+    assert driver.state(102) == "running"  # the lock's late reply, read first, is not this answer
+    assert late == 1
