@@ -28,7 +28,7 @@ from crgpu.image.manifest import (
 )
 from crgpu.image.rootfs_diff import overlay_upper
 from crgpu.nvidia.cuda import load_driver
-from crgpu.nvidia.cuda_flow import DriverApiSession
+from crgpu.nvidia.cuda_flow import DriverApiSession, cuda_process_set
 from crgpu.runtimes.base import RUNTIME_STATUS_FD, Invocation
 
 
@@ -181,8 +181,17 @@ class _LazyServing:
 
 
 def _cuda_session(plan: CheckpointPlan, result: OperationResult) -> DriverApiSession:
+    """The CUDA processes as they are now, under the container's lock: one that started CUDA
+    since the plan is taken too (or refused, holding the device), one that ended is dropped."""
     driver = load_driver()
-    processes = list(plan.cuda_processes)
+    planned = {p.host_pid for p in plan.cuda_processes}
+    info = plan.container
+    processes = cuda_process_set(driver, info.pid, info.id)[0] if info.pid else []
+    result.notes += [
+        f"pid {p.ns_pid} ({p.comm}) started CUDA since the plan: taken too"
+        for p in processes
+        if p.host_pid not in planned
+    ]
     if not processes:
         result.notes.append("driver-api: no CUDA process found in the container")
     return DriverApiSession(driver, processes, plan.options.cuda_lock_timeout_ms)

@@ -15,8 +15,7 @@ from crgpu.host.errors import PreconditionError, error_context
 from crgpu.image.manifest import check_image_path_free
 from crgpu.image.signing import check_node_key
 from crgpu.nvidia.cuda import load_driver
-from crgpu.nvidia.cuda_flow import classify, select_mode
-from crgpu.nvidia.cuda_processes import CudaProcess, cuda_processes
+from crgpu.nvidia.cuda_flow import cuda_process_set, select_mode
 from crgpu.options.models import CheckpointOptions
 from crgpu.runtimes.base import ContainerInfo
 from crgpu.runtimes.capabilities import run_capture
@@ -79,7 +78,11 @@ def _plan_found(opts: CheckpointOptions, container: ContainerInfo) -> Checkpoint
         )
     gpu_note = [container.gpu_note] if container.gpu_note else []
     invocation = replace(invocation, notes=[*invocation.notes, *gpu_note, *handoff_notes, *cuda_notes])
-    accepted, skipped = _cuda_process_set(container) if cuda_mode == "driver-api" else ([], [])
+    accepted, skipped = (
+        cuda_process_set(load_driver(), container.pid, container.id)
+        if cuda_mode == "driver-api" and container.pid
+        else ([], [])
+    )
     invocation = replace(
         invocation,
         notes=[
@@ -155,22 +158,6 @@ def _engine_rules(opts: CheckpointOptions, container: ContainerInfo) -> tuple[Ch
         update["work_path"] = work
     notes = [f"handed to {engine.label()}: `{restore}` restores it"]
     return opts.model_copy(update=update), notes + ([caveat] if caveat else [])
-
-
-def _cuda_process_set(container: ContainerInfo) -> tuple[list[CudaProcess], list[tuple[CudaProcess, str]]]:
-    """The container's CUDA processes as the driver sees them. One that the driver will not take
-    but that holds /dev/nvidia* open would make CRIU fail on the device: refused up front."""
-    candidates = cuda_processes(container.pid) if container.pid else []
-    accepted, skipped = classify(load_driver(), candidates)
-    blocking = [(p, why) for p, why in skipped if p.holds_device]
-    if blocking:
-        raise PreconditionError(
-            f"container {container.id!r} has processes holding the GPU device that the driver cannot "
-            "checkpoint: " + "; ".join(f"pid {p.ns_pid} ({p.comm}): {why}" for p, why in blocking),
-            hint="stop them (NVML monitors, forked workers without a CUDA context) or checkpoint with "
-            "--leave-running after they exit; CRIU cannot dump a process holding /dev/nvidia*",
-        )
-    return accepted, skipped
 
 
 def plugin_criu_config(lock_timeout_ms: int) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from crgpu.host.signals import interrupts_raised, signals_noted
 from crgpu.nvidia import gpu
 from crgpu.nvidia.cuda_api import CudaDriver, CudaError
 from crgpu.nvidia.cuda_helper import HelperDriver
-from crgpu.nvidia.cuda_processes import CudaProcess
+from crgpu.nvidia.cuda_processes import CudaProcess, cuda_processes
 from crgpu.nvidia.gpu import GpuUse, driver_version
 from crgpu.options.models import CudaMode
 
@@ -101,6 +101,24 @@ def classify(
             accepted.append(proc)
         else:
             skipped.append((proc, f"its CUDA state is {state}, not running"))
+    return accepted, skipped
+
+
+def cuda_process_set(
+    driver: CudaDriver, init_pid: int, container_id: str
+) -> tuple[list[CudaProcess], list[tuple[CudaProcess, str]]]:
+    """The container's CUDA processes as the driver sees them. One that the driver will not take
+    but that holds /dev/nvidia* open or mapped would make CRIU fail on the device: refused."""
+    accepted, skipped = classify(driver, cuda_processes(init_pid))
+    blocking = [(p, why) for p, why in skipped if p.holds_device]
+    if blocking:
+        raise PreconditionError(
+            f"container {container_id!r} has processes holding the GPU device that the driver cannot checkpoint: "
+            + "; ".join(f"pid {p.ns_pid} ({p.comm}): {why}" for p, why in blocking),
+            hint="stop them (NVML monitors, forked workers without a CUDA context, such as a DataLoader's) "
+            "or checkpoint with --leave-running after they exit; CRIU cannot dump a process holding "
+            "/dev/nvidia*; nothing was locked",
+        )
     return accepted, skipped
 
 

@@ -1,6 +1,8 @@
-"""The candidate CUDA processes of a container: its PID namespace's processes that hold
-/dev/nvidia* open or map libcuda, and their PIDs inside and outside the namespace. Which of them
-the driver can checkpoint only the driver can say (cuda_flow.classify)."""
+"""The candidate CUDA processes of a container: the processes of its cgroup (what the runtime and
+CRIU dump: a sibling container sharing its PID namespace is not in it, nor, for a container without
+a PID namespace of its own, the whole host) that hold /dev/nvidia* open or mapped or map libcuda,
+and their PIDs inside and outside the namespace. Which of them the driver can checkpoint only the
+driver can say (cuda_flow.classify)."""
 
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ def _ns_pid(pid: int) -> int:
 
 
 def _holds_device(pid: int) -> bool:
+    """/dev/nvidia* open, or mapped: a forked worker (PyTorch's DataLoader) keeps its parent's
+    device mappings without a CUDA context of its own, and CRIU cannot dump those either."""
     fd_dir = host_path(f"/proc/{pid}/fd")
     try:
         for fd in fd_dir.iterdir():
@@ -48,25 +52,58 @@ def _holds_device(pid: int) -> bool:
                 continue
     except OSError:
         pass
-    return False
+    return any(path.startswith("/dev/nvidia") for path in _mapped_paths(pid))
+
+
+def _mapped_paths(pid: int) -> list[str]:
+    try:
+        text = host_path(f"/proc/{pid}/maps").read_text(errors="replace")
+    except OSError:
+        return []
+    # address perms offset dev inode path: the path is the sixth field, and may hold spaces
+    return [
+        fields[5] for fields in (line.split(maxsplit=5) for line in text.splitlines()) if len(fields) == 6
+    ]
 
 
 def _maps_libcuda(pid: int) -> bool:
+    return any("libcuda.so" in path for path in _mapped_paths(pid))
+
+
+def _cgroup(pid: int) -> tuple[str, str] | None:
+    """The process's cgroup as (hierarchy, path): cgroup v2's ("", path), else its first v1
+    hierarchy's (controllers, path)."""
     try:
-        return "libcuda.so" in host_path(f"/proc/{pid}/maps").read_text(errors="replace")
+        lines = host_path(f"/proc/{pid}/cgroup").read_text().splitlines()
     except OSError:
+        return None
+    found = [tuple(line.split(":", 2)[1:]) for line in lines if line.count(":") >= 2]
+    unified = [entry for entry in found if entry[0] == ""]
+    chosen = unified[0] if unified else (found[0] if found else None)
+    return (chosen[0], chosen[1]) if chosen else None
+
+
+def _inside(cgroup: tuple[str, str] | None, container: tuple[str, str]) -> bool:
+    if cgroup is None or cgroup[0] != container[0]:
         return False
+    return cgroup[1] == container[1] or cgroup[1].startswith(container[1].rstrip("/") + "/")
 
 
 def container_processes(init_pid: int) -> list[int]:
-    """Every process in the PID namespace of the container's init process."""
+    """Every process of the container: in its init's PID namespace and in its init's cgroup or
+    one beneath it. Where the cgroup cannot be read (a fixture tree, a host without /proc/PID/cgroup),
+    the PID namespace alone."""
     namespace = _pid_namespace(init_pid)
     if namespace is None:
         return []
+    cgroup = _cgroup(init_pid)
     found = []
     for entry in host_path("/proc").iterdir():
-        if entry.name.isdigit() and _pid_namespace(int(entry.name)) == namespace:
-            found.append(int(entry.name))
+        if not entry.name.isdigit() or _pid_namespace(int(entry.name)) != namespace:
+            continue
+        if cgroup is not None and cgroup[1] != "/" and not _inside(_cgroup(int(entry.name)), cgroup):
+            continue
+        found.append(int(entry.name))
     return sorted(found)
 
 

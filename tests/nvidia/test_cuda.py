@@ -26,6 +26,10 @@ H100 = "NVIDIA H100 80GB HBM3"
 SECOND_GPU = "GPU-00000000-1111-2222-3333-555555555555"
 CUDA_PIDS = (101, 102)
 GIB = 1 << 30
+LIBCUDA_MAP = (
+    "7f5a1c000000-7f5a1c400000 r-xp 00000000 fd:01 2364712                    "
+    "/usr/lib/x86_64-linux-gnu/libcuda.so.570.124.06\n"
+)
 
 
 @without_a_gpu
@@ -74,7 +78,8 @@ class Node:
         (proc / "fd" / "0").symlink_to("/dev/null")
         if cuda and not libcuda:
             (proc / "fd" / "5").symlink_to("/dev/nvidia0")
-        (proc / "maps").write_text("7f00 r-xp /usr/lib/x86_64-linux-gnu/libcuda.so.570\n" if libcuda else "")
+        # /proc/PID/maps as the kernel writes it: address perms offset dev inode, then the path
+        (proc / "maps").write_text(LIBCUDA_MAP if libcuda else "")
         (proc / "status").write_text(f"Name:\t{comm}\nNSpid:\t{pid}\t{ns_pid}\n")
         (proc / "comm").write_text(comm + "\n")
 
@@ -606,3 +611,64 @@ def test_after_a_failed_dump_left_it_frozen_the_container_is_thawed_before_the_g
     assert "left behind" not in doc["error"], doc["error"]
     assert node.data()["procs"] == {"101": "running", "102": "running"}
     assert not frozen.exists() and doc["container_status"] == "running"
+
+
+POD = "/kubepods.slice/kubepods-pod1.slice"
+
+
+def _in_cgroup(node: Node, cgroup: str, *pids: int) -> None:
+    for pid in pids:
+        (node.host / "proc" / str(pid) / "cgroup").write_text(f"0::{cgroup}\n")
+
+
+def test_a_sibling_container_sharing_the_pid_namespace_is_not_the_containers(node: Node) -> None:
+    """A pod with shareProcessNamespace: pid 104 is the sidecar's, in the pod's PID namespace but
+    its own cgroup. Before, it was locked, recorded and left to the container's checkpoint."""
+    node.process(104, NS, ns_pid=10, cuda=True, comm="sidecar")
+    _in_cgroup(node, POD + "/cri-containerd-c1.scope", 100, 101, 102, 103)
+    _in_cgroup(node, POD + "/cri-containerd-sidecar.scope", 104)
+    assert [p.host_pid for p in cuda_processes(100)] == [101, 102]
+    data = node.data()
+    data["procs"]["104"] = "running"
+    node.state.write_text(json.dumps(data))
+    code, doc = node.checkpoint()
+    assert code == 0, doc
+    assert all(call[1] != 104 for call in node.data()["calls"])
+    assert node.data()["procs"]["104"] == "running"
+
+
+def test_a_forked_worker_holding_the_device_mapped_is_refused_before_any_lock(node: Node) -> None:
+    """A PyTorch DataLoader worker: forked, no CUDA context (the driver does not know it), its
+    parent's /dev/nvidia* mappings inherited, no descriptor open. Before, it was not seen: all
+    GPU memory was copied out, CRIU failed on the mapping, and it was copied back."""
+    node.process(105, NS, ns_pid=11, cuda=False, comm="pt_data_worker")
+    (node.host / "proc/105/maps").write_text(
+        "7f5a10000000-7f5a10200000 rw-s 00000000 00:05 1034                       /dev/nvidia0\n"
+        "7f5a10200000-7f5a10400000 rw-s 00000000 00:05 1031                       /dev/nvidiactl\n"
+    )
+    code, doc = node.checkpoint()
+    assert code == 4, doc
+    assert "pid 11 (pt_data_worker)" in doc["error"] and "DataLoader" in doc["hint"]
+    assert "calls" not in node.data() or not any(c[0] == "lock" for c in node.data()["calls"])
+
+
+def test_a_process_that_starts_cuda_between_the_plan_and_the_lock_is_taken_too(node: Node) -> None:
+    """Before, the set was taken once at plan time: a process that started CUDA meanwhile was not
+    locked, and CRIU met its device."""
+    from crgpu.core.checkpoint import execute_checkpoint
+    from crgpu.core.plan_checkpoint import plan_checkpoint
+    from crgpu.options.models import CheckpointOptions
+
+    plan = plan_checkpoint(CheckpointOptions(container_id="c1", image_path=node.tmp / "img"))
+    assert [p.host_pid for p in plan.cuda_processes] == [101, 102]
+    node.process(106, NS, ns_pid=12, cuda=True, comm="late")
+    data = node.data()
+    data["procs"]["106"] = "running"
+    node.state.write_text(json.dumps(data))
+    result = execute_checkpoint(plan, lambda line: None)
+    assert result.ok, result.error
+    locked = [call[1] for call in node.data()["calls"] if call[0] == "lock"]
+    assert locked == [101, 102, 106]
+    assert any("pid 12 (late) started CUDA since the plan" in note for note in result.notes)
+    manifest = json.loads((node.tmp / "img" / "crgpu.json").read_text())
+    assert [p["ns_pid"] for p in manifest["cuda"]["processes"]] == [7, 8, 12]
