@@ -121,7 +121,7 @@ def _process_record(proc: CudaProcess, session: DriverApiSession | None) -> dict
     """A checkpointed CUDA process, with the GPUs NVML saw it use (what a restore must map) and the
     bytes it held there (a restore's deadline and its free-memory check)."""
     use = session.gpu_use.get(proc.host_pid) if session else None
-    seen = {"gpus": list(use.uuids), "gpu_bytes": use.bytes} if use else {}
+    seen = {"gpus": list(use.uuids), "gpu_bytes": use.bytes, "gpu_memory": use.on()} if use else {}
     return {"ns_pid": proc.ns_pid, "comm": proc.comm, **seen}
 
 

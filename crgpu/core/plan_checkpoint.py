@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from crgpu.core.plan import Adapter, CheckpointPlan, adapter_for
 from crgpu.core.result import OperationResult, new_result
-from crgpu.core.runtime_call import require_privileges
+from crgpu.core.runtime_call import no_plugins_config, require_privileges
 from crgpu.criu.binary import cuda_plugin_path, dirty_tracking, require_criu
 from crgpu.host import config
 from crgpu.host.errors import PreconditionError, error_context
@@ -59,6 +59,8 @@ def _plan_found(opts: CheckpointOptions, container: ContainerInfo) -> Checkpoint
                 hint="drop --pre-dump, or use --cuda driver-api",
             )
         criu_extra = plugin_criu_config(opts.cuda_lock_timeout_ms)
+    elif cuda_mode == "driver-api" and container.runtime == "runc":
+        criu_extra = no_plugins_config(work_dir)
     invocation = adapter.checkpoint_invocation(opts, container, work_dir, criu_extra)
     if invocation.before:
         _require_dirty_tracking()

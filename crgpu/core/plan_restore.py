@@ -13,13 +13,14 @@ from crgpu.core.hostinfo import host_record
 from crgpu.core.plan import RestorePlan, adapter_for, work_dir_for
 from crgpu.core.plan_checkpoint import plugin_criu_config
 from crgpu.core.result import OperationResult, new_result
-from crgpu.core.runtime_call import require_privileges
+from crgpu.core.runtime_call import no_plugins_config, require_privileges
 from crgpu.host.errors import CrgpuError, NotFoundError, PreconditionError, error_context
 from crgpu.host.locks import container_lock
 from crgpu.image.archive_names import ProgressOpener, is_archive
 from crgpu.image.guard import enforce, gpus_used, restore_findings
 from crgpu.image.manifest import MANIFEST_NAME, HostRecord, Manifest, read_image
 from crgpu.nvidia.gpu_map import GPU_UUID, describe, given_gpus, plan_device_map
+from crgpu.nvidia.restore_preflight import check_driver_api_restore
 from crgpu.options.models import RestoreOptions
 from crgpu.runtimes.detect import bundle_holder, choose_runtime, find_container, locate
 from crgpu.runtimes.engines import Engine
@@ -195,9 +196,16 @@ def _plan_image(opts: RestoreOptions, manifest: Manifest | None, trust_notes: li
         here = host_record(with_criu=runtime == "runc", with_gpus=manifest.container.gpu)
         warnings += enforce(restore_findings(manifest, here, runtime), opts.force)
         gpu_map = _gpu_map(manifest, here, spec, opts.force, warnings)
+        if manifest.cuda.get("mode") == "driver-api" and runtime == "runc":
+            try:
+                check_driver_api_restore(list(manifest.cuda.get("processes") or []), gpu_map)
+            except PreconditionError as exc:
+                if not opts.force:
+                    raise
+                warnings.append(f"--force overrides: {exc.message}")
     work_dir = opts.work_path or work_dir_for(container_id, "restore")
     global_flags = manifest.runtime.global_flags if manifest else []
-    criu_extra = _cuda_restore_needs(manifest, opts, runtime, warnings)
+    criu_extra = _cuda_restore_needs(manifest, opts, runtime, warnings, work_dir)
     invocation = adapter.restore_invocation(
         opts, container_id, root, bundle, work_dir, global_flags, criu_extra
     )
@@ -276,7 +284,7 @@ def _is_socket(path: Path) -> bool:
 
 
 def _cuda_restore_needs(
-    manifest: Manifest | None, opts: RestoreOptions, runtime: str, warnings: list[str]
+    manifest: Manifest | None, opts: RestoreOptions, runtime: str, warnings: list[str], work_dir: Path
 ) -> tuple[str, ...]:
     """What restoring the image's GPU state needs here: CRIU's plugin and cuda-checkpoint for a
     plugin image (else the plugin disables itself and CRIU "succeeds" with CUDA still checkpointed),
@@ -288,6 +296,8 @@ def _cuda_restore_needs(
             "for a container that waits for its GPU",
             hint="restore detached (the default)",
         )
+    if mode == "driver-api" and runtime == "runc":
+        return no_plugins_config(work_dir)
     if mode != "plugin" or runtime != "runc":
         return ()
     try:

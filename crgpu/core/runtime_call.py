@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -16,11 +17,23 @@ from crgpu.host.safedirs import space_hint
 from crgpu.runtimes.base import Invocation
 from crgpu.runtimes.base import RuntimeAdapter as Adapter
 
+# An empty plugin directory of crgpu's own, in the work dir, for CRIU to load plugins from.
+NO_PLUGINS_DIR = "criu-no-plugins"
+
+
+def no_plugins_config(work_dir: Path) -> tuple[str, ...]:
+    """CRIU config lines that keep CRIU from loading its default libdir's plugins: in driver-API
+    mode crgpu drives CUDA itself, and CRIU's cuda_plugin.so (loaded for every .so there) would
+    lock or restore in place first, or fail "Missing required plugin"."""
+    return (f"libdir {work_dir / NO_PLUGINS_DIR}",)
+
 
 def write_criu_config(inv: Invocation) -> None:
     if inv.criu_config is None or inv.criu_config_path is None:
         return
     try:
+        if f"libdir {inv.criu_config_path.parent / NO_PLUGINS_DIR}" in inv.criu_config.splitlines():
+            (inv.criu_config_path.parent / NO_PLUGINS_DIR).mkdir(mode=0o700, exist_ok=True)
         inv.criu_config_path.write_text(inv.criu_config)
     except OSError as exc:
         raise ImagePathError(f"cannot write {inv.criu_config_path}: {exc.strerror}") from exc
@@ -45,6 +58,10 @@ def run_runtime(
         )
     except OSError as exc:
         raise ImagePathError(f"cannot write {output_log}: {exc.strerror}", hint=space_hint(exc)) from exc
+    finally:
+        if inv.criu_config_path is not None:  # the empty plugin dir is CRIU's for this call only
+            with contextlib.suppress(OSError):
+                os.rmdir(inv.criu_config_path.parent / NO_PLUGINS_DIR)
     result.exit_code = run.exit_code
     result.duration_s = round(run.duration_s, 4)
     result.timings["runtime_s"] = round(result.timings.get("runtime_s", 0.0) + run.duration_s, 4)

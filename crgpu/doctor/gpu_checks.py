@@ -7,9 +7,7 @@ import shutil
 from crgpu.criu.binary import cuda_plugin_path, plugin_dirs
 from crgpu.doctor.facts import Check, Facts, capture
 from crgpu.host.errors import CrgpuError
-from crgpu.nvidia.bindings_line import bindings_mismatch, install_hint, installed_bindings
-
-MIN_DRIVER = 570
+from crgpu.nvidia.bindings_line import MIN_DRIVER_API, bindings_mismatch, install_hint, installed_bindings
 
 
 def check_cuda_plugin(facts: Facts) -> Check:
@@ -101,15 +99,15 @@ def check_driver(facts: Facts) -> Check:
             "no NVIDIA driver on this node: GPU paths not judged",
         )
     drv = facts.driver
-    if drv.major < MIN_DRIVER:
+    if drv.major < MIN_DRIVER_API:
         return Check(
             "nvidia.driver",
             "NVIDIA driver",
             "GPU",
             "fail",
-            f"driver {drv.version} (from {drv.source}) is below {MIN_DRIVER}: cuda-checkpoint's "
+            f"driver {drv.version} (from {drv.source}) is below {MIN_DRIVER_API}: cuda-checkpoint's "
             "lock/checkpoint/restore actions and CRIU's CUDA plugin need 570 or newer",
-            fix=f"install NVIDIA driver {MIN_DRIVER} or newer",
+            fix=f"install NVIDIA driver {MIN_DRIVER_API} or newer",
         )
     extra = "; restore onto other GPUs of the same chip (--device-map) possible" if drv.major >= 580 else ""
     return Check("nvidia.driver", "NVIDIA driver", "GPU", "ok", f"{drv.version} (from {drv.source}){extra}")

@@ -147,12 +147,19 @@ class Manifest(_Record):
                 raise ValueError("cuda.processes holds an entry without a valid ns_pid")
             _check_uuids(process.get("gpus"), "cuda.processes[].gpus")
             held = process.get("gpu_bytes")
-            if held is not None and (
-                not isinstance(held, int) or isinstance(held, bool) or not 0 <= held < 2**50
-            ):
+            if held is not None and not _byte_count(held):
                 raise ValueError("cuda.processes[].gpu_bytes is not a byte count")
+            per_gpu = process.get("gpu_memory")
+            if per_gpu is not None:
+                if not isinstance(per_gpu, dict) or not all(_byte_count(v) for v in per_gpu.values()):
+                    raise ValueError("cuda.processes[].gpu_memory is not bytes per GPU")
+                _check_uuids(list(per_gpu), "cuda.processes[].gpu_memory")
         _check_uuids(value.get("container_gpus"), "cuda.container_gpus")
         return value
+
+
+def _byte_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**50
 
 
 def _check_uuids(value: Any, where: str) -> None:

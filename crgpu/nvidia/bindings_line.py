@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from crgpu.host.versions import version_tuple
 
+# The first driver line with the checkpoint API (cuCheckpointProcess*, cuda-checkpoint).
+MIN_DRIVER_API = 570
 BINDINGS_13_MIN_DRIVER = (580, 65)
 
 

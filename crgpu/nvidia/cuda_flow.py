@@ -8,6 +8,7 @@ every process it touched is restored and unlocked again before the failure is re
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -17,13 +18,13 @@ from crgpu.host.errors import PreconditionError
 from crgpu.host.root import host_path
 from crgpu.host.signals import interrupts_raised, signals_noted
 from crgpu.nvidia import gpu
-from crgpu.nvidia.cuda_api import CudaDriver, CudaError
+from crgpu.nvidia.bindings_line import MIN_DRIVER_API
+from crgpu.nvidia.cuda_api import STATES, CudaDriver, CudaError
 from crgpu.nvidia.cuda_helper import HelperDriver
 from crgpu.nvidia.cuda_processes import CudaProcess, cuda_processes
 from crgpu.nvidia.gpu import GpuUse, driver_version
 from crgpu.options.models import CudaMode
 
-MIN_DRIVER_API = 570
 RETRIES = 2
 
 
@@ -260,3 +261,27 @@ class DriverApiSession:
         if self.gpu_bytes and checkpoint_s > 0:
             out["gpu_checkpoint_gbps"] = round(self.gpu_bytes / checkpoint_s / 1e9, 3)
         return out
+
+
+CUDA_CHECKPOINT_TIMEOUT_S = 30.0
+
+
+def cuda_checkpoint_state(pid: int) -> str | None:
+    """The process's CUDA state as NVIDIA's `cuda-checkpoint --get-state --pid PID` prints it (one
+    word), without the bindings; None when it cannot say (no such CUDA process, no tool)."""
+    tool = shutil.which("cuda-checkpoint")
+    if tool is None:
+        return None
+    try:
+        done = subprocess.run(
+            [tool, "--get-state", "--pid", str(pid)],
+            capture_output=True,
+            text=True,
+            timeout=CUDA_CHECKPOINT_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    words = done.stdout.strip().lower().split()
+    return words[0] if done.returncode == 0 and words and words[0] in STATES else None

@@ -41,10 +41,17 @@ class Gpu:
 
 @dataclass(frozen=True)
 class GpuUse:
-    """What one process holds on the GPUs, as NVML reports it."""
+    """What one process holds on the GPUs, as NVML (or nvidia-smi) reports it."""
 
     uuids: tuple[str, ...]
     bytes: int
+    per_gpu: tuple[int, ...] = ()  # bytes on each of `uuids`, where known
+
+    def on(self) -> dict[str, int]:
+        """Bytes per GPU; where the split is unknown, all of them on each (the safe side)."""
+        if len(self.per_gpu) == len(self.uuids):
+            return dict(zip(self.uuids, self.per_gpu, strict=True))
+        return dict.fromkeys(self.uuids, self.bytes)
 
 
 def nvml_query(query: Callable[[Any], T]) -> T | None:
@@ -73,13 +80,13 @@ def _from_nvml() -> str | None:
     return nvml_query(lambda nvml: _text(nvml.nvmlSystemGetDriverVersion()))
 
 
-def _nvidia_smi(query: str) -> list[str] | None:
+def _nvidia_smi(query: str, what: str = "gpu") -> list[str] | None:
     smi = shutil.which("nvidia-smi")
     if not smi:
         return None
     try:
         done = subprocess.run(
-            [smi, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+            [smi, f"--query-{what}={query}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=NVIDIA_SMI_TIMEOUT_S,
@@ -185,20 +192,54 @@ def gpus() -> list[Gpu]:
 
 
 def process_gpu_use(pids: list[int]) -> dict[int, GpuUse]:
-    """Which GPUs each of these (host) PIDs uses and how many bytes it holds there, from NVML;
-    empty when NVML cannot say."""
+    """Which GPUs each of these (host) PIDs uses and how many bytes it holds there: NVML, else
+    `nvidia-smi --query-compute-apps`; empty when neither can say."""
 
     def use(nvml: Any) -> dict[int, GpuUse]:
-        found: dict[int, GpuUse] = {}
+        rows: list[tuple[int, str, int]] = []
         for index in range(nvml.nvmlDeviceGetCount()):
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
             uuid = _text(nvml.nvmlDeviceGetUUID(handle))
             for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                if proc.pid in pids:
-                    before = found.get(proc.pid, GpuUse((), 0))
-                    found[proc.pid] = GpuUse(
-                        (*before.uuids, uuid), before.bytes + int(proc.usedGpuMemory or 0)
-                    )
-        return found
+                rows.append((int(proc.pid), uuid, int(proc.usedGpuMemory or 0)))
+        return _by_process(rows, pids)
 
-    return nvml_query(use) or {}
+    found = nvml_query(use)
+    if found is not None:
+        return found
+    rows = []
+    for line in _nvidia_smi("pid,gpu_uuid,used_memory", what="compute-apps") or []:
+        parts = [part.strip() for part in line.split(",")]
+        if len(parts) == 3 and parts[0].isdigit() and parts[2].isdigit():
+            rows.append((int(parts[0]), parts[1], int(parts[2]) * 2**20))  # MiB
+    return _by_process(rows, pids)
+
+
+def _by_process(rows: list[tuple[int, str, int]], pids: list[int]) -> dict[int, GpuUse]:
+    found: dict[int, GpuUse] = {}
+    for pid, uuid, used in rows:
+        if pid in pids:
+            before = found.get(pid, GpuUse((), 0))
+            found[pid] = GpuUse((*before.uuids, uuid), before.bytes + used, (*before.per_gpu, used))
+    return found
+
+
+def gpu_free_memory() -> dict[str, int]:
+    """Free bytes per GPU UUID: NVML, else nvidia-smi; empty when neither can say."""
+
+    def free(nvml: Any) -> dict[str, int]:
+        out = {}
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            out[_text(nvml.nvmlDeviceGetUUID(handle))] = int(nvml.nvmlDeviceGetMemoryInfo(handle).free)
+        return out
+
+    found = nvml_query(free)
+    if found is not None:
+        return found
+    out = {}
+    for line in _nvidia_smi("uuid,memory.free") or []:
+        parts = [part.strip() for part in line.split(",")]
+        if len(parts) == 2 and parts[1].isdigit():
+            out[parts[0]] = int(parts[1]) * 2**20
+    return out

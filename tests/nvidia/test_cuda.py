@@ -14,6 +14,7 @@ import pytest
 
 from crgpu.host.errors import PreconditionError
 from crgpu.nvidia import cuda, gpu
+from crgpu.nvidia.bindings_line import installed_bindings
 from crgpu.nvidia.cuda_api import CudaError
 from crgpu.nvidia.cuda_flow import select_mode
 from crgpu.nvidia.cuda_processes import cuda_processes
@@ -26,6 +27,10 @@ H100 = "NVIDIA H100 80GB HBM3"
 SECOND_GPU = "GPU-00000000-1111-2222-3333-555555555555"
 CUDA_PIDS = (101, 102)
 GIB = 1 << 30
+# The node's driver is one the installed cuda-bindings are documented for: 13.x on 580.65.06+,
+# 12.x on the 570 line (CI runs these tests under both: scripts/cuda12-bindings.sh).
+BINDINGS = installed_bindings() or "13"
+NODE_DRIVER = "580.65.06" if BINDINGS.startswith("13") else "570.124.06"
 LIBCUDA_MAP = (
     "7f5a1c000000-7f5a1c400000 r-xp 00000000 fd:01 2364712                    "
     "/usr/lib/x86_64-linux-gnu/libcuda.so.570.124.06\n"
@@ -43,7 +48,7 @@ def test_no_environment_variable_chooses_the_cuda_driver(monkeypatch: pytest.Mon
 class Node:
     """A GPU node in miniature: driver files, a /proc with one container, a fake runc and driver."""
 
-    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch, driver: str = "570.124.06") -> None:
+    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch, driver: str = NODE_DRIVER) -> None:
         self.tmp = tmp
         self.host = tmp / "host"
         self.state = tmp / "cuda.json"
@@ -164,8 +169,20 @@ def test_checkpoint_locks_and_checkpoints_every_cuda_process_then_dumps(node: No
     assert manifest["cuda"] == {
         "mode": "driver-api",
         "processes": [
-            {"ns_pid": 7, "comm": "train", "gpus": [FAKE_GPU], "gpu_bytes": GIB},
-            {"ns_pid": 8, "comm": "serve", "gpus": [FAKE_GPU], "gpu_bytes": GIB},
+            {
+                "ns_pid": 7,
+                "comm": "train",
+                "gpus": [FAKE_GPU],
+                "gpu_bytes": GIB,
+                "gpu_memory": {FAKE_GPU: GIB},
+            },
+            {
+                "ns_pid": 8,
+                "comm": "serve",
+                "gpus": [FAKE_GPU],
+                "gpu_bytes": GIB,
+                "gpu_memory": {FAKE_GPU: GIB},
+            },
         ],
     }
     stats = doc["stats"]
@@ -240,6 +257,15 @@ def test_restore_sends_the_gpu_state_to_the_gpu_the_restored_container_was_given
     (node.tmp / "bundle" / "config.json").write_text(
         json.dumps({"process": {"env": ["NVIDIA_VISIBLE_DEVICES=1"]}})  # --gpus '"device=1"'
     )
+    if not BINDINGS.startswith("13"):
+        # 12.x bindings (the 570 line) have no GPU pairs: refused before the runtime runs, where
+        # before crgpu planned the swap, runc restored, and the processes stayed checkpointed.
+        result = crgpu("restore", "--json", "-i", str(node.tmp / "img"))
+        doc = json.loads(result.stdout)
+        assert result.exit_code == 4 and f"({FAKE_GPU} -> {SECOND_GPU})" in doc["error"], doc
+        assert "needs driver 580.65.06+ and cuda-bindings 13.x" in doc["error"]
+        assert not (node.root / "c1" / "state.json").exists()  # runc never restored it
+        return
     dry = json.loads(crgpu("restore", "--dry-run", "--json", "-i", str(node.tmp / "img")).stdout)
     assert any(f"{FAKE_GPU} -> {SECOND_GPU}" in note for note in dry["notes"]), dry["notes"]
     result = crgpu("restore", "--json", "-i", str(node.tmp / "img"))
@@ -251,13 +277,80 @@ def test_restore_sends_the_gpu_state_to_the_gpu_the_restored_container_was_given
     ]
 
 
+def _checkpointed_image(node: Node) -> None:
+    code, doc = node.checkpoint()
+    assert code == 0, doc
+    (node.root / "c1" / "state.json").unlink()  # the checkpointed container is gone
+    node.set_states("checkpointed")
+
+
+def test_a_map_onto_other_gpus_on_the_570_line_is_refused_before_the_runtime_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Driver 570 with 12.x bindings (what NVIDIA documents for it) has no GPU pairs. Before, crgpu
+    planned the swap, runc restored the container, and its CUDA processes stayed checkpointed."""
+    monkeypatch.setenv("CRGPU_RUNC", "")
+    node = Node(tmp_path, monkeypatch, driver="570.124.06")
+    _checkpointed_image(node)
+    monkeypatch.setattr("crgpu.nvidia.restore_preflight.installed_bindings", lambda: "12.9.10")
+    (node.tmp / "bundle" / "config.json").write_text(
+        json.dumps({"process": {"env": ["NVIDIA_VISIBLE_DEVICES=1"]}})
+    )
+    result = crgpu("restore", "--json", "-i", str(node.tmp / "img"))
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 4 and f"({FAKE_GPU} -> {SECOND_GPU})" in doc["error"], doc
+    assert "this node has driver 570.124.06 and cuda-bindings 12.9.10" in doc["error"]
+    assert not (node.root / "c1" / "state.json").exists()
+    assert not any(c[0] == "restore" for c in node.data().get("calls", []))
+
+
+@pytest.mark.parametrize(
+    ("driver", "bindings", "words"),
+    [
+        ("580.65.06", None, "cuda-bindings does not import"),
+        ("570.124.06", "13.5.0", "documented for driver 580.65.06 or newer"),
+    ],
+)
+def test_a_driver_api_restore_the_node_cannot_finish_is_refused_before_the_runtime_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, driver: str, bindings: str | None, words: str
+) -> None:
+    """Before, runc restored the container first and crgpu then failed, leaving every CUDA call in
+    it blocked, with an empty result document. (A node without the driver is refused by the image's
+    guard: the driver that made it is not here.)"""
+    monkeypatch.setenv("CRGPU_RUNC", "")
+    node = Node(tmp_path, monkeypatch, driver=driver)
+    _checkpointed_image(node)
+    monkeypatch.setattr("crgpu.nvidia.restore_preflight.installed_bindings", lambda: bindings)
+    result = crgpu("restore", "--json", "-i", str(node.tmp / "img"))
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 4 and words in doc["error"], doc
+    assert doc["verb"] == "restore" and doc["container_id"] == "c1" and doc["gpu"] is True
+    assert not (node.root / "c1" / "state.json").exists()
+
+
+def test_a_restore_that_would_run_the_target_gpu_out_of_memory_is_refused_before_the_runtime_runs(
+    node: Node,
+) -> None:
+    """An out-of-memory restore loses the GPU state for good (cuda-checkpoint #44). Two processes
+    of 1 GiB each go back to FAKE_GPU, which has 1536 MiB free."""
+    _checkpointed_image(node)
+    write_fake_nvidia_smi(
+        node.tmp / "bin" / "nvidia-smi", NODE_DRIVER, [(H100, FAKE_GPU), (H100, SECOND_GPU)], free_mib=1536
+    )
+    result = crgpu("restore", "--json", "-i", str(node.tmp / "img"))
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 4, doc
+    assert f"GPU {FAKE_GPU} has 1.5 GiB free" in doc["error"] and "put 2.0 GiB there" in doc["error"]
+    assert not (node.root / "c1" / "state.json").exists()
+
+
 def test_a_restore_given_no_gpu_of_the_model_is_refused_before_the_runtime_runs(node: Node) -> None:
     code, _ = node.checkpoint()
     assert code == 0
     (node.root / "c1" / "state.json").unlink()
     a100 = "NVIDIA A100-SXM4-80GB"
     write_fake_nvidia_smi(
-        node.tmp / "bin" / "nvidia-smi", "570.124.06", [(H100, FAKE_GPU), (a100, SECOND_GPU)]
+        node.tmp / "bin" / "nvidia-smi", NODE_DRIVER, [(H100, FAKE_GPU), (a100, SECOND_GPU)]
     )
     (node.tmp / "bundle" / "config.json").write_text(
         json.dumps({"process": {"env": ["NVIDIA_VISIBLE_DEVICES=1"]}})  # given the A100 only
@@ -672,3 +765,68 @@ def test_a_process_that_starts_cuda_between_the_plan_and_the_lock_is_taken_too(n
     assert any("pid 12 (late) started CUDA since the plan" in note for note in result.notes)
     manifest = json.loads((node.tmp / "img" / "crgpu.json").read_text())
     assert [p["ns_pid"] for p in manifest["cuda"]["processes"]] == [7, 8, 12]
+
+
+def test_in_driver_api_mode_criu_loads_no_plugin_from_its_default_libdir(node: Node) -> None:
+    """CRIU loads every .so of its libdir: its cuda_plugin.so would lock or restore in place
+    before crgpu (or fail "Missing required plugin"). Before, driver-API mode left it to load."""
+    (node.host / "usr/lib/criu").mkdir(parents=True)
+    (node.host / "usr/lib/criu/cuda_plugin.so").write_bytes(b"")
+    empty, seen = node.tmp / "img" / "criu-no-plugins", node.tmp / "seen"
+    # What CRIU finds there while runc runs: an empty directory, crgpu's own.
+    node.runc(checkpoint=f"stat -c '%a' {empty} > {seen}; ls -A {empty} >> {seen}")
+    code, doc = node.checkpoint("--cuda", "driver-api")
+    assert code == 0, doc
+    assert f"libdir {empty}" in (doc["criu_config"] or "").splitlines()
+    assert seen.read_text() == "700\n"
+    assert not empty.exists()  # CRIU's for the call only: not left in the image
+
+
+def test_without_nvml_the_per_process_gpu_memory_comes_from_nvidia_smi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory checks depend on it; before, without nvidia-ml-py it was empty and every check
+    passed unseen. Rows as `nvidia-smi --query-compute-apps=pid,gpu_uuid,used_memory` prints them."""
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *query-compute-apps=pid,gpu_uuid,used_memory*)\n'
+        f'  echo "101, {FAKE_GPU}, 40960"; echo "101, {SECOND_GPU}, 1024"; echo "999, {FAKE_GPU}, 5";;\n'
+        "esac\n"
+    )
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("CRGPU_HOST_ROOT", str(tmp_path))  # no NVML: a fixture tree
+    use = gpu.process_gpu_use([101, 102])
+    assert set(use) == {101}
+    assert use[101].bytes == 41984 * 2**20
+    assert use[101].on() == {FAKE_GPU: 40960 * 2**20, SECOND_GPU: 1024 * 2**20}
+
+
+def test_without_the_bindings_a_plugin_restore_is_verified_with_cuda_checkpoint(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CRIU ignores the plugin's late restore errors; before, without cuda-bindings crgpu only
+    warned, though `cuda-checkpoint --get-state` is on PATH in exactly this mode."""
+    _install_plugin(node, tmp_path, monkeypatch)
+    code, doc = node.checkpoint("--cuda", "plugin")
+    assert code == 0, doc
+    (node.root / "c1" / "state.json").unlink()
+
+    def no_bindings() -> FakeDriver:
+        raise CudaError("cannot reach the CUDA driver API: the cuda-bindings package is not installed")
+
+    monkeypatch.setattr(cuda, "DRIVER_FACTORY", no_bindings)
+    asked = tmp_path / "asked"
+    # NVIDIA's tool: one word per process, an error for one that is no CUDA process.
+    (tmp_path / "bin" / "cuda-checkpoint").write_text(
+        f'#!/bin/sh\necho "$*" >> {asked}\n'
+        'case "$*" in "--get-state --pid 101") echo checkpointed;; "--get-state --pid 102") echo running;;\n'
+        '  *) echo "Could not get process state" >&2; exit 1;; esac\n'
+    )
+    result = crgpu("restore", "--json", "-i", str(node.tmp / "img"))
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 1, doc
+    assert "plugin left processes not running: pid 7 (train) is checkpointed" in doc["error"]
+    assert "--get-state --pid 101" in asked.read_text()
