@@ -22,6 +22,7 @@ from crgpu.core.runtime_call import (
     write_criu_config,
 )
 from crgpu.criu.logs import criu_log_errors
+from crgpu.host.errors import PreconditionError
 from crgpu.host.locks import container_lock
 from crgpu.host.mounts import mount_points_below, unmount
 from crgpu.host.process import LineSink, Watchdog
@@ -30,8 +31,10 @@ from crgpu.nvidia.cuda import load_driver
 from crgpu.nvidia.cuda_api import CudaDriver, CudaError
 from crgpu.nvidia.cuda_flow import DriverApiSession, cuda_checkpoint_state
 from crgpu.nvidia.cuda_processes import CudaProcess, cuda_processes, host_pids_for
+from crgpu.nvidia.device_nodes import given_gpu_nodes, sync_gpu_nodes
 from crgpu.runtimes.detect import find_container
 from crgpu.runtimes.runc_leftovers import CgroupClaim, claim_cgroups, release_state_dir
+from crgpu.runtimes.state import read_bundle_spec
 
 
 def execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None = None) -> OperationResult:
@@ -265,6 +268,21 @@ def verify_cuda_running(plan: RestorePlan, result: OperationResult) -> None:
         result.hint = "resume them: `crgpu cuda restore --pid PID` then `crgpu cuda unlock --pid PID`"
 
 
+def _gpu_nodes_of_the_bundle(plan: RestorePlan, init_pid: int | None, result: OperationResult) -> None:
+    """The restored /dev holds the image's GPU nodes; the GPU state goes to the bundle's GPUs:
+    make the nodes the bundle's before the state moves (nvidia/device_nodes.py)."""
+    nodes = given_gpu_nodes(read_bundle_spec(plan.bundle))
+    if not nodes or not init_pid:
+        return
+    try:
+        result.notes += sync_gpu_nodes(init_pid, nodes)
+    except (PreconditionError, OSError) as exc:
+        message = exc.message if isinstance(exc, PreconditionError) else f"{exc.strerror}"
+        result.warnings.append(
+            f"the restored container's GPU device nodes were left as the image had them: {message}"
+        )
+
+
 def _driver_state(driver: CudaDriver) -> Callable[[int], str | None]:
     def state(pid: int) -> str | None:
         try:
@@ -289,6 +307,7 @@ def restore_cuda(plan: RestorePlan, result: OperationResult) -> None:
     session.state = {p.host_pid: "checkpointed" for p in processes}
     held = {int(p["ns_pid"]): int(p.get("gpu_bytes") or 0) for p in plan.manifest.cuda.get("processes", [])}
     session.expect_bytes({mapping[n]: held[n] for n in ns_pids if n in mapping and held.get(n)})
+    _gpu_nodes_of_the_bundle(plan, info.pid, result)
     problems = session.resume(plan.gpu_map)
     result.stats.update(session.stats())
     problems += [f"container pid {pid}: not found after the runtime restore" for pid in missing]

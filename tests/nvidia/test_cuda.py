@@ -830,3 +830,43 @@ def test_without_the_bindings_a_plugin_restore_is_verified_with_cuda_checkpoint(
     assert result.exit_code == 1, doc
     assert "plugin left processes not running: pid 7 (train) is checkpointed" in doc["error"]
     assert "--get-state --pid 101" in asked.read_text()
+
+
+@pytest.mark.skipif(not BINDINGS.startswith("13"), reason="a move onto other GPUs needs the 13.x bindings")
+@pytest.mark.skipif(os.geteuid() != 0, reason="making device nodes needs root")
+def test_a_move_onto_another_gpu_brings_the_bundles_device_node_before_the_gpu_state(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CRIU restores /dev from the image (nvidia0); the state moves to the bundle's GPU 1. Before,
+    the restored process found no /dev/nvidia1 (and a denied nvidia0): the restore failed late."""
+    import stat as stat_
+
+    _checkpointed_image(node)
+    ctr_root = tmp_path / "ctr-root"
+    (ctr_root / "dev").mkdir(parents=True)
+    os.mknod(ctr_root / "dev/nvidia0", stat_.S_IFCHR | 0o666, os.makedev(195, 0))
+    (node.host / "proc/100/root").symlink_to(ctr_root)
+    (node.tmp / "bundle" / "config.json").write_text(
+        json.dumps(
+            {
+                "process": {"env": ["NVIDIA_VISIBLE_DEVICES=1"]},
+                "linux": {"devices": [{"path": "/dev/nvidia1", "type": "c", "major": 195, "minor": 1}]},
+            }
+        )
+    )
+
+    class NeedsItsNode(FakeDriver):
+        def restore(self, pid: int, device_map: dict[str, str] | None = None) -> None:
+            if not (ctr_root / "dev/nvidia1").exists() or (ctr_root / "dev/nvidia0").exists():
+                raise CudaError("cuCheckpointProcessRestore failed: CUDA_ERROR_NO_DEVICE")
+            super().restore(pid, device_map)
+
+    monkeypatch.setattr(cuda, "DRIVER_FACTORY", NeedsItsNode)
+    result = crgpu("restore", "--json", "-i", str(node.tmp / "img"))
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 0, doc
+    assert (
+        "/dev/nvidia1 made (195:1)" in doc["notes"]
+        and "/dev/nvidia0 removed (not the bundle's)" in doc["notes"]
+    )
+    assert node.data()["procs"] == {"101": "running", "102": "running"}
