@@ -15,12 +15,13 @@ from crgpu.host.errors import PreconditionError, error_context
 from crgpu.image.manifest import check_image_path_free
 from crgpu.image.signing import check_node_key
 from crgpu.nvidia.cuda import load_driver
-from crgpu.nvidia.cuda_flow import cuda_process_set, select_mode
+from crgpu.nvidia.cuda_flow import cuda_process_set, refuse_mig, select_mode
 from crgpu.options.models import CheckpointOptions
 from crgpu.runtimes.base import ContainerInfo
 from crgpu.runtimes.capabilities import run_capture
 from crgpu.runtimes.detect import find_container
 from crgpu.runtimes.engines import docker_checkpoint_dir
+from crgpu.runtimes.state import read_bundle_spec
 
 CHECKPOINTABLE = ("running", "paused")
 
@@ -58,6 +59,14 @@ def _plan_found(opts: CheckpointOptions, container: ContainerInfo) -> Checkpoint
                 "disables itself on pre-dumps and CRIU then fails on the device mappings",
                 hint="drop --pre-dump, or use --cuda driver-api",
             )
+        if opts.cuda_lock_timeout_ms == 0:
+            # The driver API's 0 is "no deadline"; CRIU's plugin locks within CRIU's --timeout,
+            # which also bounds the freeze: 0 there is no wait at all, not an endless one.
+            raise PreconditionError(
+                "--cuda-lock-timeout 0 (as long as it takes) is the driver API's: CRIU's plugin locks "
+                "within CRIU's timeout, which also bounds freezing the container",
+                hint="give the lock a time in ms (e.g. --cuda-lock-timeout 600000), or use --cuda driver-api",
+            )
         criu_extra = plugin_criu_config(opts.cuda_lock_timeout_ms)
     elif cuda_mode == "driver-api" and container.runtime == "runc":
         criu_extra = no_plugins_config(work_dir)
@@ -78,6 +87,8 @@ def _plan_found(opts: CheckpointOptions, container: ContainerInfo) -> Checkpoint
             hint=f"resume it first (`{adapter.name} --root {container.root} resume {container.id}`), or "
             "checkpoint with --cuda off if it holds no GPU state",
         )
+    if cuda_mode in ("driver-api", "plugin"):
+        refuse_mig(read_bundle_spec(container.bundle), container.id)
     gpu_note = [container.gpu_note] if container.gpu_note else []
     invocation = replace(invocation, notes=[*invocation.notes, *gpu_note, *handoff_notes, *cuda_notes])
     accepted, skipped = (

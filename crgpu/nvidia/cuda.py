@@ -99,7 +99,10 @@ class BindingsDriver:
         if self.core is not None:
             # cuda.core takes UUIDs as CUDA's Device.uuid prints them: without "GPU-".
             mapping = {o[4:]: n[4:] for o, n in device_map.items()} if device_map else None
-            return self._core("cuCheckpointProcessRestore", lambda proc: proc.restore(mapping), pid)
+            try:
+                return self._core("cuCheckpointProcessRestore", lambda proc: proc.restore(mapping), pid)
+            except CudaError as exc:
+                raise _mapped(exc, device_map) from None
         args = self.cu.CUcheckpointRestoreArgs()
         if device_map:
             if not hasattr(self.cu, "CUcheckpointGpuPair"):
@@ -114,7 +117,10 @@ class BindingsDriver:
                 pairs.append(pair)
             args.gpuPairs = pairs
             args.gpuPairsCount = len(pairs)
-        self._check("cuCheckpointProcessRestore", self.cu.cuCheckpointProcessRestore(pid, args))
+        try:
+            self._check("cuCheckpointProcessRestore", self.cu.cuCheckpointProcessRestore(pid, args))
+        except CudaError as exc:
+            raise _mapped(exc, device_map) from None
         return None
 
     def unlock(self, pid: int) -> None:
@@ -150,10 +156,31 @@ def _core_error(call: str, exc: Exception) -> CudaError:
     if found:
         label = found.group(0)
     elif "not supported by the installed NVIDIA driver" in text:
-        label = "CUDA_ERROR_NOT_SUPPORTED"
+        # cuda.core 1.2.2 folds every NOT_SUPPORTED and NOT_FOUND into "driver too old", also where
+        # the driver is new enough and the process is what it cannot take (UVM, IPC, MIG, MPS).
+        return CudaError(
+            f"{call} failed: CUDA_ERROR_NOT_SUPPORTED or CUDA_ERROR_NOT_FOUND (cuda.core reports both as "
+            "an unsupported driver)",
+            hint=_hint("CUDA_ERROR_NOT_SUPPORTED"),
+        )
     else:
         return CudaError(f"{call} failed: {type(exc).__name__}: {text}")
     return CudaError(f"{call} failed: {text}", hint=_hint(label))
+
+
+def _mapped(exc: CudaError, device_map: dict[str, str] | None) -> CudaError:
+    """INVALID_VALUE on a restore with a map is the driver refusing the migration (cuda-checkpoint
+    #35), not a wrong PID."""
+    if (
+        device_map
+        and any(o != n for o, n in device_map.items())
+        and "CUDA_ERROR_INVALID_VALUE" in exc.message
+    ):
+        exc.hint = (
+            "the driver refused the GPU map: every GPU the process checkpointed must be in it, each onto a "
+            "GPU of the same chip (cuda-checkpoint #35); `crgpu restore --dry-run` shows the map"
+        )
+    return exc
 
 
 def _uuid_bytes(text: str) -> bytes:
@@ -190,7 +217,9 @@ def _hint(label: str) -> str:
         "CUDA_ERROR_OPERATING_SYSTEM": "the driver failed to put the GPU state back (after an out-of-memory "
         "NVIDIA reports this for good): the process's GPU state is lost, restart it",
         "CUDA_ERROR_OUT_OF_MEMORY": "not enough GPU memory (restore) or host memory (checkpoint) for the "
-        "process's GPU state: free memory; retrying does not help",
+        "process's GPU state: free memory; retrying does not help (on a MIG GPU: MIG is not supported)",
+        "CUDA_ERROR_NOT_PERMITTED": "the driver refused: crgpu must run as root against the host PID, and "
+        "persistence mode must be on (`nvidia-smi -pm 1`; cuda-checkpoint #25)",
     }
     return hints.get(label, "see the NVIDIA driver's checkpoint documentation for this CUresult")
 

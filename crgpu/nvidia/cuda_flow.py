@@ -7,21 +7,24 @@ every process it touched is restored and unlocked again before the failure is re
 
 from __future__ import annotations
 
+import platform
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from crgpu.criu.binary import cuda_plugin_path
 from crgpu.host.cgroup_memory import short_of
 from crgpu.host.errors import PreconditionError
 from crgpu.host.root import host_path
 from crgpu.host.signals import interrupts_raised, signals_noted
-from crgpu.nvidia import gpu
+from crgpu.nvidia import gpu, gpu_map
 from crgpu.nvidia.bindings_line import MIN_DRIVER_API
 from crgpu.nvidia.cuda_api import STATES, CudaDriver, CudaError
 from crgpu.nvidia.cuda_helper import HelperDriver
 from crgpu.nvidia.cuda_processes import CudaProcess, cuda_processes
+from crgpu.nvidia.evidence import spec_env
 from crgpu.nvidia.gpu import GpuUse, driver_version
 from crgpu.options.models import CudaMode
 
@@ -43,10 +46,15 @@ def select_mode(requested: CudaMode, gpu: bool, runtime: str, container_id: str)
     plugin = cuda_plugin_path()
     cuda_checkpoint = shutil.which("cuda-checkpoint")
     driver = driver_version()
-    plugin_ready = plugin is not None and cuda_checkpoint is not None
+    machine = platform.machine()
+    plugin_ready = plugin is not None and cuda_checkpoint is not None and machine == "x86_64"
     api_ready = driver is not None and driver.major >= MIN_DRIVER_API
     why_not_plugin = (
-        "CRIU's cuda_plugin.so is missing" if plugin is None else "cuda-checkpoint is not on PATH"
+        f"NVIDIA's cuda-checkpoint is built for x86-64 only, and this node is {machine}"
+        if machine != "x86_64"
+        else "CRIU's cuda_plugin.so is missing"
+        if plugin is None
+        else "cuda-checkpoint is not on PATH"
     )
     why_not_api = (
         "no NVIDIA driver" if driver is None else f"driver {driver.version} is below {MIN_DRIVER_API}"
@@ -285,3 +293,20 @@ def cuda_checkpoint_state(pid: int) -> str | None:
         return None
     words = done.stdout.strip().lower().split()
     return words[0] if done.returncode == 0 and words and words[0] in STATES else None
+
+
+def refuse_mig(spec: dict[str, Any], container_id: str) -> None:
+    """The checkpoint API does not support MIG (cuda-checkpoint #42: it fails "out of memory"):
+    a container on a MIG-enabled GPU, or given MIG devices, is refused before anything is locked."""
+    visible = spec_env(spec).get("NVIDIA_VISIBLE_DEVICES", "")
+    named = [item for item in visible.split(",") if item.strip().startswith("MIG-")]
+    mig = gpu.mig_enabled_gpus()
+    given = gpu_map.given_gpus(spec, gpu.gpus()) if mig else []
+    on_mig = sorted(mig if given is None else set(given or []) & mig)
+    if named or on_mig:
+        raise PreconditionError(
+            f"container {container_id!r} uses "
+            + (f"MIG devices ({', '.join(named)})" if named else f"MIG-enabled GPUs ({', '.join(on_mig)})")
+            + ": NVIDIA's checkpoint API does not support MIG",
+            hint="checkpoint it with --cuda off only if it holds no GPU state; or run it on a GPU without MIG",
+        )

@@ -243,3 +243,25 @@ def gpu_free_memory() -> dict[str, int]:
         if len(parts) == 2 and parts[1].isdigit():
             out[parts[0]] = int(parts[1]) * 2**20
     return out
+
+
+def mig_enabled_gpus() -> set[str]:
+    """The UUIDs of the GPUs whose MIG mode is on: NVML, else nvidia-smi; empty when neither says."""
+
+    def mig(nvml: Any) -> set[str]:
+        out = set()
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            try:
+                current = nvml.nvmlDeviceGetMigMode(handle)[0]
+            except Exception:  # NVMLError_NotSupported: a GPU without MIG
+                continue
+            if current == 1:
+                out.add(_text(nvml.nvmlDeviceGetUUID(handle)))
+        return out
+
+    found = nvml_query(mig)
+    if found is not None:
+        return found
+    rows = _nvidia_smi("uuid,mig.mode.current") or []
+    return {uuid for uuid, _, mode in (row.partition(",") for row in rows) if mode.strip() == "Enabled"}

@@ -343,7 +343,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "cuda_lock_timeout_ms",
         ("--cuda-lock-timeout",),
-        "driver-api: how long to wait for each CUDA process to lock.",
+        "How long to wait for each CUDA process to lock (0: as long as it takes, driver-api only).",
         "int",
         CHECKPOINT,
         default=10_000,

@@ -154,6 +154,7 @@ def test_every_process_state_of_the_bindings_has_a_name(value: int, state: str) 
         ("CUDA_ERROR_OUT_OF_MEMORY", "retrying does not help"),
         # the driver API's name for what cuda-checkpoint calls an initialization error
         ("CUDA_ERROR_NOT_INITIALIZED", "no active CUDA context"),
+        ("CUDA_ERROR_NOT_PERMITTED", "persistence mode"),  # before: the generic hint
     ],
 )
 def test_the_documented_failures_get_their_hint(result: str, words: str) -> None:
@@ -215,3 +216,24 @@ def test_a_driver_without_the_api_through_cuda_core_gets_the_not_supported_hint(
         RuntimeError("CUDA checkpointing is not supported by the installed NVIDIA driver. Upgrade ..."),
     )
     assert "570+" in (error.hint or "")
+    # Before: "not supported by the installed NVIDIA driver", though cuda.core says so of NOT_FOUND
+    # and of processes a new driver cannot take too.
+    assert "CUDA_ERROR_NOT_SUPPORTED or CUDA_ERROR_NOT_FOUND" in error.message
+    assert "UVM, IPC, MIG or MPS" in (error.hint or "")
+
+
+@pytest.mark.skipif(GENERATION == 12, reason="12.x bindings have no GPU pairs")
+def test_invalid_value_on_a_mapped_restore_blames_the_map_not_the_pid() -> None:
+    """cuda-checkpoint #35: the driver refusing a migration answers INVALID_VALUE. Before, the
+    hint said "no such CUDA process (check the PID)"."""
+
+    def refuse(*_args: Any) -> Any:
+        return (cu.CUresult.CUDA_ERROR_INVALID_VALUE,)
+
+    driver, _ = _driver(cuCheckpointProcessRestore=refuse)
+    with pytest.raises(CudaError) as caught:
+        driver.restore(7, {OLD: NEW})
+    assert "refused the GPU map" in (caught.value.hint or "")
+    with pytest.raises(CudaError) as caught:
+        driver.restore(7, None)
+    assert "check the PID" in (caught.value.hint or "")

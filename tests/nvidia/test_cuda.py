@@ -870,3 +870,52 @@ def test_a_move_onto_another_gpu_brings_the_bundles_device_node_before_the_gpu_s
         and "/dev/nvidia0 removed (not the bundle's)" in doc["notes"]
     )
     assert node.data()["procs"] == {"101": "running", "102": "running"}
+
+
+class RecordsLockTimeout(FakeDriver):
+    def lock(self, pid: int, timeout_ms: int) -> None:
+        data = self._load()
+        data.setdefault("timeouts", []).append(timeout_ms)
+        self._save(data)
+        super().lock(pid, timeout_ms)
+
+
+def test_a_lock_timeout_of_0_means_no_deadline_in_driver_api_mode_and_is_refused_for_the_plugin(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, 0 meant "for ever" through the driver API and 1 s through CRIU's plugin."""
+    monkeypatch.setattr(cuda, "DRIVER_FACTORY", RecordsLockTimeout)
+    _install_plugin(node, tmp_path, monkeypatch)
+    code, doc = node.checkpoint("--cuda", "plugin", "--cuda-lock-timeout", "0")
+    assert code == 4 and "is the driver API's" in doc["error"], doc
+    code, doc = node.checkpoint("--cuda", "driver-api", "--cuda-lock-timeout", "0")
+    assert code == 0, doc
+    assert node.data()["timeouts"] == [0, 0]  # the driver's "no timeout", for each process
+
+
+def test_a_container_on_a_mig_gpu_is_refused_before_any_lock(node: Node) -> None:
+    """cuda-checkpoint #42: MIG fails "out of memory" mid-way. Before, neither detected nor refused."""
+    smi = node.tmp / "bin" / "nvidia-smi"
+    write_fake_nvidia_smi(smi, NODE_DRIVER, [(H100, FAKE_GPU), (H100, SECOND_GPU)], mig=(FAKE_GPU,))
+
+    def checkpoint(env: list[str], image: str) -> tuple[int, dict[str, Any]]:
+        (node.tmp / "bundle" / "config.json").write_text(json.dumps({"process": {"env": env}}))
+        result = crgpu("checkpoint", "--json", "-i", str(node.tmp / image), "c1")
+        return result.exit_code, json.loads(result.stdout)
+
+    code, doc = checkpoint([], "a")  # the spec names no GPU: it sees them all, FAKE_GPU among them
+    assert code == 4 and f"MIG-enabled GPUs ({FAKE_GPU})" in doc["error"], doc
+    mig = "MIG-4b1c4e1d-5e61-5e4a-9a0e-0d4a4c2d6c1f"
+    code, doc = checkpoint([f"NVIDIA_VISIBLE_DEVICES={mig}"], "b")
+    assert code == 4 and f"MIG devices ({mig})" in doc["error"], doc
+    assert "calls" not in node.data()
+    code, doc = checkpoint(["NVIDIA_VISIBLE_DEVICES=1"], "c")  # given the GPU without MIG only
+    assert code == 0, doc
+
+
+def test_the_plugin_is_for_x86_64_only(node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _install_plugin(node, tmp_path, monkeypatch)
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    with pytest.raises(PreconditionError, match="x86-64 only, and this node is aarch64"):
+        select_mode("plugin", True, "runc", "c1")
+    assert select_mode("auto", True, "runc", "c1")[0] == "driver-api"  # the driver API instead
