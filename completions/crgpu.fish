@@ -32,7 +32,7 @@ complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l cuda-checkpoint
 complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l pre-dump -r -d 'runc: N pre-dump rounds first, to shorten the final freeze'
 complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l parent-path -r -d 'runc: the pre-dump image this checkpoint only adds to, relative to the image path (as CRIU takes it)'
 complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l cuda -r -a 'auto plugin driver-api off' -d 'runc GPU containers: auto, plugin (CRIU\'s), driver-api (crgpu drives the driver) or off'
-complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l cuda-lock-timeout -r -d 'driver-api: how long to wait for each CUDA process to lock'
+complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l cuda-lock-timeout -r -d 'How long to wait for each CUDA process to lock (0: as long as it takes, driver-api only)'
 complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l hand-off -d 'For a podman or Docker container: write the image where the engine restores it (`podman container restore NAME`, `docker start --checkpoint NAME`) instead of --image-path'
 complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l keep-failed -d 'Keep the partial image of a failed checkpoint (default: remove it, keep its logs)'
 complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l lazy-pages -d 'runc: dump all but memory, then serve the pages from --page-server until a lazy restore has them'
