@@ -62,7 +62,9 @@ class DockerHost:
         return status, int(code)
 
     def count(self, name: str) -> int:
-        return int(str(self("exec", name, "/bin/busybox", "cat", "/tmp/count")))
+        return testbed.read_count(
+            lambda: str(self("exec", name, "/bin/busybox", "cat", "/tmp/count", check=False))
+        )
 
     def wait_count_above(self, name: str, value: int, timeout: float = 10.0) -> int:
         return testbed.wait_above(lambda: self.count(name), value, timeout, f"{name}'s counter")

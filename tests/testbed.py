@@ -145,6 +145,18 @@ def wait_counter_above(bundle: Path, value: int, timeout: float = 5.0) -> int:
 T = TypeVar("T")
 
 
+def read_count(read: Callable[[], str], tries: int = 20) -> int:
+    """A counter file read from outside: the counter rewrites it (`echo $i > /tmp/count` truncates
+    first), so a read can land between the truncate and the write and see nothing; read again."""
+    text = ""
+    for _ in range(tries):
+        text = read().strip()
+        if text.isdigit():
+            return int(text)
+        time.sleep(0.01)
+    raise ValueError(f"the counter file held {text!r}, not a count")
+
+
 def wait_above(read: Callable[[], int], value: int, timeout: float, what: str) -> int:
     """Until `read()` passes `value` (a read that fails counts as -1); the value it reached."""
     deadline = time.monotonic() + timeout
@@ -499,7 +511,7 @@ class Podman:
         return int(self("inspect", "--format", "{{.State.Pid}}", name))
 
     def count(self, name: str) -> int:
-        return int(self("exec", name, "/bin/busybox", "cat", "/tmp/count"))
+        return read_count(lambda: str(self("exec", name, "/bin/busybox", "cat", "/tmp/count", check=False)))
 
     def wait_count_above(self, name: str, value: int, timeout: float = 10.0) -> int:
         return wait_above(lambda: self.count(name), value, timeout, f"{name}'s counter")

@@ -70,7 +70,7 @@ def test_an_export_is_restored_by_podman_import_and_read_by_checkpointctl(
     podman.wait_count_above(name, 5)
     result = crgpu("checkpoint", "--leave-running", "--json", "-i", str(tmp_path / "img"), name)
     assert result.exit_code == 0, result.output
-    saved = int(podman("exec", name, "/bin/busybox", "cat", "/tmp/count"))
+    saved = podman.count(name)
     stats = json.loads(result.stdout)["stats"]
     archive = tmp_path / "web.tar.zst"
     exported = crgpu("export", "--json", "-i", str(tmp_path / "img"), "-o", str(archive))
