@@ -29,6 +29,7 @@ from crgpu.nvidia.gpu import GpuUse, driver_version
 from crgpu.options.models import CudaMode
 
 RETRIES = 2
+SETTLE_S = 1.0
 
 
 def select_mode(requested: CudaMode, gpu: bool, runtime: str, container_id: str) -> tuple[str, list[str]]:
@@ -209,7 +210,18 @@ class DriverApiSession:
         Returns the problems left (empty when every process runs again). A signal meanwhile is
         noted (`interrupted_by`), not obeyed: the give-back is what a signal must not cut short."""
         with signals_noted(self._note_signal):
-            return self._resume(device_map)
+            problems = self._resume(device_map)
+            # A lock whose call crgpu gave up on may still land after the give-back (cuda-checkpoint
+            # #30): look again, a moment later where a call was killed, and give back once more.
+            if isinstance(self.driver, HelperDriver) and self.driver.killed_a_call:
+                time.sleep(SETTLE_S)
+            for proc in self.processes:
+                self._reread(proc.host_pid)
+            if not problems and any(
+                self.state.get(p.host_pid) in ("locked", "checkpointed") for p in self.processes
+            ):
+                problems = self._resume(device_map)
+            return problems
 
     def _note_signal(self, signum: int) -> None:
         if self.interrupted_by is None:

@@ -54,6 +54,7 @@ class HelperDriver:
         self._start_deadline_s = start_deadline_s
         self._child: _Child | None = None
         self._bytes: dict[int, int] = {}  # GPU bytes expected per process: its transfer deadline
+        self.killed_a_call = False  # a call missed its deadline or was interrupted: it may still land
         self._start()  # a node without a driver says so now, not at the first call
 
     def _start(self) -> _Child:
@@ -83,12 +84,14 @@ class HelperDriver:
             # Interrupted while the driver works: its late reply must not answer the next call,
             # and a call still running in it must not land later. The next call gets a new helper.
             self._stop()
+            self.killed_a_call = True
             raise
         except _ChildLost:
             self._stop()
             raise CudaError(f"the CUDA helper process died during {call}") from None
         except _Missed:
             self._stop()
+            self.killed_a_call = True
             raise CudaError(
                 f"the CUDA driver's {call} call did not return within {deadline_s:.0f} s: crgpu killed "
                 "the helper process that made it",

@@ -156,6 +156,21 @@ def test_driver_570_with_plugin_and_cuda_checkpoint_is_ready(
     assert doc["ready"]["cuda_runc_driver_api"] is True
 
 
+def test_a_node_ready_through_the_plugin_is_ready_without_the_bindings(
+    node: FakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin and the driver API are two ways to CUDA on runc. Before, a node ready through
+    the plugin failed the doctor because the driver API's bindings were missing."""
+    monkeypatch.setattr("crgpu.doctor.gpu_checks.installed_bindings", lambda: None)
+    node.driver("570.86.15")
+    node.cuda_checkpoint("--action {lock,checkpoint,restore,unlock} --pid PID --get-state")
+    node.plugin()
+    code, doc = doctor()
+    assert doc["ready"]["cuda_runc"] is True and doc["ready"]["cuda_runc_driver_api"] is False
+    assert code == 0, doc["summary"]
+    assert "not ready: CUDA on runc (driver API)" in doc["summary"]  # still said
+
+
 def test_the_driver_api_path_needs_bindings_that_suit_the_driver(
     node: FakeNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -187,7 +202,8 @@ def test_persistence_mode_off_is_a_warning(node: FakeNode) -> None:
     assert check["status"] == "warn" and "1 of 2" in check["detail"] and "nvidia-smi -pm 1" in check["fix"]
 
 
-def test_driver_580_notes_device_map(node: FakeNode) -> None:
+def test_driver_580_notes_device_map(node: FakeNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("crgpu.doctor.gpu_checks.installed_bindings", lambda: "13.5.0")
     node.driver("580.65.06")
     node.cuda_checkpoint("--action ACTION --device-map old=new")
     code, doc = doctor()
@@ -196,7 +212,9 @@ def test_driver_580_notes_device_map(node: FakeNode) -> None:
     assert "--device-map supported" in by_id["cuda_checkpoint.binary"]["detail"]
     assert by_id["criu.cuda_plugin"]["status"] == "fail"
     assert "cuda_plugin.so" in by_id["criu.cuda_plugin"]["detail"]
-    assert code == 1
+    # No plugin, but the driver API is ready: CUDA on runc works, the node is ready.
+    assert doc["ready"]["cuda_runc"] is False and doc["ready"]["cuda_runc_driver_api"] is True
+    assert code == 0, doc["summary"]
 
 
 def test_driver_from_proc_when_sys_is_absent(node: FakeNode) -> None:

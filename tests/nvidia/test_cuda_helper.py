@@ -140,3 +140,29 @@ def test_a_late_reply_is_dropped_by_its_id(driver_state: Path) -> None:
     late = child.send("lock", (101, 1000))  # its caller gone: nobody reads this reply first
     assert driver.state(102) == "running"  # the lock's late reply, read first, is not this answer
     assert late == 1
+
+
+class LateLock(FakeDriver):
+    """A lock crgpu gave up on lands after 102 was unlocked (cuda-checkpoint #30)."""
+
+    landed = False
+
+    def unlock(self, pid: int) -> None:
+        super().unlock(pid)
+        if pid == 102 and not LateLock.landed:
+            LateLock.landed = True
+            data = self._load()
+            data["procs"]["102"] = "locked"
+            self._save(data)
+
+
+def test_a_lock_that_lands_after_the_give_back_is_given_back_too(
+    driver_state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the give-back ended with 102 locked and reported nothing left behind."""
+    monkeypatch.setattr(LateLock, "landed", False)
+    driver_state.write_text(json.dumps({"procs": {"101": "locked", "102": "locked"}}))
+    session = DriverApiSession(LateLock(), [CudaProcess(101, 7, "train"), CudaProcess(102, 8, "serve")], 1000)
+    session.state = {101: "locked", 102: "locked"}
+    assert session.resume() == []
+    assert json.loads(driver_state.read_text())["procs"] == {"101": "running", "102": "running"}
