@@ -22,7 +22,7 @@ _crgpu() {
             --cuda) _crgpu_words "auto plugin driver-api off"; return ;;
             --runtime) _crgpu_words "auto runc runsc"; return ;;
         esac
-        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --work-path --leave-running --tcp-established --skip-in-flight --tcp-skip-in-flight --link-remap --tcp-close --file-locks --ext-unix-sk --shell-job --manage-cgroups-mode --compression --direct --exclude-committed-zero-pages --cuda-checkpoint-path --pre-dump --parent-path --cuda --cuda-lock-timeout --hand-off --keep-failed --lazy-pages --page-server --status-fd --wait --runtime --root --runtime-debug --runtime-flag --json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); fi
+        if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --work-path --leave-running --tcp-established --skip-in-flight --tcp-skip-in-flight --link-remap --tcp-close --file-locks --ext-unix-sk --shell-job --manage-cgroups-mode --compression --direct --exclude-committed-zero-pages --cuda-checkpoint-path --cuda-checkpoint-sequential --pre-dump --parent-path --cuda --cuda-lock-timeout --hand-off --keep-failed --lazy-pages --page-server --status-fd --wait --runtime --root --runtime-debug --runtime-flag --json --dry-run --debug --quiet -q --help -h"; else COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); fi
         ;;
     cuda)
         case "$prev" in

@@ -29,6 +29,7 @@ complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l compression -r 
 complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l direct -d 'runsc only: write pages with O_DIRECT'
 complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l exclude-committed-zero-pages -d 'runsc only: leave zero pages out'
 complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l cuda-checkpoint-path -r -d 'runsc GPU containers: cuda-checkpoint\'s path inside the container'
+complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l cuda-checkpoint-sequential -d 'runsc GPU containers: run cuda-checkpoint for one process at a time'
 complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l pre-dump -r -d 'runc: N pre-dump rounds first, to shorten the final freeze'
 complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l parent-path -r -d 'runc: the pre-dump image this checkpoint only adds to, relative to the image path (as CRIU takes it)'
 complete -c crgpu -n '__fish_seen_subcommand_from checkpoint' -l cuda -r -a 'auto plugin driver-api off' -d 'runc GPU containers: auto, plugin (CRIU\'s), driver-api (crgpu drives the driver) or off'

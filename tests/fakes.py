@@ -68,20 +68,22 @@ def write_fake_nvidia_smi(
     log: Path | None = None,
     free_mib: int = 80000,
     mig: tuple[str, ...] = (),
+    persistence: str = "Enabled",
 ) -> Path:
     """nvidia-smi as crgpu queries it: `--query-gpu=driver_version`, `--query-gpu=uuid,memory.free`,
-    `--query-gpu=uuid,mig.mode.current` (MIG on for `mig`) and
+    `--query-gpu=uuid,mig.mode.current` (MIG on for `mig`), `--query-gpu=persistence_mode` and
     `--query-gpu=name,uuid,memory.total --format=csv,noheader,nounits`, rows as the real one
     prints them ("NVIDIA H100 80GB HBM3, GPU-..., 81559"); no compute apps. `log` collects its
     arguments."""
     rows = "".join(f'echo "{name}, {uuid}, 81559"; ' for name, uuid in gpus)
     free = "".join(f'echo "{uuid}, {free_mib}"; ' for _, uuid in gpus)
     modes = "".join(f'echo "{uuid}, {"Enabled" if uuid in mig else "Disabled"}"; ' for _, uuid in gpus)
+    persistence_rows = "".join(f"echo {persistence}; " for _ in gpus)
     record = f'echo "$@" >> {log}\n' if log else ""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         f'#!/bin/sh\n{record}case "$*" in *driver_version*) echo "{driver}";; *memory.free*) {free};; '
-        f"*mig.mode.current*) {modes};; "
+        f"*mig.mode.current*) {modes};; *persistence_mode*) {persistence_rows};; "
         f"*query-compute-apps*) ;; *) {rows};; esac\n"
     )
     path.chmod(0o755)

@@ -86,6 +86,8 @@ HELP: dict[str, str] = {
         "  --exclude-committed-zero-pages  runsc only: leave zero pages out.\n"
         "  --cuda-checkpoint-path <str>    runsc GPU containers: cuda-checkpoint's path\n"
         "                                  inside the container.\n"
+        "  --cuda-checkpoint-sequential    runsc GPU containers: run cuda-checkpoint\n"
+        "                                  for one process at a time.\n"
         "  --pre-dump N                    runc: N pre-dump rounds first, to shorten\n"
         "                                  the final freeze.  [default: 0]\n"
         "  --parent-path DIR               runc: the pre-dump image this checkpoint\n"

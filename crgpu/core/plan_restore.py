@@ -19,6 +19,7 @@ from crgpu.host.locks import container_lock
 from crgpu.image.archive_names import ProgressOpener, is_archive
 from crgpu.image.guard import enforce, gpus_used, restore_findings
 from crgpu.image.manifest import MANIFEST_NAME, HostRecord, Manifest, read_image
+from crgpu.nvidia.gpu import persistence_modes
 from crgpu.nvidia.gpu_map import GPU_UUID, describe, given_gpus, plan_device_map
 from crgpu.nvidia.restore_preflight import check_driver_api_restore
 from crgpu.options.models import RestoreOptions
@@ -306,6 +307,13 @@ def _cuda_restore_needs(
                 "the image was made with CRIU's CUDA plugin and cuda-checkpoint is not on PATH here: "
                 "the plugin would disable itself and leave the CUDA processes checkpointed",
                 hint="install cuda-checkpoint (NVIDIA), or restore on a node that has it",
+            )
+        if "Disabled" in persistence_modes():
+            raise PreconditionError(
+                "the image was made with CRIU's CUDA plugin, and persistence mode is off here: "
+                "cuda-checkpoint's restore fails 'operation not permitted' and leaves the processes "
+                "checkpointed (cuda-checkpoint #25)",
+                hint="turn it on first: nvidia-smi -pm 1 (or run nvidia-persistenced)",
             )
         timeout = manifest.options.get("cuda_lock_timeout_ms") if manifest is not None else None
         return plugin_criu_config(timeout if isinstance(timeout, int) and 0 <= timeout < 2**31 else 10_000)

@@ -29,17 +29,24 @@ PATHS: dict[str, tuple[str, list[str]]] = {
     "runsc": ("runsc", ["runsc.binary", "host.privileges"]),
     "cuda_runc": (
         "CUDA on runc (CRIU plugin)",
-        [*RUNC_NEEDS, "nvidia.driver", "cuda_checkpoint.binary", "criu.cuda_plugin"],
+        [*RUNC_NEEDS, "nvidia.driver", "cuda_checkpoint.binary", "criu.cuda_plugin", "nvidia.persistence"],
     ),
     "cuda_runc_driver_api": (
         "CUDA on runc (driver API)",
         [*RUNC_NEEDS, "nvidia.driver", "cuda.bindings", "cuda.bindings_driver"],
     ),
+    # CRIU's plugin restores through cuda-checkpoint, a process of its own that never calls cuInit:
+    # the driver then needs persistence mode ("operation not permitted" otherwise, cuda-checkpoint
+    # #25). crgpu's driver-API helper calls cuInit, so there it is a warning only (see WARN_FAILS).
     "cuda_runsc": (
         "CUDA on runsc",
         ["runsc.binary", "host.privileges", "nvidia.driver", "runsc.nvproxy_driver", "runsc.cuda_checkpoint"],
     ),
 }
+
+
+# Checks whose warning is a failure for one path (the plugin's restore needs persistence mode).
+WARN_FAILS: dict[str, set[str]] = {"cuda_runc": {"nvidia.persistence"}}
 
 
 def check_privileges(_facts: Facts) -> Check:

@@ -6,8 +6,8 @@ import shutil
 
 from crgpu.criu.binary import cuda_plugin_path, plugin_dirs
 from crgpu.doctor.facts import Check, Facts, capture
-from crgpu.host.errors import CrgpuError
 from crgpu.nvidia.bindings_line import MIN_DRIVER_API, bindings_mismatch, install_hint, installed_bindings
+from crgpu.nvidia.gpu import persistence_modes
 
 
 def check_cuda_plugin(facts: Facts) -> Check:
@@ -69,11 +69,7 @@ def check_persistence(facts: Facts) -> Check:
     """NVIDIA: restoring a process needs persistence mode (or cuInit already called)."""
     if not facts.gpu_node:
         return Check("nvidia.persistence", "persistence mode", "GPU", "skip", "no NVIDIA driver")
-    try:
-        out = capture(["nvidia-smi", "--query-gpu=persistence_mode", "--format=csv,noheader"])
-    except CrgpuError:
-        out = ""
-    modes = [line.strip() for line in out.splitlines() if line.strip() in ("Enabled", "Disabled")]
+    modes = persistence_modes()
     if not modes:
         return Check("nvidia.persistence", "persistence mode", "GPU", "skip", "nvidia-smi did not say")
     if "Disabled" in modes:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crgpu.doctor.checks import CHECKS, PATHS, check_headroom
+from crgpu.doctor.checks import CHECKS, PATHS, WARN_FAILS, check_headroom
 from crgpu.doctor.facts import Check, Facts
 from crgpu.host import config
 from crgpu.host.root import host_path
@@ -53,7 +53,12 @@ def judge(checks: list[Check], strict: bool) -> tuple[dict[str, bool | None], bo
             continue
         probe = f"probe.{PATHS[key][1][0].split('.')[0]}"
         extra = [probe] if not key.startswith("cuda") and probe in by_id else []
-        failing = [by_id[n] for n in [*needs, *extra] if n in by_id and by_id[n].status in bad]
+        failing = [
+            by_id[n]
+            for n in [*needs, *extra]
+            if n in by_id
+            and (by_id[n].status in bad or (by_id[n].status == "warn" and n in WARN_FAILS.get(key, ())))
+        ]
         if "image.headroom" in by_id and by_id["image.headroom"].status in bad:
             failing.append(by_id["image.headroom"])
         ready[key] = not failing

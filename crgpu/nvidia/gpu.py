@@ -265,3 +265,9 @@ def mig_enabled_gpus() -> set[str]:
         return found
     rows = _nvidia_smi("uuid,mig.mode.current") or []
     return {uuid for uuid, _, mode in (row.partition(",") for row in rows) if mode.strip() == "Enabled"}
+
+
+def persistence_modes() -> list[str]:
+    """Each GPU's persistence mode as nvidia-smi says it ("Enabled", "Disabled"); empty when it cannot."""
+    rows = _nvidia_smi("persistence_mode") or []
+    return [row for row in rows if row in ("Enabled", "Disabled")]

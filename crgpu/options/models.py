@@ -144,6 +144,7 @@ class CheckpointOptions(_CommonOptions):
     direct: bool = False
     exclude_committed_zero_pages: bool = False
     cuda_checkpoint_path: str | None = None
+    cuda_checkpoint_sequential: bool = False
     keep_failed: bool = False
     pre_dump: int = Field(default=0, ge=0, le=16)
     parent_path: str | None = Field(default=None, min_length=1, max_length=4095)

@@ -310,6 +310,16 @@ OPTIONS: tuple[Option, ...] = (
         ),
     ),
     Option(
+        "cuda_checkpoint_sequential",
+        ("--cuda-checkpoint-sequential",),
+        "runsc GPU containers: run cuda-checkpoint for one process at a time.",
+        "flag",
+        CHECKPOINT,
+        runc_refused=True,
+        runsc=_flag("cuda-checkpoint-sequential"),
+        readme=("refused", "refused", "passed where runsc has it (release-20260608+)"),
+    ),
+    Option(
         "pre_dump",
         ("--pre-dump",),
         "runc: N pre-dump rounds first, to shorten the final freeze.",

@@ -202,6 +202,23 @@ def test_persistence_mode_off_is_a_warning(node: FakeNode) -> None:
     assert check["status"] == "warn" and "1 of 2" in check["detail"] and "nvidia-smi -pm 1" in check["fix"]
 
 
+def test_the_plugin_path_needs_persistence_mode(node: FakeNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuda-checkpoint never calls cuInit: without persistence mode the plugin's restore fails
+    "operation not permitted" (cuda-checkpoint #25). Before, the plugin path was ready regardless."""
+    monkeypatch.setattr("crgpu.doctor.gpu_checks.installed_bindings", lambda: "12.9.0")
+    node.driver("570.86.15")
+    node.cuda_checkpoint("--action {lock,checkpoint,restore,unlock} --pid PID --get-state")
+    node.plugin()
+    node.tool(
+        "nvidia-smi",
+        'case "$*" in *persistence_mode*) echo Disabled;; *driver_version*) echo 570.86.15;; '
+        '*) echo "NVIDIA H100 80GB HBM3, GPU-00000000-aaaa-bbbb-cccc-dddddddddddd, 81559";; esac',
+    )
+    code, doc = doctor()
+    assert doc["ready"]["cuda_runc"] is False and doc["ready"]["cuda_runc_driver_api"] is True
+    assert "nvidia-smi -pm 1" in doc["summary"] and code == 0  # the driver API still serves
+
+
 def test_driver_580_notes_device_map(node: FakeNode, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("crgpu.doctor.gpu_checks.installed_bindings", lambda: "13.5.0")
     node.driver("580.65.06")

@@ -919,3 +919,28 @@ def test_the_plugin_is_for_x86_64_only(node: Node, tmp_path: Path, monkeypatch: 
     with pytest.raises(PreconditionError, match="x86-64 only, and this node is aarch64"):
         select_mode("plugin", True, "runc", "c1")
     assert select_mode("auto", True, "runc", "c1")[0] == "driver-api"  # the driver API instead
+
+
+def test_a_plugin_image_is_not_restored_where_persistence_mode_is_off(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cuda-checkpoint never calls cuInit; without persistence mode its restore fails and CRIU still
+    reports success. Before, crgpu let runc run."""
+    _install_plugin(node, tmp_path, monkeypatch)
+    code, doc = node.checkpoint("--cuda", "plugin")
+    assert code == 0, doc
+    (node.root / "c1" / "state.json").unlink()
+    write_fake_nvidia_smi(
+        node.tmp / "bin" / "nvidia-smi",
+        NODE_DRIVER,
+        [(H100, FAKE_GPU), (H100, SECOND_GPU)],
+        persistence="Disabled",
+    )
+    result = crgpu("restore", "--json", "-i", str(node.tmp / "img"))
+    doc = json.loads(result.stdout)
+    assert (
+        result.exit_code == 4
+        and "persistence mode is off" in doc["error"]
+        and "nvidia-smi -pm 1" in doc["hint"]
+    ), doc
+    assert not (node.root / "c1" / "state.json").exists()

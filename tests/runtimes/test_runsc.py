@@ -156,6 +156,16 @@ def test_gpu_container_on_2026_runsc_passes_cuda_checkpoint_path() -> None:
         ckpt(RUNSC_2026, gpu=True)
 
 
+def test_cuda_checkpoint_sequential_passes_through_where_runsc_has_it() -> None:
+    """gVisor's --cuda-checkpoint-sequential (runsc/cmd/checkpoint.go); before, crgpu had no way to it."""
+    inv = ckpt(
+        RUNSC_2026, gpu=True, cuda_checkpoint_path="/usr/bin/cuda-checkpoint", cuda_checkpoint_sequential=True
+    )
+    assert "--cuda-checkpoint-sequential" in inv.argv[inv.argv.index("checkpoint") + 1 : inv.argv.index("--")]
+    with pytest.raises(PreconditionError, match="--cuda-checkpoint-sequential"):
+        ckpt(RUNSC_2024, cuda_checkpoint_sequential=True)
+
+
 def test_cuda_checkpoint_path_without_a_gpu_never_reaches_an_old_runsc() -> None:
     with pytest.raises(PreconditionError, match="--cuda-checkpoint-path cannot reach runsc"):
         ckpt(RUNSC_2024, cuda_checkpoint_path="/x")
