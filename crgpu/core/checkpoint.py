@@ -18,7 +18,7 @@ from crgpu.core.runtime_call import (
     run_runtime,
     write_criu_config,
 )
-from crgpu.host.errors import CrgpuError
+from crgpu.host.errors import CrgpuError, error_context
 from crgpu.host.locks import container_lock
 from crgpu.host.process import LineSink
 from crgpu.host.signals import signals_noted
@@ -36,7 +36,14 @@ def execute_checkpoint(
     plan: CheckpointPlan, sink: LineSink, timeout_s: float | None = None
 ) -> OperationResult:
     """Run the checkpoint under the container's lock. A failed or interrupted one leaves no image
-    (unless --keep-failed), keeps its logs, and never leaves the container paused."""
+    (unless --keep-failed), keeps its logs, and never leaves the container paused. A refusal on the
+    way (the GPU memory check) names the container and its GPU verdict, as the plan's do."""
+    info = plan.container
+    with error_context(container_id=info.id, gpu=info.gpu, gpu_evidence=list(info.gpu_evidence)):
+        return _execute_checkpoint(plan, sink, timeout_s)
+
+
+def _execute_checkpoint(plan: CheckpointPlan, sink: LineSink, timeout_s: float | None) -> OperationResult:
     opts = plan.options
     info = plan.container
     require_privileges("checkpoint")

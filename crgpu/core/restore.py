@@ -22,7 +22,7 @@ from crgpu.core.runtime_call import (
     write_criu_config,
 )
 from crgpu.criu.logs import criu_log_errors
-from crgpu.host.errors import PreconditionError
+from crgpu.host.errors import PreconditionError, error_context
 from crgpu.host.locks import container_lock
 from crgpu.host.mounts import mount_points_below, unmount
 from crgpu.host.process import LineSink, Watchdog
@@ -41,7 +41,9 @@ def execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None =
     """The restore; an archive's unpacked files and mounts are taken back whenever it fails
     (the runtime, the watchdog, an interrupt)."""
     try:
-        result = _execute_restore(plan, sink, timeout_s)
+        gpu, evidence = plan.gpu
+        with error_context(container_id=plan.container_id, gpu=gpu, gpu_evidence=list(evidence)):
+            result = _execute_restore(plan, sink, timeout_s)
     except BaseException:
         if plan.archive is not None:
             plan.archive.discard()

@@ -551,6 +551,7 @@ def test_gpu_memory_the_containers_cgroup_cannot_take_is_refused_before_any_lock
     assert "would copy 2.0 GiB" in doc["error"] and "leaves 1.5 GiB" in doc["error"]
     assert "kubepods-pod1.slice: limit 3.0 GiB, in use 1.5 GiB" in doc["error"]
     assert "by 0.5 GiB or more" in doc["hint"] and "nothing was locked" in doc["hint"]
+    assert doc["verb"] == "checkpoint" and doc["container_id"] == "c1" and doc["gpu"] is True
     assert not _locked(node) and not (node.tmp / "img").exists()
 
 
