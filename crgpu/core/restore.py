@@ -311,6 +311,8 @@ def restore_cuda(plan: RestorePlan, result: OperationResult) -> None:
     session.expect_bytes({mapping[n]: held[n] for n in ns_pids if n in mapping and held.get(n)})
     _gpu_nodes_of_the_bundle(plan, info.pid, result)
     problems = session.resume(plan.gpu_map)
+    if session.interrupted_by is not None and result.interrupted_by is None:
+        result.interrupted_by = session.interrupted_by  # obeyed now that every process is back
     result.stats.update(session.stats())
     problems += [f"container pid {pid}: not found after the runtime restore" for pid in missing]
     if problems:

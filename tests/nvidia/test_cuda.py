@@ -945,3 +945,23 @@ def test_a_plugin_image_is_not_restored_where_persistence_mode_is_off(
         and "nvidia-smi -pm 1" in doc["hint"]
     ), doc
     assert not (node.root / "c1" / "state.json").exists()
+
+
+class SignalledDuringRestore(FakeDriver):
+    def restore(self, pid: int, device_map: dict[str, str] | None = None) -> None:
+        super().restore(pid, device_map)
+        if pid == 101:
+            os.kill(os.getppid(), signal.SIGTERM)
+            time.sleep(0.3)
+
+
+def test_a_stop_signal_during_the_gpu_restore_waits_until_every_process_runs(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, SIGTERM during the GPU restore killed crgpu with the second process checkpointed."""
+    _checkpointed_image(node)
+    monkeypatch.setattr(cuda, "DRIVER_FACTORY", SignalledDuringRestore)
+    result = crgpu("restore", "--json", "-i", str(node.tmp / "img"))
+    assert result.exit_code == 130, result.output
+    assert node.data()["procs"] == {"101": "running", "102": "running"}
+    assert f"signal {int(signal.SIGTERM)}" in json.loads(result.stdout)["error"]
