@@ -40,6 +40,18 @@ RUNTIME_UMASK = 0o077
 _PR_SET_PDEATHSIG = 1
 
 
+def query_stdout(argv: list[str], timeout: float) -> str | None:
+    """A query tool's stdout when it answered with success in time; None when it did not (not
+    there, failed, hung): for the optional answers (nvidia-smi, cuda-checkpoint) crgpu can do without."""
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
 def die_with_parent() -> Callable[[], None]:
     """A preexec function that asks the kernel to SIGKILL the child when crgpu dies. Prepared
     before the fork: the child only makes one system call."""

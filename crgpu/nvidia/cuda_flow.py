@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import platform
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from crgpu.criu.binary import cuda_plugin_path
 from crgpu.host.cgroup_memory import short_of
 from crgpu.host.errors import PreconditionError
+from crgpu.host.process import query_stdout
 from crgpu.host.root import host_path
 from crgpu.host.signals import interrupts_raised, signals_noted
 from crgpu.nvidia import gpu, gpu_map
@@ -292,19 +292,9 @@ def cuda_checkpoint_state(pid: int) -> str | None:
     tool = shutil.which("cuda-checkpoint")
     if tool is None:
         return None
-    try:
-        done = subprocess.run(
-            [tool, "--get-state", "--pid", str(pid)],
-            capture_output=True,
-            text=True,
-            timeout=CUDA_CHECKPOINT_TIMEOUT_S,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    words = done.stdout.strip().lower().split()
-    return words[0] if done.returncode == 0 and words and words[0] in STATES else None
+    out = query_stdout([tool, "--get-state", "--pid", str(pid)], CUDA_CHECKPOINT_TIMEOUT_S)
+    words = (out or "").strip().lower().split()
+    return words[0] if words and words[0] in STATES else None
 
 
 def refuse_mig(spec: dict[str, Any], container_id: str) -> None:

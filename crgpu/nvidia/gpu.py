@@ -8,11 +8,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from crgpu.host.process import query_stdout
 from crgpu.host.root import host_path, read_host_text
 
 NVIDIA_SMI_TIMEOUT_S = 5.0
@@ -84,20 +84,10 @@ def _nvidia_smi(query: str, what: str = "gpu") -> list[str] | None:
     smi = shutil.which("nvidia-smi")
     if not smi:
         return None
-    try:
-        done = subprocess.run(
-            [smi, f"--query-{what}={query}", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=NVIDIA_SMI_TIMEOUT_S,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0:
-        return None
-    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    out = query_stdout(
+        [smi, f"--query-{what}={query}", "--format=csv,noheader,nounits"], NVIDIA_SMI_TIMEOUT_S
+    )
+    return None if out is None else [line.strip() for line in out.splitlines() if line.strip()]
 
 
 def driver_version() -> DriverVersion | None:
