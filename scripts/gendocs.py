@@ -74,6 +74,7 @@ class Cmd:
     options: list[Opt]
     argument: Opt | None
     epilog: str
+    argument_required: bool = False
 
 
 def _opt(param: Any) -> Opt:
@@ -89,7 +90,7 @@ def _opt(param: Any) -> Opt:
             metavar=param.metavar or param.name.upper(),
         )
         if decls and decls[0].startswith("-")
-        else Opt(param.name, [], [], [], False, (param.help or "").strip(), param.name.upper())
+        else Opt(param.name, [], [], [], False, (param.help or "").strip(), param.metavar or param.name.upper())
     )
 
 
@@ -118,14 +119,15 @@ def model() -> tuple[list[Opt], list[Cmd]]:
             continue
         options = [_opt(p) for p in command.params if p.opts[0].startswith("-")]
         options.append(Opt("help", ["--help"], ["-h"], [], True, "Show the help and exit.", ""))
-        arguments = [_opt(p) for p in command.params if not p.opts[0].startswith("-")]
+        positional = [p for p in command.params if not p.opts[0].startswith("-")]
         commands.append(
             Cmd(
                 name,
                 (command.help or "").strip(),
                 options,
-                arguments[0] if arguments else None,
+                _opt(positional[0]) if positional else None,
                 command.epilog or "",
+                bool(positional and positional[0].required),
             )
         )
     return globals_, commands
@@ -402,7 +404,8 @@ def man_page(cmd: Cmd | None, globals_: list[Opt], commands: list[Cmd]) -> str:
     if cmd is None:
         out += [".B crgpu", "[\\fB\\-\\-config\\fR \\fIPATH\\fR] \\fICOMMAND\\fR [\\fIOPTIONS\\fR]"]
     else:
-        arg = f" [\\fI{cmd.argument.metavar}\\fR]" if cmd.argument else ""
+        name = f"\\fI{cmd.argument.metavar}\\fR" if cmd.argument else ""
+        arg = (f" {name}" if cmd.argument_required else f" [{name}]") if cmd.argument else ""
         out += [".B crgpu", f"{cmd.name} [\\fIOPTIONS\\fR]{arg}"]
     out += [".SH DESCRIPTION", DESCRIPTIONS["" if cmd is None else cmd.name]]
     if cmd is None:

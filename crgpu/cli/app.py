@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from crgpu import __version__
 from crgpu.host.errors import EXIT_CODE_MEANINGS
@@ -89,6 +90,57 @@ COMMANDS: dict[str, Callable[[typer.Typer], None]] = {
 _VALUED_GLOBALS = ("--config",)
 
 
+class JsonAwareGroup(TyperGroup):
+    """With --json, even a command line click rejects (a typo, a missing argument) ends in one JSON
+    document on stdout, as every other outcome does; click's own message still goes to stderr."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if "--json" not in argv or not standalone_mode:
+            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(argv, prog_name, complete_var, False, **extra)
+        except typer.TyperException as exc:  # click's exceptions, usage errors (exit 2) among them
+            if exc.exit_code == 2:
+                _usage_document(exc, argv)
+            show = getattr(exc, "show", None)
+            if show is not None:
+                show()
+            else:
+                print(f"Error: {exc.format_message()}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            print("Aborted!", file=sys.stderr)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_document(exc: typer.TyperException, argv: list[str]) -> None:
+    from crgpu.core.result import error_document
+    from crgpu.host.errors import ExitCode
+    from crgpu.host.textsafe import strict_json
+
+    verb = command_named(argv)
+    if verb == "cuda":
+        words = [word for word in argv if not word.startswith("-")]
+        verb = " ".join(words[words.index("cuda") : words.index("cuda") + 2])
+    doc = error_document(
+        exc.format_message(),
+        f"see `crgpu {verb} --help`" if verb else "see `crgpu --help`",
+        int(ExitCode.USAGE),
+        [],
+        {"verb": verb},
+    )
+    print(strict_json(doc))
+
+
 def build_app(only: str | None = None) -> typer.Typer:
     """The application with every command, or with the one named `only`."""
     app = typer.Typer(
@@ -99,6 +151,7 @@ def build_app(only: str | None = None) -> typer.Typer:
         add_completion=False,
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
+        cls=JsonAwareGroup,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(main_callback)

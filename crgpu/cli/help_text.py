@@ -55,12 +55,12 @@ HELP: dict[str, str] = {
         "    130  interrupted by a signal\n"
     ),
     "checkpoint": (
-        "Usage: crgpu checkpoint [OPTIONS] {container_id}\n"
+        "Usage: crgpu checkpoint [OPTIONS] {CONTAINER_ID}\n"
         "\n"
         "  Checkpoint a running container into a new image directory.\n"
         "\n"
         "Arguments:\n"
-        "  container_id  The container to checkpoint: its ID, its podman or Docker\n"
+        "  CONTAINER_ID  The container to checkpoint: its ID, its podman or Docker\n"
         "                name, or NAMESPACE/POD/CONTAINER.  [required]\n"
         "\n"
         "Options:\n"
@@ -169,12 +169,12 @@ HELP: dict[str, str] = {
         "    130  interrupted by a signal\n"
     ),
     "restore": (
-        "Usage: crgpu restore [OPTIONS] [container_id]\n"
+        "Usage: crgpu restore [OPTIONS] [CONTAINER_ID]\n"
         "\n"
         "  Restore a container from a checkpoint made by crgpu.\n"
         "\n"
         "Arguments:\n"
-        "  container_id  ID for the restored container (default: the checkpointed one).\n"
+        "  CONTAINER_ID  ID for the restored container (default: the checkpointed one).\n"
         "\n"
         "Options:\n"
         "  -i, --image-path <str>       The checkpoint directory.\n"
@@ -313,14 +313,14 @@ HELP: dict[str, str] = {
         "    130  interrupted by a signal\n"
     ),
     "inspect": (
-        "Usage: crgpu inspect [OPTIONS] {image_path}\n"
+        "Usage: crgpu inspect [OPTIONS] {IMAGE_PATH}\n"
         "\n"
         "  Show what a checkpoint holds: runtime, container, options, host, GPUs,\n"
         "  sizes, stats. An archive (crgpu export, podman --export, the kubelet's) is\n"
         "  read without unpacking it.\n"
         "\n"
         "Arguments:\n"
-        "  image_path  The checkpoint directory, or a checkpoint archive.  [required]\n"
+        "  IMAGE_PATH  The checkpoint directory, or a checkpoint archive.  [required]\n"
         "\n"
         "Options:\n"
         "  --json       Print one JSON document on stdout and nothing else there.\n"

@@ -25,7 +25,12 @@ Examples:
 
 def inspect(
     image_path: Annotated[
-        str, typer.Argument(help="The checkpoint directory, or a checkpoint archive.", show_default=False)
+        str,
+        typer.Argument(
+            help="The checkpoint directory, or a checkpoint archive.",
+            show_default=False,
+            metavar="IMAGE_PATH",
+        ),
     ],
     as_json: JsonOpt = False,
     debug: DebugOpt = False,

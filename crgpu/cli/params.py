@@ -37,7 +37,7 @@ def _parameter(option: Option, verb: str) -> inspect.Parameter:
     default: Any = option.default
     if option.kind == "id":
         required = verb in option.required
-        info: Any = typer.Argument(help=help_text, show_default=False)
+        info: Any = typer.Argument(help=help_text, show_default=False, metavar="CONTAINER_ID")
         annotation: Any = Annotated[str, info] if required else Annotated[Optional[str], info]
         default = inspect.Parameter.empty if required else None
     elif option.kind in ("flag", "switch"):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -128,7 +129,7 @@ class _CommonOptions(BaseModel):
     def _tcp_modes_exclusive(self) -> _CommonOptions:
         # CRIU either dumps established connections in repair mode or drops them: not both.
         if self.tcp_established and self.tcp_close:
-            raise ValueError("tcp_established and tcp_close contradict each other: choose one")
+            raise ValueError("--tcp-established and --tcp-close contradict each other: choose one")
         return self
 
 
@@ -213,11 +214,41 @@ class RestoreOptions(_CommonOptions):
 
 
 def validation_messages(error: ValidationError) -> list[str]:
-    """One line per bad field, named as the operator typed it (`--image-path`), not pydantic's loc."""
+    """One line per bad value, named as the operator typed it (`--cuda-lock-timeout`, CONTAINER_ID),
+    in crgpu's words rather than pydantic's (`'x' is not one of ...`)."""
+    from crgpu.options.table import OPTIONS
+
+    typed = {option.name: _typed_name(option.name, option.flags) for option in OPTIONS}
     lines: list[str] = []
     for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"])
-        message = str(item["msg"]).removeprefix("Value error, ")
-        name = f"--{field.replace('_', '-')}" if field else "options"
-        lines.append(f"{name}: {message}")
+        field = str(item["loc"][0]) if item["loc"] else ""
+        name = typed.get(field, f"--{field.replace('_', '-')}") if field else ""
+        message = _in_our_words(item)
+        lines.append(f"{name}: {message}" if name else message)
     return lines
+
+
+def _typed_name(name: str, flags: tuple[str, ...]) -> str:
+    long = [flag.split("/")[0] for flag in flags if flag.startswith("--")]
+    return long[0] if long else name.upper()  # a positional argument: CONTAINER_ID
+
+
+def _in_our_words(item: Any) -> str:
+    kind, ctx, given = item.get("type"), item.get("ctx") or {}, item.get("input")
+    words: dict[str, Callable[[], str]] = {
+        "literal_error": lambda: f"{given!r} is not one of {ctx.get('expected')}",
+        "int_parsing": lambda: f"{given!r} is not a whole number",
+        "int_type": lambda: f"{given!r} is not a whole number",
+        "int_from_float": lambda: f"{given!r} is not a whole number",
+        "greater_than_equal": lambda: f"{given!r} is below the least allowed, {ctx.get('ge')}",
+        "less_than_equal": lambda: f"{given!r} is above the most allowed, {ctx.get('le')}",
+        "greater_than": lambda: f"{given!r} must be more than {ctx.get('gt')}",
+        "less_than": lambda: f"{given!r} must be less than {ctx.get('lt')}",
+        "bool_parsing": lambda: f"{given!r} is neither true nor false",
+        "string_too_long": lambda: f"is longer than {ctx.get('max_length')} characters",
+        "too_long": lambda: f"has more than {ctx.get('max_length')} values",
+        "missing": lambda: "is required",
+        "extra_forbidden": lambda: "is not an option of this command",
+    }
+    chosen = words.get(str(kind))
+    return chosen() if chosen else str(item.get("msg", "")).removeprefix("Value error, ")

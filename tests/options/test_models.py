@@ -23,9 +23,31 @@ def test_validation_gives_one_line_per_bad_field() -> None:
         )
     lines = validation_messages(info.value)
     assert len(lines) == 3
-    assert any(line.startswith("--container-id: invalid container ID") for line in lines)
-    assert any(line.startswith("--runtime:") for line in lines)
-    assert any(line.startswith("--manage-cgroups-mode:") for line in lines)
+    # Named as typed (a positional as its metavar), in crgpu's words; before: `--container-id`,
+    # "Input should be 'auto', 'runc' or 'runsc'".
+    assert any(line.startswith("CONTAINER_ID: invalid container ID") for line in lines), lines
+    assert "--runtime: 'docker' is not one of 'auto', 'runc' or 'runsc'" in lines
+    assert any(line.startswith("--manage-cgroups-mode: 'x' is not one of") for line in lines)
+    assert not any("Input should" in line for line in lines)
+
+
+def test_messages_name_flags_not_model_fields() -> None:
+    with pytest.raises(ValidationError) as info:
+        CheckpointOptions.model_validate(
+            {"container_id": "a", "image_path": "/x", "cuda_lock_timeout_ms": -1}
+        )
+    assert validation_messages(info.value) == ["--cuda-lock-timeout: -1 is below the least allowed, 0"]
+    with pytest.raises(ValidationError) as info:
+        CheckpointOptions.model_validate(
+            {"container_id": "a", "image_path": "/x", "tcp_established": True, "tcp_close": True}
+        )
+    # A rule of the whole model: no "options:" prefix, the flags by their names (before: field names).
+    assert validation_messages(info.value) == [
+        "--tcp-established and --tcp-close contradict each other: choose one"
+    ]
+    with pytest.raises(ValidationError) as info:
+        CheckpointOptions.model_validate({"container_id": "a"})
+    assert validation_messages(info.value)[0].startswith("give --image-path DIR")
 
 
 @pytest.mark.parametrize("ref", ["default/web-0/app", "kube-system/coredns-5d78c9869d-abcde/coredns"])
