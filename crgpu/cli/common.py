@@ -85,6 +85,16 @@ def run_guarded(renderer: Renderer, debug: bool, body: Callable[[], int]) -> Non
     except OSError as exc:
         # A path the kernel refused that no check above caught: a path problem, not a crash.
         where = f" {printable(exc.filename)}" if exc.filename else ""
+        if isinstance(exc, PermissionError) and os.geteuid() != 0:
+            # Images, work dirs and runtime state are root's (0700): not the path, the user.
+            renderer.error(
+                CrgpuError(
+                    f"cannot use{where}: permission denied",
+                    hint="run crgpu as root: its images and the runtimes' state are root's",
+                    exit_code=ExitCode.PRECONDITION,
+                )
+            )
+            raise typer.Exit(int(ExitCode.PRECONDITION)) from None
         renderer.error(
             CrgpuError(
                 f"cannot use{where}: {exc.strerror or exc}",

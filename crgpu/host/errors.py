@@ -25,9 +25,9 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.RUNTIME_FAILED: "the runtime or CRIU failed",
     ExitCode.USAGE: "bad usage or invalid option values",
-    ExitCode.NOT_FOUND: "container, runtime binary or image not found",
-    ExitCode.PRECONDITION: "precondition not met (option unsupported by this runtime, container "
-    "not running, incompatible image)",
+    ExitCode.NOT_FOUND: "container, runtime binary or image path not found",
+    ExitCode.PRECONDITION: "precondition not met (not root, no NVIDIA driver, option unsupported by "
+    "this runtime, container not running, incompatible image)",
     ExitCode.IMAGE_PATH: "image path problem (exists, not empty, not writable)",
     ExitCode.BUSY: "another crgpu holds the container",
     ExitCode.INTERRUPTED: "interrupted by a signal",

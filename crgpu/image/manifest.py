@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from crgpu import __version__
-from crgpu.host.errors import ImagePathError, PreconditionError
+from crgpu.host.errors import ImagePathError, NotFoundError, PreconditionError
 from crgpu.host.safedirs import check_private_dir, read_nofollow, space_hint, take_private_dir
 from crgpu.host.textsafe import unencodable
 from crgpu.image.signing import Trust, sign, verify
@@ -251,9 +251,25 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _not_root(path: Path) -> PreconditionError:
+    """Images and work dirs are root's (0700): a refusal names the user, not the image."""
+    return PreconditionError(
+        f"cannot read {path}: permission denied", hint="run crgpu as root: its images are root's"
+    )
+
+
 def read_image(image_dir: Path) -> Image:
     """The manifest of a checkpoint directory, validated as hostile input, and its trust."""
     path = image_dir / MANIFEST_NAME
+    try:
+        os.lstat(image_dir)
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"image path {image_dir} does not exist",
+            hint="give the checkpoint's directory or archive (`crgpu gc` lists the images crgpu knows)",
+        ) from None
+    except PermissionError as exc:
+        raise _not_root(image_dir) from exc
     if not image_dir.is_dir():
         raise ImagePathError(
             f"image path {image_dir} is not a directory", hint="give the checkpoint's directory"
@@ -266,6 +282,12 @@ def read_image(image_dir: Path) -> Image:
             f"{image_dir} has no {MANIFEST_NAME}: the checkpoint is incomplete or not made by crgpu",
             hint="restore it with --force plus the container ID, --runtime and --bundle, at your own risk",
         ) from None
+    except PermissionError as exc:
+        if os.geteuid() != 0:
+            raise _not_root(path) from exc
+        raise PreconditionError(
+            f"{path} is not a regular file crgpu can read ({exc.strerror})", hint=damaged
+        ) from exc
     except OSError as exc:
         raise PreconditionError(
             f"{path} is not a regular file crgpu can read ({exc.strerror})", hint=damaged

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from crgpu.host.errors import ExitCode
 from crgpu.nvidia.bindings_line import install_hint
 from crgpu.nvidia.cuda_api import STATES, CudaDriver, CudaError
 
@@ -36,6 +37,7 @@ class BindingsDriver:
             raise CudaError(
                 "cannot reach the CUDA driver API: the cuda-bindings package is not installed",
                 hint=install_hint(driver.version if driver else None),
+                exit_code=ExitCode.PRECONDITION,
             ) from exc
         self.cu: Any = driver
         try:
@@ -46,6 +48,7 @@ class BindingsDriver:
             raise CudaError(
                 f"cannot reach the CUDA driver: {str(exc).splitlines()[0]}",
                 hint="this needs a node with the NVIDIA driver (570 or newer) installed",
+                exit_code=ExitCode.PRECONDITION,  # the node lacks it: not a driver call that failed
             ) from exc
         self.core: Any = core_process_class(self.cu)
 

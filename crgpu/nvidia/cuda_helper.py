@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from crgpu.host.errors import ExitCode
 from crgpu.host.process import die_with_parent
 from crgpu.nvidia.cuda_api import CudaDriver, CudaError
 
@@ -181,8 +182,12 @@ class _Child:
             if reply.get("id", 0) == request:
                 break
         if "error" in reply:
+            code = reply.get("exit_code")
             raise CudaError(
-                str(reply["error"]), hint=reply.get("hint"), detail=list(reply.get("detail") or [])
+                str(reply["error"]),
+                hint=reply.get("hint"),
+                detail=list(reply.get("detail") or []),
+                exit_code=ExitCode(code) if code in {int(c) for c in ExitCode} else None,
             )
         return reply.get("value")
 
@@ -240,5 +245,10 @@ def _serve(factory: Callable[[], CudaDriver], requests: int, replies: int) -> No
 
 def _failure(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, CudaError):
-        return {"error": exc.message, "hint": exc.hint, "detail": list(exc.detail)}
+        return {
+            "error": exc.message,
+            "hint": exc.hint,
+            "detail": list(exc.detail),
+            "exit_code": int(exc.exit_code),
+        }
     return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")}
