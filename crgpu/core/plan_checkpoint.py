@@ -11,7 +11,7 @@ from crgpu.core.result import OperationResult, new_result
 from crgpu.core.runtime_call import no_plugins_config, require_privileges
 from crgpu.criu.binary import cuda_plugin_path, dirty_tracking, require_criu
 from crgpu.host import config
-from crgpu.host.errors import PreconditionError, error_context
+from crgpu.host.errors import ImagePathError, PreconditionError, error_context
 from crgpu.image.manifest import check_image_path_free
 from crgpu.image.signing import check_node_key
 from crgpu.nvidia.cuda import load_driver
@@ -50,7 +50,9 @@ def _plan_found(opts: CheckpointOptions, container: ContainerInfo) -> Checkpoint
         _check_status_fd(opts.status_fd)
     adapter = adapter_for(container.runtime)
     work_dir = opts.work_path or opts.image_dir
-    cuda_mode, cuda_notes = select_mode(opts.cuda, container.gpu, container.runtime, container.id)
+    cuda_mode, cuda_notes = select_mode(
+        opts.cuda, container.gpu, container.runtime, container.id, container.gpu_evidence
+    )
     criu_extra: tuple[str, ...] = ()
     if cuda_mode == "plugin":
         if opts.pre_dump:
@@ -163,9 +165,17 @@ def _engine_rules(opts: CheckpointOptions, container: ContainerInfo) -> tuple[Ch
     else:
         raise PreconditionError(
             f"--hand-off: {engine.label()} restores only from its own archives",
-            hint="checkpoint with --leave-running -i DIR and `crgpu export --format kubernetes`",
+            hint="checkpoint with --leave-running -i DIR, then `crgpu export --format kubernetes -i DIR -o FILE`",
         )
-    check_image_path_free(image)
+    try:
+        check_image_path_free(image)
+    except ImagePathError as exc:
+        # --hand-off chooses the path itself: "choose a new --image-path" would be refused.
+        exc.hint = (
+            f"{engine.label()} holds an older checkpoint of the running container there (one it made "
+            f"with --leave-running): remove it to replace it (`rm -r {image}`)"
+        )
+        raise
     update: dict[str, object] = {"image_path": image}
     if opts.work_path is None and work is not None:
         update["work_path"] = work

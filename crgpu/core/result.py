@@ -104,18 +104,28 @@ def new_result(
 def raise_if_interrupted(result: OperationResult, adapter: Adapter, root: Path) -> None:
     if result.interrupted_by is None:
         return
-    kept = (
-        "the image is complete"
-        if result.ok
-        else (
-            "the partial image was removed"
-            if result.removed_image
-            else f"the partial image is kept at {result.image_path}"
+    if result.verb == "restore":
+        # A restore reads its image and never changes it; a container that is gone has no state to show.
+        kept = "the image is unchanged"
+        hint = (
+            f"`{adapter.name} --root {root} state {result.container_id}` shows the container"
+            if result.container_status
+            else f"restore it again: `crgpu restore -i {result.image_path} {result.container_id}`"
         )
-    )
+    else:
+        kept = (
+            "the image is complete"
+            if result.ok
+            else (
+                "the partial image was removed"
+                if result.removed_image
+                else f"the partial image is kept at {result.image_path}"
+            )
+        )
+        hint = f"`{adapter.name} --root {root} state {result.container_id}` shows the container"
     raise Interrupted(
         f"{result.verb} interrupted by signal {result.interrupted_by}; {kept}; "
         f"container now {result.container_status or 'gone'}",
-        hint=f"`{adapter.name} --root {root} state {result.container_id}` shows the container",
+        hint=hint,
         detail=[f"log: {result.log_path}"] if result.log_path else [],
     )

@@ -71,6 +71,17 @@ KNOWN_FAILURES: tuple[FailureHint, ...] = (
         "for external unix sockets",
     ),
     FailureHint(
+        re.compile(r"File .* has bad size"),
+        "a file the processes had open changed size since the checkpoint: the root filesystem is not "
+        "the one they were checkpointed on (a wrong --rootfs, or the container wrote on after a "
+        "--leave-running checkpoint); restore onto the root it was checkpointed with",
+    ),
+    FailureHint(
+        re.compile(r"Can't open file .* on restore|Can't open file"),
+        "a file the processes had open is missing from the root filesystem: restore with the bundle "
+        "and --rootfs the container was checkpointed with (an archive carries its writable layer)",
+    ),
+    FailureHint(
         re.compile(r"Tracking memory is not available|Dirty tracking is OFF"),
         "the kernel has no soft-dirty memory tracking: pre-dumps and --parent-path cannot work on "
         "this node (crgpu doctor shows criu.dirty_tracking)",

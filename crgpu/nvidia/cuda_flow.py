@@ -32,7 +32,9 @@ RETRIES = 2
 SETTLE_S = 1.0
 
 
-def select_mode(requested: CudaMode, gpu: bool, runtime: str, container_id: str) -> tuple[str, list[str]]:
+def select_mode(
+    requested: CudaMode, gpu: bool, runtime: str, container_id: str, evidence: tuple[str, ...] = ()
+) -> tuple[str, list[str]]:
     """The mode this checkpoint uses, and what to tell the operator about the choice."""
     if runtime == "runsc":
         if requested not in ("auto", "off"):
@@ -75,10 +77,12 @@ def select_mode(requested: CudaMode, gpu: bool, runtime: str, container_id: str)
         return "driver-api", [
             f"CUDA through the driver's checkpoint API (driver {driver.version if driver else '?'})"
         ]
+    why_gpu = f" (its spec: {', '.join(evidence)})" if evidence else ""
     raise PreconditionError(
-        f"container {container_id!r} uses a GPU, and this node can checkpoint CUDA neither through CRIU's "
-        f"plugin ({why_not_plugin}) nor through the driver API ({why_not_api})",
-        hint="install NVIDIA driver 570+ (driver API), or CRIU's cuda_plugin.so with cuda-checkpoint",
+        f"container {container_id!r} uses a GPU{why_gpu}, and this node can checkpoint CUDA neither "
+        f"through CRIU's plugin ({why_not_plugin}) nor through the driver API ({why_not_api})",
+        hint="install NVIDIA driver 570+ (driver API), or CRIU's cuda_plugin.so with cuda-checkpoint; if it "
+        "holds no GPU state, checkpoint it with --cuda off",
     )
 
 

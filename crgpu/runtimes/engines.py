@@ -79,7 +79,7 @@ class Engine:
             "from `crgpu export`), or restore under another ID and --root",
             "docker": f"restore it through Docker (`docker start --checkpoint NAME {ref}`), or restore under "
             "another ID and --root",
-            "kubernetes": "restore it through Kubernetes from an archive (`crgpu export --format kubernetes`), "
+            "kubernetes": "restore it through Kubernetes from an archive (`crgpu export --format kubernetes -i IMAGE -o FILE`), "
             "or restore under another ID and --root",
             "containerd": "restore it through containerd (`ctr task start --checkpoint`), or restore under "
             "another ID and --root",

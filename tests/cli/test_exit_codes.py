@@ -206,3 +206,28 @@ def test_a_hung_runtime_is_stopped_after_its_timeout(tmp_path: Path) -> None:
     started = time.monotonic()
     run = run_streaming(["sleep", "30"], lambda _line: None, tmp_path / "out.log", timeout_s=0.3)
     assert run.exit_code != 0 and time.monotonic() - started < 5
+
+
+def test_an_interrupted_restore_says_its_image_is_unchanged_and_how_to_try_again() -> None:
+    """Before: "the partial image is kept" of a complete image, and `runc state` of a container
+    that is gone."""
+    from pathlib import Path
+
+    from crgpu.core.result import OperationResult, raise_if_interrupted
+    from crgpu.host.errors import Interrupted
+
+    class Adapter:
+        name = "runc"
+
+    result = OperationResult(
+        verb="restore", ok=False, runtime="runc", runtime_version="1.3", container_id="web",
+        image_path="/ckpt/web", work_path="/w", argv=[], env={}, criu_config=None, notes=[],
+        interrupted_by=2, container_status=None,
+    )  # fmt: skip
+    try:
+        raise_if_interrupted(result, Adapter(), Path("/run/runc"))  # type: ignore[arg-type]
+    except Interrupted as exc:
+        assert "the image is unchanged" in exc.message and "partial" not in exc.message
+        assert exc.hint == "restore it again: `crgpu restore -i /ckpt/web web`"
+    else:
+        raise AssertionError("not raised")

@@ -40,6 +40,15 @@ def test_criu_log_errors_and_hint(tmp_path: Path) -> None:
         ("Can't lookup mount=27 for fd=1 path=pipe:[1234]", "stdio"),
         ("container is not running", "not running"),
         ("Need to set the --tcp-close options.", "--tcp-close"),
+        # CRIU 4.1's restore lines (files.c, files-reg.c); before, no hint at all
+        (
+            "(00.012345)     38: Error (criu/files-reg.c:2153): File tmp/out has bad size 42 (expect 35)",
+            "--rootfs",
+        ),
+        (
+            "(00.012345)     38: Error (criu/files-reg.c:2196): Can't open file tmp/gone on restore: No such file",
+            "--rootfs",
+        ),
     ],
 )
 def test_known_failures_have_hints(line: str, needle: str) -> None:

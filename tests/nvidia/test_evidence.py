@@ -83,7 +83,10 @@ def test_a_gpu_container_the_node_cannot_checkpoint_is_refused_naming_it(
     monkeypatch.setenv("CRGPU_HOST_ROOT", str(tmp_path / "no-driver"))
     result = crgpu("checkpoint", "--json", "-i", str(tmp_path / "img"), "c1")
     doc = json.loads(result.stdout)
-    assert result.exit_code == 4 and "uses a GPU" in doc["error"]
+    assert result.exit_code == 4 and "uses a GPU (its spec: hook, env)" in doc["error"]
+    assert "--cuda off" in doc["hint"]  # before: only "install NVIDIA driver 570+"
+    followed = crgpu("checkpoint", "--json", "--cuda", "off", "-i", str(tmp_path / "img"), "c1")
+    assert followed.exit_code == 0, followed.output  # the hint, followed, checkpoints it
     # The refusal's document names the verb, the container and the verdict (before: all null).
     assert doc["verb"] == "checkpoint" and doc["container_id"] == "c1"
     assert doc["gpu"] is True and doc["gpu_evidence"] == ["hook", "env"]

@@ -61,6 +61,27 @@ def test_a_hand_off_is_restored_by_podman_with_exec_working(podman: testbed.Podm
     assert after < saved + 200  # it continued from the saved count; a fresh start counts from 1
 
 
+def test_a_hand_off_over_podmans_own_checkpoint_gives_a_hint_that_works_when_followed(
+    podman: testbed.Podman,
+) -> None:
+    """Before, the hint said "choose a new --image-path", which --hand-off refuses."""
+    name = _name()
+    podman.run(name)
+    saved_before = podman.wait_count_above(name, 3)
+    podman("container", "checkpoint", "--leave-running", name)  # podman's own, left in userdata
+    refused = crgpu("checkpoint", "--hand-off", "--json", name)
+    doc = json.loads(refused.stdout)
+    assert refused.exit_code == 5, doc
+    command = doc["hint"].split("`")[1]
+    assert command.startswith("rm -r ") and command.endswith("/checkpoint"), command
+    subprocess.run(command.split(), check=True, timeout=30)  # follow it
+    done = crgpu("checkpoint", "--hand-off", "--json", name)
+    assert done.exit_code == 0, done.output
+    podman.wait_status(name, "exited")
+    podman("container", "restore", name)
+    assert podman.wait_count_above(name, saved_before) > saved_before
+
+
 def test_an_export_is_restored_by_podman_import_and_read_by_checkpointctl(
     podman: testbed.Podman, tmp_path: Path
 ) -> None:
