@@ -32,16 +32,16 @@ _crgpu() {
         ;;
     doctor)
         case "$prev" in
-            --image-path|-i) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")); return ;;
+            --image-path|-i|--root) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")); return ;;
             --container) COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur")); return ;;
         esac
-        if [[ "$cur" == -* ]]; then _crgpu_words "--probe --strict --image-path -i --container --json --debug --quiet -q --help -h"; else COMPREPLY=(); fi
+        if [[ "$cur" == -* ]]; then _crgpu_words "--probe --strict --image-path -i --container --root --json --debug --quiet -q --help -h"; else COMPREPLY=(); fi
         ;;
     export)
         case "$prev" in
-            --image-path|-i) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")); return ;;
-            --output|-o|--format) :; return ;;
-            --compression) _crgpu_words "none flate-best-speed"; return ;;
+            --image-path|-i|--output|-o) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --format) _crgpu_words "auto podman kubernetes oci"; return ;;
+            --compression) _crgpu_words "auto zstd gzip none"; return ;;
         esac
         if [[ "$cur" == -* ]]; then _crgpu_words "--image-path -i --output -o --format --compression --json --debug --quiet -q --help -h"; else COMPREPLY=(); fi
         ;;
@@ -53,12 +53,12 @@ _crgpu() {
     inspect)
         case "$prev" in
         esac
-        if [[ "$cur" == -* ]]; then _crgpu_words "--json --debug --quiet -q --help -h"; else compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")); fi
+        if [[ "$cur" == -* ]]; then _crgpu_words "--json --debug --quiet -q --help -h"; else compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); fi
         ;;
     restore)
         case "$prev" in
-            --image-path|-i|--work-path|--bundle|-b|--rootfs|--root) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")); return ;;
-            --pid-file|--console-socket|--netns) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --work-path|--bundle|-b|--rootfs|--root) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")); return ;;
+            --image-path|-i|--pid-file|--console-socket|--netns) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --page-server|--wait|--runtime-flag) :; return ;;
             --manage-cgroups-mode) _crgpu_words "soft full strict ignore"; return ;;
             --runtime) _crgpu_words "auto runc runsc"; return ;;

@@ -49,9 +49,15 @@ class Opt:
     flag: bool
     help: str
     metavar: str
+    choices: tuple[str, ...] = ()  # a click Choice's values, as this command takes them
+    kind_override: str | None = None  # where a command takes more than the table's kind says
 
     @property
     def kind(self) -> str:
+        if self.kind_override:
+            return self.kind_override
+        if self.choices:
+            return "choice"
         if self.name in BY_NAME:
             return KINDS.get(BY_NAME[self.name].kind, "value")
         if self.flag:
@@ -77,20 +83,41 @@ class Cmd:
     argument_required: bool = False
 
 
-def _opt(param: Any) -> Opt:
+# Paths that may be an archive (a file) or an image directory, per command; and files to write.
+ANY_PATH = {
+    ("restore", "image_path"),
+    ("inspect", "image_path"),
+    ("export", "image_path"),
+    ("export", "output"),
+}
+
+
+def _opt(param: Any, command: str = "") -> Opt:
     decls = [*param.opts, *param.secondary_opts]
+    choices = tuple(str(c) for c in getattr(param.type, "choices", ()) or ())
     return (
         Opt(
             name=param.name,
             longs=[d for d in param.opts if d.startswith("--")],
             shorts=[d for d in param.opts if not d.startswith("--")],
             negatives=[d for d in param.secondary_opts if d.startswith("--")],
-            flag=bool(getattr(param, "is_flag", False)) and param.name not in CHOICES,
+            flag=bool(getattr(param, "is_flag", False)) and not choices and param.name not in CHOICES,
             help=(param.help or "").strip(),
             metavar=param.metavar or param.name.upper(),
+            choices=choices,
+            kind_override="file" if (command, param.name) in ANY_PATH else None,
         )
         if decls and decls[0].startswith("-")
-        else Opt(param.name, [], [], [], False, (param.help or "").strip(), param.metavar or param.name.upper())
+        else Opt(
+            param.name,
+            [],
+            [],
+            [],
+            False,
+            (param.help or "").strip(),
+            param.metavar or param.name.upper(),
+            kind_override="file" if (command, param.name) in ANY_PATH else None,
+        )
     )
 
 
@@ -117,7 +144,7 @@ def model() -> tuple[list[Opt], list[Cmd]]:
             ]
             commands.append(Cmd(name, (command.help or "").strip(), options, verb, command.epilog or ""))
             continue
-        options = [_opt(p) for p in command.params if p.opts[0].startswith("-")]
+        options = [_opt(p, name) for p in command.params if p.opts[0].startswith("-")]
         options.append(Opt("help", ["--help"], ["-h"], [], True, "Show the help and exit.", ""))
         positional = [p for p in command.params if not p.opts[0].startswith("-")]
         commands.append(
@@ -125,7 +152,7 @@ def model() -> tuple[list[Opt], list[Cmd]]:
                 name,
                 (command.help or "").strip(),
                 options,
-                _opt(positional[0]) if positional else None,
+                _opt(positional[0], name) if positional else None,
                 command.epilog or "",
                 bool(positional and positional[0].required),
             )
@@ -168,7 +195,7 @@ def bash(globals_: list[Opt], commands: list[Cmd]) -> str:
                 out.append(f"            {'|'.join(words)}) {action}; return ;;")
         for opt in (o for o in cmd.options if o.kind == "choice"):
             out.append(
-                f'            {"|".join(opt.longs)}) _crgpu_words "{" ".join(CHOICES[opt.name])}"; return ;;'
+                f'            {"|".join(opt.longs)}) _crgpu_words "{" ".join(opt.choices or CHOICES[opt.name])}"; return ;;'
             )
         out.append("        esac")
         option_words = " ".join(w for o in cmd.options for w in [*o.longs, *o.negatives, *o.shorts])
@@ -177,6 +204,8 @@ def bash(globals_: list[Opt], commands: list[Cmd]) -> str:
             rest = 'COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete ids 2>/dev/null)" -- "$cur"))'
         elif argument == "dir":
             rest = 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur"))'
+        elif argument == "file":
+            rest = 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur"))'
         elif argument == "choice" and cmd.argument is not None:
             rest = f'_crgpu_words "{" ".join(CHOICES[cmd.argument.name])}"'
         else:
@@ -200,7 +229,7 @@ def _zsh_spec(opt: Opt) -> list[str]:
         "file": ":file:_files",
         "id": ":container:_crgpu_ids",
         "value": f":{opt.metavar.lower()}: ",
-        "choice": f":{opt.name}:({' '.join(CHOICES.get(opt.name, ()))})",
+        "choice": f":{opt.name}:({' '.join(opt.choices or CHOICES.get(opt.name, ()))})",
     }[opt.kind]
     names = [*opt.longs, *opt.shorts, *opt.negatives]
     help_text = _zsh_text(opt.help)
@@ -239,7 +268,7 @@ def zsh(globals_: list[Opt], commands: list[Cmd]) -> str:
     for cmd in commands:
         specs = [spec for o in cmd.options for spec in _zsh_spec(o)]
         if cmd.argument is not None:
-            action = {"id": "_crgpu_ids", "dir": "_files -/"}.get(cmd.argument.kind, " ")
+            action = {"id": "_crgpu_ids", "dir": "_files -/", "file": "_files"}.get(cmd.argument.kind, " ")
             if cmd.argument.kind == "choice":
                 action = f"({' '.join(CHOICES[cmd.argument.name])})"
             specs.append(f"'1:{cmd.argument.name}:{action}'")
@@ -280,6 +309,8 @@ def fish(globals_: list[Opt], commands: list[Cmd]) -> str:
             out.append(f"complete -c crgpu -n '{cond}' -a '(__crgpu_ids)'")
         elif cmd.argument is not None and cmd.argument.kind == "dir":
             out.append(f"complete -c crgpu -n '{cond}' -a '(__fish_complete_directories)'")
+        elif cmd.argument is not None and cmd.argument.kind == "file":
+            out.append(f"complete -c crgpu -n '{cond}' -F")
         elif cmd.argument is not None and cmd.argument.kind == "choice":
             out.append(f"complete -c crgpu -n '{cond}' -a '{' '.join(CHOICES[cmd.argument.name])}'")
     out.append("")
@@ -296,7 +327,7 @@ def _fish_option(cond: str, opt: Opt) -> str:
         "file": "-r -F",
         "id": "-r -a '(__crgpu_ids)'",
         "value": "-r",
-        "choice": f"-r -a '{' '.join(CHOICES.get(opt.name, ()))}'",
+        "choice": f"-r -a '{' '.join(opt.choices or CHOICES.get(opt.name, ()))}'",
     }[opt.kind]
     if action:
         parts.append(action)

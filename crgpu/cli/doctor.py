@@ -42,6 +42,12 @@ def doctor(
     container: Annotated[
         Optional[str], typer.Option("--container", help="With --image-path: count this container's memory.")
     ] = None,
+    root: Annotated[
+        Optional[str],
+        typer.Option(
+            "--root", metavar="DIR", help="With --container: the runtime's state root to find it in."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
@@ -56,7 +62,8 @@ def doctor(
         if container:
             from crgpu.runtimes.detect import find_container
 
-            memory = container_memory_bytes(find_container(container).pid)
+            state_root = path_arg(root, "--root") if root is not None else None
+            memory = container_memory_bytes(find_container(container, root=state_root).pid)
         if probe and not as_json:
             renderer.status("probing: a throwaway container per runtime, checkpointed and restored ...")
         target = path_arg(image_path, "--image-path") if image_path is not None else None

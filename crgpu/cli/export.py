@@ -44,7 +44,8 @@ class Compression(StrEnum):
 
 def export(
     image_path: Annotated[
-        str, typer.Option("--image-path", "-i", help="The checkpoint directory.", show_default=False)
+        str,
+        typer.Option("--image-path", "-i", help="The checkpoint directory (crgpu's).", show_default=False),
     ],
     output: Annotated[
         str, typer.Option("--output", "-o", help="The archive to write (new).", show_default=False)

@@ -45,5 +45,7 @@ def _parse(values: dict[str, Any]) -> Callable[[ProgressOpener], Planned]:
 
 
 restore = table_command(
-    "restore", "Restore a container from a checkpoint made by crgpu.", run_planned("restore", _parse)
+    "restore",
+    "Restore a container from a checkpoint directory or archive (crgpu's, podman's, the kubelet's).",
+    run_planned("restore", _parse),
 )

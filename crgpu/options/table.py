@@ -87,7 +87,7 @@ OPTIONS: tuple[Option, ...] = (
         ("--image-path", "-i"),
         {
             "checkpoint": "Directory for the checkpoint; must be new or empty.",
-            "restore": "The checkpoint directory.",
+            "restore": "The checkpoint directory, or an archive (crgpu export's, podman's --export, the kubelet's).",
         },
         "dir",
         BOTH,

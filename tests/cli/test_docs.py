@@ -83,7 +83,14 @@ def test_bash_completes_commands_options_choices_and_directories(tmp_path: Path)
     assert _bash_complete(["crgpu", "checkpoint", "--image-path", str(tmp_path / "ckpt")], env) == [
         str(tmp_path / "ckpt-dir")
     ]
-    assert _bash_complete(["crgpu", "inspect", str(tmp_path / "ckpt")], env) == [str(tmp_path / "ckpt-dir")]
+    # inspect, restore -i and export -i/-o take archives too: files and directories (before: directories)
+    both = {str(tmp_path / "ckpt-dir"), str(tmp_path / "ckpt-file")}
+    assert set(_bash_complete(["crgpu", "inspect", str(tmp_path / "ckpt")], env)) == both
+    assert set(_bash_complete(["crgpu", "restore", "-i", str(tmp_path / "ckpt")], env)) == both
+    assert set(_bash_complete(["crgpu", "export", "-o", str(tmp_path / "ckpt")], env)) == both
+    # export's own choices (before: checkpoint's runsc values `none flate-best-speed`, and no --format)
+    assert _bash_complete(["crgpu", "export", "--compression", ""], env) == ["auto", "zstd", "gzip", "none"]
+    assert _bash_complete(["crgpu", "export", "--format", ""], env) == ["auto", "podman", "kubernetes", "oci"]
 
 
 @pytest.mark.parametrize(
@@ -160,3 +167,16 @@ def test_a_narrow_terminal_or_other_words_get_help_from_typer_itself() -> None:
         [sys.executable, "-m", "crgpu", "checkpoint", "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT
     )  # fmt: skip
     assert as_module.stdout.startswith("Usage: python -m crgpu checkpoint ")  # click's own name for it
+
+
+def test_the_readme_names_every_key_of_doctors_json() -> None:
+    """Before, `config` was in the document and not in the README."""
+    import re
+
+    from crgpu.doctor.report import DoctorReport
+
+    report = DoctorReport(checks=[], ready={}, ok=True, summary="", probe=[{}], config=[{}])
+    readme = (ROOT / "README.md").read_text()
+    line = next(part for part in readme.split("`doctor --json` prints")[1:2])
+    named = set(re.findall(r'"(\w+)"', line.split("`")[1]))
+    assert set(report.to_json()) <= named, set(report.to_json()) - named

@@ -320,3 +320,17 @@ def test_doctor_without_probe_is_fast_here() -> None:
     elapsed = time.monotonic() - start
     assert json.loads(result.stdout)["checks"]
     assert elapsed < 1.0, elapsed
+
+
+def test_doctor_finds_the_container_under_a_root_given(node: FakeNode, tmp_path: Path) -> None:
+    """Before, --container looked in the default roots only: a container under another state root
+    (an engine's, a test's) was "not found"."""
+    root = tmp_path / "state"
+    (root / "c9").mkdir(parents=True)
+    (root / "c9" / "state.json").write_text(json.dumps({"init_process_pid": 1, "config": {"labels": []}}))
+    node.monkeypatch.setenv("CRGPU_RUNC_ROOTS", str(tmp_path / "elsewhere"))
+    image = str(tmp_path / "img")
+    code, doc = doctor("--image-path", image, "--container", "c9")
+    assert code == 3 and "not found" in doc["error"], doc
+    code, doc = doctor("--image-path", image, "--container", "c9", "--root", str(root))
+    assert code != 3 and "image.headroom" in checks(doc), doc
