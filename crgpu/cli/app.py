@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from crgpu import __version__
+from crgpu.cli.common import summary, unwrapped
 from crgpu.host.errors import EXIT_CODE_MEANINGS
 
 EXAMPLES = """Examples:
@@ -65,7 +66,13 @@ def _command(name: str) -> Callable[[typer.Typer], None]:
 
     def add(app: typer.Typer) -> None:
         module = importlib.import_module(f"crgpu.cli.{name}")
-        app.command(name, epilog=module.EXAMPLES + "\n" + EXIT_CODES_TEXT)(getattr(module, name))
+        function = getattr(module, name)
+        app.command(
+            name,
+            epilog=unwrapped(module.EXAMPLES) + "\n\n" + EXIT_CODES_TEXT,
+            # the whole summary in `crgpu --help` (click would cut it with "...")
+            short_help=summary(function.__doc__ or ""),
+        )(function)
 
     return add
 
@@ -73,7 +80,7 @@ def _command(name: str) -> Callable[[typer.Typer], None]:
 def _add_cuda(app: typer.Typer) -> None:
     from crgpu.cli.cuda import cuda_app
 
-    app.add_typer(cuda_app, name="cuda")
+    app.add_typer(cuda_app, name="cuda", short_help=summary(str(cuda_app.info.help or "")))
 
 
 # In the order the top-level help lists them.
@@ -146,7 +153,7 @@ def build_app(only: str | None = None) -> typer.Typer:
     app = typer.Typer(
         name="crgpu",
         help="Checkpoint and restore (GPU) containers on runc + CRIU and gVisor runsc.",
-        epilog=EXAMPLES + "\n" + EXIT_CODES_TEXT,
+        epilog=unwrapped(EXAMPLES) + "\n\n" + EXIT_CODES_TEXT,
         no_args_is_help=True,
         add_completion=False,
         rich_markup_mode=None,

@@ -39,6 +39,18 @@ DebugOpt = Annotated[
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and data.")]
 
 
+def summary(doc: str) -> str:
+    """A docstring's first sentence, whole, however its lines are broken."""
+    first = " ".join(doc.strip().split("\n\n")[0].split())
+    return first.split(". ")[0].rstrip(".")
+
+
+def unwrapped(text: str) -> str:
+    """Help text whose paragraphs click prints as they are: an example is never broken inside
+    its command (click's `\\b` marks a paragraph it must not rewrap)."""
+    return "\n\n".join(f"\b\n{paragraph}" for paragraph in text.strip("\n").split("\n\n"))
+
+
 def path_arg(text: str, flag: str) -> Path:
     """A path from the command line, checked as the options model checks paths (NUL bytes, lengths),
     made absolute. Typer's Path type would stat it while parsing and raise on a NUL byte."""

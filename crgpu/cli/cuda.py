@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, run_guarded
+from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, run_guarded, unwrapped
 from crgpu.cli.render import Renderer
 
 EXAMPLES = """
@@ -27,6 +27,7 @@ cuda_app = typer.Typer(
     rich_markup_mode=None,
 )
 
+_EPILOG = unwrapped(EXAMPLES)
 PidOpt = Annotated[int, typer.Option("--pid", help="The CUDA process (a host PID).", show_default=False)]
 
 
@@ -79,13 +80,13 @@ def _device_map(text: str | None) -> dict[str, str]:
     return pairs
 
 
-@cuda_app.command("state", epilog=EXAMPLES)
+@cuda_app.command("state", epilog=_EPILOG)
 def state(pid: PidOpt, as_json: JsonOpt = False, debug: DebugOpt = False, quiet: QuietOpt = False) -> None:
     """Print the process's CUDA state: running, locked, checkpointed or failed."""
     _run("state", pid, as_json, quiet, debug)
 
 
-@cuda_app.command("lock", epilog=EXAMPLES)
+@cuda_app.command("lock", epilog=_EPILOG)
 def lock(
     pid: PidOpt,
     timeout_ms: Annotated[int, typer.Option("--timeout-ms", help="0: wait for ever.")] = 10_000,
@@ -97,7 +98,7 @@ def lock(
     _run("lock", pid, as_json, quiet, debug, timeout_ms=timeout_ms)
 
 
-@cuda_app.command("checkpoint", epilog=EXAMPLES)
+@cuda_app.command("checkpoint", epilog=_EPILOG)
 def checkpoint(
     pid: PidOpt, as_json: JsonOpt = False, debug: DebugOpt = False, quiet: QuietOpt = False
 ) -> None:
@@ -105,7 +106,7 @@ def checkpoint(
     _run("checkpoint", pid, as_json, quiet, debug)
 
 
-@cuda_app.command("restore", epilog=EXAMPLES)
+@cuda_app.command("restore", epilog=_EPILOG)
 def restore(
     pid: PidOpt,
     device_map: Annotated[
@@ -120,7 +121,7 @@ def restore(
     _run("restore", pid, as_json, quiet, debug, device_map=device_map)
 
 
-@cuda_app.command("unlock", epilog=EXAMPLES)
+@cuda_app.command("unlock", epilog=_EPILOG)
 def unlock(pid: PidOpt, as_json: JsonOpt = False, debug: DebugOpt = False, quiet: QuietOpt = False) -> None:
     """Let the process's CUDA work run again."""
     _run("unlock", pid, as_json, quiet, debug)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, path_arg, run_guarded
-from crgpu.cli.render import Renderer
+from crgpu.cli.render import Renderer, stdout_columns
 from crgpu.host.textsafe import printable
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ Examples:
   crgpu doctor --image-path /ckpt --container train-7   # is there room for this checkpoint?
 """
 
+TABLE_MIN_COLUMNS = 100
 MARK = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "skip"}
 STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 GROUP_ORDER = ("runc and CRIU", "gVisor", "GPU", "host", "image")
@@ -81,7 +82,7 @@ def render_report(report: DoctorReport, renderer: Renderer) -> None:
     groups = sorted(
         {c.group for c in report.checks}, key=lambda g: GROUP_ORDER.index(g) if g in GROUP_ORDER else 99
     )
-    if renderer.rich:
+    if renderer.rich_out and stdout_columns() >= TABLE_MIN_COLUMNS:
         from rich.console import Console
         from rich.table import Table
         from rich.text import Text
@@ -91,11 +92,14 @@ def render_report(report: DoctorReport, renderer: Renderer) -> None:
             table.add_column(column, overflow="fold")
         for group in groups:
             table.add_section()
-            for check in (c for c in report.checks if c.group == group):
+            for n, check in enumerate(c for c in report.checks if c.group == group):
                 detail = Text(printable(check.detail))
                 if check.fix and check.status in ("fail", "warn"):
                     detail += Text("\nfix: ", style="yellow") + Text(printable(check.fix))
-                table.add_row(group, check.id, Text(MARK[check.status], style=STYLE[check.status]), detail)
+                shown_group = group if n == 0 else ""  # the group once, on its first row
+                table.add_row(
+                    shown_group, check.id, Text(MARK[check.status], style=STYLE[check.status]), detail
+                )
         console = Console()
         console.print(table)
         settings = Table(title="effective config", show_header=True)
@@ -106,8 +110,9 @@ def render_report(report: DoctorReport, renderer: Renderer) -> None:
                 item["name"], Text(printable(_show(item["value"]))), Text(printable(item["source"]))
             )
         console.print(settings)
-        console.print(f"[{'green' if report.ok else 'bold red'}]{report.summary}[/]")
+        console.print(Text(printable(report.summary), style="green" if report.ok else "bold red"))
         return
+    # A list below ~100 columns (a 14-character detail column broke paths mid-word) and in pipes.
     out = sys.stdout
     for group in groups:
         print(f"{group}:", file=out)

@@ -53,7 +53,7 @@ def inspect(
         if as_json:
             renderer.json(_with_verdict(image, path=str(path), complete=True, trust=image.trust.level))
         else:
-            print_manifest(path, image, renderer.rich)
+            print_manifest(path, image, renderer.rich_out)
         return 0
 
     run_guarded(renderer, debug, body)

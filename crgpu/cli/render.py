@@ -26,8 +26,24 @@ if TYPE_CHECKING:
 PANEL_LINES = 18
 
 
+def _terminal(stream: Any) -> bool:
+    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
 def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+    return _terminal(sys.stderr)
+
+
+def stdout_is_terminal() -> bool:
+    """Whether data written to stdout (doctor's table, inspect's tree) reaches a terminal: the
+    choice follows the stream written to (as gh and kubectl decide), not stderr's."""
+    return _terminal(sys.stdout)
+
+
+def stdout_columns() -> int:
+    import shutil
+
+    return shutil.get_terminal_size().columns
 
 
 def _console() -> Console:
@@ -40,7 +56,8 @@ class Renderer:
     def __init__(self, *, as_json: bool, quiet: bool) -> None:
         self.as_json = as_json
         self.quiet = quiet
-        self.rich = stderr_is_terminal()
+        self.rich = stderr_is_terminal()  # status, progress and panels: stderr
+        self.rich_out = stdout_is_terminal()  # tables and trees of data: stdout
 
     # --- status lines (stderr) ---
     def status(self, message: str, *, label: str = "", style: str = "") -> None:
