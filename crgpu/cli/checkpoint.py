@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crgpu.cli.common import Planned, run_planned, validated
@@ -43,9 +44,36 @@ def _parse(values: dict[str, Any]) -> Callable[[ProgressOpener], Planned]:
             planned.invocation.notes,
             lambda: checkpoint_dry_run(planned),
             lambda sink: execute_checkpoint(planned, sink),
+            written_of_expected(planned.options.image_dir, planned.container.pid, planned.cuda_processes),
         )
 
     return plan
+
+
+def written_of_expected(
+    image: Path, pid: int | None, cuda: tuple[Any, ...]
+) -> Callable[[], tuple[int, int | None]]:
+    """The image's bytes so far, against what the dump should write: the container's memory (its
+    cgroup's counter) and the GPU memory the driver copies into it, read once."""
+    from crgpu.doctor.report import container_memory_bytes
+    from crgpu.image.manifest import image_sizes
+    from crgpu.nvidia.gpu import process_gpu_use
+
+    expected: list[int] = []  # read at the first measure: a dry run never pays for it
+
+    def measure() -> tuple[int, int | None]:
+        if not expected:
+            total = container_memory_bytes(pid) if pid else 0
+            if cuda:
+                total += sum(use.bytes for use in process_gpu_use([p.host_pid for p in cuda]).values())
+            expected.append(total)
+        try:
+            written = image_sizes(image).total_bytes
+        except OSError:  # not made yet, or a file CRIU renamed meanwhile
+            written = 0
+        return written, expected[0] or None
+
+    return measure
 
 
 checkpoint = table_command(

@@ -136,6 +136,8 @@ class Planned:
     notes: list[str]
     preview: Callable[[], OperationResult]
     execute: Callable[[LineSink], OperationResult]
+    # Bytes written so far and the bytes expected (None: unknown), for the live progress line.
+    measure: Callable[[], tuple[int, int | None]] | None = None
 
 
 def run_planned(
@@ -171,7 +173,7 @@ def run_planned(
             for note in planned.notes:
                 renderer.note(note)
             started = time.monotonic()
-            with renderer.stream(planned.title) as sink:
+            with renderer.stream(planned.title, planned.measure) as sink:
                 result = planned.execute(sink)
             own = time.monotonic() - started - result.timings.get("runtime_s", 0.0)
             result.timings = {

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from crgpu.cli.common import DebugOpt, JsonOpt, QuietOpt, path_arg, run_guarded
-from crgpu.cli.render import Renderer
+from crgpu.cli.render import Renderer, size_text
 from crgpu.host.textsafe import printable
 
 EXAMPLES = """
@@ -103,10 +103,11 @@ def export(
             for note in done.notes:
                 renderer.note(note)
             ratio = done.archive_bytes / done.input_bytes if done.input_bytes else 0
+            rate = f", {size_text(done.input_bytes / done.duration_s)}/s" if done.duration_s > 0 else ""
             print(
                 f"Exported to {printable(done.archive)} ({done.format}, {done.compression}): "
-                f"{done.archive_bytes / 2**20:.1f} MiB from {done.input_bytes / 2**20:.1f} MiB "
-                f"({ratio:.0%}) in {done.duration_s:.2f} s"
+                f"{size_text(done.input_bytes)} of checkpoint in {size_text(done.archive_bytes)} of archive "
+                f"({ratio:.0%}) in {done.duration_s:.2f} s{rate}"
             )
         return 0
 

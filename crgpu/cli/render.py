@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,28 @@ if TYPE_CHECKING:
     from crgpu.host.errors import CrgpuError
 
 PANEL_LINES = 18
+PAGE_BYTES = 4096
+Measure = Callable[[], tuple[int, "int | None"]]
+
+
+def size_text(count: float) -> str:
+    """Bytes in binary units, the one unit system crgpu shows (GiB on bars and in summaries alike)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
+def progress_line(measured: tuple[int, int | None] | None, elapsed: float) -> str:
+    """`412.0 MiB of ~1.0 GiB (40%), 3.2 s, 128.8 MiB/s`; the elapsed time alone without a measure."""
+    if measured is None:
+        return f"{elapsed:.1f} s"
+    done, expected = measured
+    rate = f", {size_text(done / elapsed)}/s" if elapsed > 0.5 and done else ""
+    if expected:
+        return f"{size_text(done)} of ~{size_text(expected)} ({min(done / expected, 9.99):.0%}), {elapsed:.1f} s{rate}"
+    return f"{size_text(done)}, {elapsed:.1f} s{rate}"
 
 
 def _terminal(stream: Any) -> bool:
@@ -87,7 +110,12 @@ class Renderer:
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
         with Progress(
-            title, BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=_console(), transient=True
+            title,
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            console=_console(),
+            transient=True,
         ) as bar:
             task = bar.add_task(title, total=None)
 
@@ -98,7 +126,10 @@ class Renderer:
 
     # --- live runtime output (stderr) ---
     @contextmanager
-    def stream(self, title: str) -> Iterator[Any]:
+    def stream(self, title: str, measure: Measure | None = None) -> Iterator[Any]:
+        """The runtime's output live in a panel, under a line of progress: bytes written of those
+        expected, elapsed time and rate (a spinner and the time where nothing can be measured).
+        The panel goes when the call ends: a failure is told by the error and its detail."""
         if self.quiet:
             yield lambda _line: None
             return
@@ -109,20 +140,29 @@ class Renderer:
 
             yield plain
             return
+        from rich.console import Group
         from rich.live import Live
         from rich.panel import Panel
+        from rich.spinner import Spinner
         from rich.text import Text
 
         shown: deque[str] = deque(maxlen=PANEL_LINES)
+        started = time.monotonic()
+        spinner = Spinner("dots")
 
-        def panel() -> Panel:
-            return Panel(Text("\n".join(shown) or "…", overflow="fold"), title=title, border_style="blue")
+        class Dynamic:
+            """Rendered afresh at each of Live's refreshes: the clock moves without output."""
 
-        with Live(panel(), console=_console(), refresh_per_second=12, transient=False) as live:
+            def __rich__(self) -> Group:
+                line = Text(progress_line(measure() if measure else None, time.monotonic() - started))
+                body = Text("\n".join(shown), overflow="fold") if shown else Text("…")
+                spinner.text = line
+                return Group(spinner, Panel(body, title=title, border_style="blue"))
+
+        with Live(Dynamic(), console=_console(), refresh_per_second=4, transient=True):
 
             def to_panel(line: str) -> None:
                 shown.append(printable(line))
-                live.update(panel())
 
             yield to_panel
 
@@ -138,9 +178,16 @@ class Renderer:
             self.status(warning, label="warning:", style="bold yellow")
         if result.ok:
             verb = "Checkpointed" if result.verb == "checkpoint" else "Restored"
+            written = result.sizes.get("image_bytes")
+            rate = result.sizes.get("image_bytes_per_s")
+            size = (
+                f" ({size_text(written)}" + (f", {size_text(rate)}/s" if rate else "") + ")"
+                if written
+                else ""
+            )
             self.status(
                 f"{result.container_id} with {result.runtime} "
-                f"{result.runtime_version} in {result.duration_s:.2f} s; image {result.image_path}, "
+                f"{result.runtime_version} in {result.duration_s:.2f} s; image {result.image_path}{size}, "
                 f"work {result.work_path}",
                 label=verb,
                 style="green",
@@ -247,7 +294,15 @@ def format_stats(stats: dict[str, float]) -> list[tuple[str, str]]:
         if name in stats:
             value = stats[name]
             timed = name.endswith(("_time", "_duration", "_complete", "time_to_running"))
-            rows.append((name, f"{value / 1000:.1f} ms" if timed else f"{value:g}"))
+            if timed:
+                shown = f"{value / 1000:.1f} ms"
+            elif name.startswith("pages_"):
+                shown = f"{value:g} ({size_text(value * PAGE_BYTES)})"  # CRIU counts 4 KiB pages
+            elif name == "gpu_bytes":
+                shown = size_text(value)
+            else:
+                shown = f"{value:g}"
+            rows.append((name, shown))
     return rows
 
 

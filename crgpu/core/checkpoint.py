@@ -11,7 +11,7 @@ from contextlib import ExitStack
 from crgpu.core.checkpoint_failure import after_failed_checkpoint, thaw_left_paused
 from crgpu.core.checkpoint_manifest import record_checkpoint, record_container_files
 from crgpu.core.plan import CheckpointPlan
-from crgpu.core.result import OperationResult, new_result, raise_if_interrupted
+from crgpu.core.result import OperationResult, image_size_figures, new_result, raise_if_interrupted
 from crgpu.core.runtime_call import (
     criu_stats,
     require_privileges,
@@ -142,6 +142,7 @@ def _execute_checkpoint(plan: CheckpointPlan, sink: LineSink, timeout_s: float |
         paused.resume(result)
         record_checkpoint(plan, result.stats, session)
         result.duration_s = round(time.monotonic() - started, 4)
+        result.sizes = image_size_figures(opts.image_dir, result.timings.get("runtime_s", 0.0))
         if result.interrupted_by is not None:
             result.notes.append("interrupted after the checkpoint completed: the image is complete")
             raise_if_interrupted(result, plan.adapter, info.root)

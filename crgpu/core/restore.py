@@ -13,7 +13,7 @@ from pathlib import Path
 from crgpu.core.lazy_pages import finish_daemon, start_daemon
 from crgpu.core.plan import RestorePlan
 from crgpu.core.plan_restore import refuse_existing
-from crgpu.core.result import OperationResult, new_result, raise_if_interrupted
+from crgpu.core.result import OperationResult, image_size_figures, new_result, raise_if_interrupted
 from crgpu.core.runtime_call import (
     criu_stats,
     require_privileges,
@@ -109,6 +109,7 @@ def _execute_restore(plan: RestorePlan, sink: LineSink, timeout_s: float | None)
             )
             if plan.adapter.name == "runc":
                 result.warnings += _lost_records(plan.work_dir, result.stats, logs)
+            result.sizes = image_size_figures(plan.options.image_dir, result.timings.get("runtime_s", 0.0))
             if plan.manifest is not None and plan.manifest.cuda.get("mode") == "driver-api":
                 restore_cuda(plan, result)
             elif plan.manifest is not None and plan.manifest.cuda.get("mode") == "plugin":

@@ -48,6 +48,9 @@ class OperationResult:
     # work around it: lock, directories, CUDA, statistics, manifest, clean-up).
     timings: dict[str, float] = field(default_factory=dict)
     detail: list[str] = field(default_factory=list)
+    # The image's bytes on disk and the rate the runtime wrote (checkpoint) or read (restore) them:
+    # image_bytes, pages_bytes, image_bytes_per_s.
+    sizes: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,3 +132,19 @@ def raise_if_interrupted(result: OperationResult, adapter: Adapter, root: Path) 
         hint=hint,
         detail=[f"log: {result.log_path}"] if result.log_path else [],
     )
+
+
+def image_size_figures(image_dir: Path, seconds: float) -> dict[str, float]:
+    """The `sizes` of a result: the image's bytes and its bytes per second of the runtime call."""
+    from crgpu.image.manifest import image_sizes
+
+    try:
+        sizes = image_sizes(image_dir)
+    except OSError:
+        return {}
+    out: dict[str, float] = {"image_bytes": sizes.total_bytes}
+    if sizes.memory_pages_bytes is not None:
+        out["pages_bytes"] = sizes.memory_pages_bytes
+    if seconds > 0:
+        out["image_bytes_per_s"] = round(sizes.total_bytes / seconds)
+    return out

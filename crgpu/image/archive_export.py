@@ -10,7 +10,7 @@ import re
 import stat
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -157,7 +157,13 @@ def _write_tar(
         if arcname.startswith(f"{CHECKPOINT_DIR}/") and not added_dir:
             _add_dir(tar, CHECKPOINT_DIR)
             added_dir = True
-        _add_file(tar, arcname, path)
+        base = done
+
+        def copied(count: int, base: int = base) -> None:  # within the file: the pages are one file of GBs
+            if progress is not None:
+                progress(base + count, total)
+
+        _add_file(tar, arcname, path, copied)
         done += size
         if progress is not None:
             progress(done, total)
@@ -292,6 +298,9 @@ def _info(name: str, size: int, mode: int, kind: bytes = tarfile.REGTYPE) -> tar
     return info
 
 
+PROGRESS_STEP = 16 << 20  # the bar moves every 16 MiB within a file
+
+
 class _TarWriter:
     """A tar stream written straight into the compressor: headers from tarfile (PAX), file data in
     1 MiB reads. tarfile's own stream mode copies through 10 KiB blocks, which costs a third of
@@ -328,7 +337,7 @@ def _add_dir(tar: _TarWriter, name: str) -> None:
     tar.header(_info(name, 0, 0o700, tarfile.DIRTYPE))
 
 
-def _add_file(tar: _TarWriter, name: str, path: Path) -> None:
+def _add_file(tar: _TarWriter, name: str, path: Path, copied: Callable[[int], None] | None = None) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         size = os.fstat(fd).st_size
@@ -340,6 +349,8 @@ def _add_file(tar: _TarWriter, name: str, path: Path) -> None:
                 raise PreconditionError(f"{path} shrank while it was exported")
             tar.write(chunk)
             left -= len(chunk)
+            if copied is not None and (size - left) % PROGRESS_STEP < len(chunk):
+                copied(size - left)
         tar.pad()
     finally:
         os.close(fd)

@@ -151,3 +151,19 @@ def test_the_kubelets_documents_are_the_ones_containerd_reads(tmp_path: Path) ->
 def test_an_archive_without_a_digest_image_says_containerd_will_not_restore_it(tmp_path: Path) -> None:
     doc = _export(_image(tmp_path), tmp_path / "k8s.tar")
     assert any("NAME@sha256" in note for note in doc["notes"])
+
+
+def test_export_progress_moves_within_a_large_file(tmp_path: Path) -> None:
+    """Before, the bar moved per file and sat at 0.0/1.1 GB through the one file of pages."""
+    from crgpu.image.archive_export import PROGRESS_STEP, export_image
+
+    image = _image(tmp_path)
+    (image / "pages-1.img").write_bytes(b"\1" * (4 * PROGRESS_STEP))
+    seen: list[tuple[int, int]] = []
+    export_image(
+        image, tmp_path / "out.tar", "kubernetes", "none", lambda done, total: seen.append((done, total))
+    )
+    total = seen[-1][1]
+    assert seen[-1][0] == total and total > 4 * PROGRESS_STEP
+    inside = [done for done, _ in seen if 0 < done < total]
+    assert len(inside) >= 4 and inside == sorted(inside)  # steps through the pages file, in order

@@ -34,6 +34,10 @@ def test_checkpoint_then_restore_continues_the_counter(runc_container: Start, sh
     assert (image / "crgpu.json").is_file()
     assert doc["stats"]["frozen_time"] > 0 and doc["stats"]["pages_written"] > 0
     assert doc["stats"]["runtime_checkpoint_duration"] > doc["stats"]["frozen_time"]
+    # sizes and a rate, as the terminal shows them (before: only pages_written, a page count)
+    sizes = doc["sizes"]
+    assert sizes["pages_bytes"] >= doc["stats"]["pages_written"] * 4096 > 0
+    assert sizes["image_bytes"] > sizes["pages_bytes"] and sizes["image_bytes_per_s"] > 0
     assert container.status() is None  # runc removes a container it checkpointed without --leave-running
     saved = testbed.stopped_counter(container.bundle, floor)
     time.sleep(0.3)
@@ -44,6 +48,7 @@ def test_checkpoint_then_restore_continues_the_counter(runc_container: Start, sh
     assert code == 0, doc
     assert doc["container_status"] == "running"
     assert doc["stats"]["restore_time"] > 0 and doc["stats"]["pages_restored"] > 0
+    assert doc["sizes"]["image_bytes"] > 0 and doc["sizes"]["image_bytes_per_s"] > 0
     after = testbed.wait_counter_above(container.bundle, saved)
     # Continued from the saved value, not restarted from 1.
     assert saved < after < saved + 40
