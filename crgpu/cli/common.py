@@ -154,7 +154,8 @@ def run_planned(
         def body() -> int:
             # A refusal's document names the verb and the container as typed (a plan that found it
             # puts the resolved ID and its GPU verdict in first).
-            with error_context(verb=verb, container_id=values.get("container_id")):
+            typed = values.get("container_id")
+            with error_context(verb=verb, container_id=typed, container=typed):
                 return planned_body()
 
         def planned_body() -> int:
@@ -167,6 +168,7 @@ def run_planned(
             timings = {"startup_s": startup, "plan_s": round(time.monotonic() - started, 4)}
             if values["dry_run"]:
                 preview = planned.preview()
+                preview.container = values.get("container_id") or preview.container_id
                 preview.timings.update({k: v for k, v in timings.items() if v is not None})
                 renderer.result(preview)
                 return 0
@@ -175,10 +177,16 @@ def run_planned(
             started = time.monotonic()
             with renderer.stream(planned.title, planned.measure) as sink:
                 result = planned.execute(sink)
+            result.container = values.get("container_id") or result.container_id
             own = time.monotonic() - started - result.timings.get("runtime_s", 0.0)
             result.timings = {
                 **{k: v for k, v in timings.items() if v is not None},
                 "runtime_s": result.timings.get("runtime_s", 0.0),
+                **(
+                    {"runtime_delete_s": result.timings["runtime_delete_s"]}
+                    if "runtime_delete_s" in result.timings
+                    else {}
+                ),
                 "post_s": round(max(own, 0.0), 4),
             }
             renderer.result(result)

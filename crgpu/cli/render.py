@@ -8,6 +8,7 @@ Rich reads markup only in the few labels written here.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 import time
@@ -27,6 +28,30 @@ if TYPE_CHECKING:
 PANEL_LINES = 18
 PAGE_BYTES = 4096
 Measure = Callable[[], tuple[int, "int | None"]]
+
+
+# Runtime lines that repeat without telling the operator more: shown once, then counted.
+_REPEATS = re.compile(r"Failed to remove cgroup \(will retry\)|retrying after error")
+
+
+class _Folder:
+    """Keeps the first of each repeating runtime warning (runc's "Failed to remove cgroup (will
+    retry)", ten per failed restore) and counts the rest, for one line at the end."""
+
+    def __init__(self) -> None:
+        self.folded: dict[str, int] = {}
+
+    def keep(self, line: str) -> bool:
+        found = _REPEATS.search(line)
+        if found is None:
+            return True
+        key = found.group(0)
+        self.folded[key] = self.folded.get(key, -1) + 1
+        return self.folded[key] == 0
+
+    def summary(self) -> str:
+        more = {key: count for key, count in self.folded.items() if count}
+        return "; ".join(f"({count} more '{key}' from the runtime)" for key, count in more.items())
 
 
 def size_text(count: float) -> str:
@@ -133,12 +158,16 @@ class Renderer:
         if self.quiet:
             yield lambda _line: None
             return
+        folder = _Folder()
         if not self.rich:
 
             def plain(line: str) -> None:
-                print(printable(line), file=sys.stderr, flush=True)
+                if folder.keep(line):
+                    print(printable(line), file=sys.stderr, flush=True)
 
             yield plain
+            if folder.summary():
+                print(folder.summary(), file=sys.stderr, flush=True)
             return
         from rich.console import Group
         from rich.live import Live
@@ -162,9 +191,12 @@ class Renderer:
         with Live(Dynamic(), console=_console(), refresh_per_second=4, transient=True):
 
             def to_panel(line: str) -> None:
-                shown.append(printable(line))
+                if folder.keep(line):
+                    shown.append(printable(line))
 
             yield to_panel
+        if folder.summary():
+            self.status(folder.summary(), style="dim")
 
     # --- results ---
     def result(self, result: OperationResult) -> None:
@@ -185,8 +217,10 @@ class Renderer:
                 if written
                 else ""
             )
+            named = result.container or result.container_id
+            who = named if named == result.container_id else f"{named} (ID {result.container_id})"
             self.status(
-                f"{result.container_id} with {result.runtime} "
+                f"{who} with {result.runtime} "
                 f"{result.runtime_version} in {result.duration_s:.2f} s; image {result.image_path}{size}, "
                 f"work {result.work_path}",
                 label=verb,
@@ -194,7 +228,7 @@ class Renderer:
             )
             self.stats(result.stats)
             self.timings(result.timings)
-            print(printable(result.container_id))
+            print(printable(named))  # as the operator named it, as podman prints it
             return
         self.failure(result.error or f"{result.verb} failed", result.hint, _failure_detail(result))
 
@@ -221,6 +255,12 @@ class Renderer:
             ("post_s", "crgpu after plan"),
         )
         shown = [f"{label} {timings[key] * 1000:.0f} ms" for key, label in names if key in timings]
+        if "runtime_delete_s" in timings and "runtime_s" in timings:
+            # runsc: the checkpoint, then the sandbox's delete, both the runtime's (as runsc itself is timed)
+            index = next(i for i, text in enumerate(shown) if text.startswith("runtime "))
+            shown[index] += (
+                f" (of it, runsc's delete of the sandbox {timings['runtime_delete_s'] * 1000:.0f} ms)"
+            )
         if self.quiet or not shown:
             return
         self.status(", ".join(shown), label="timings:", style="dim")

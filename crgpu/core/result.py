@@ -51,6 +51,9 @@ class OperationResult:
     # The image's bytes on disk and the rate the runtime wrote (checkpoint) or read (restore) them:
     # image_bytes, pages_bytes, image_bytes_per_s.
     sizes: dict[str, float] = field(default_factory=dict)
+    # The container as the operator named it (a podman or Kubernetes name), beside container_id,
+    # the runtime's ID it resolved to.
+    container: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

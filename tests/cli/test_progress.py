@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from crgpu.cli.checkpoint import written_of_expected
 from crgpu.cli.render import format_stats, progress_line, size_text
 
@@ -36,3 +38,34 @@ def test_the_measure_reads_the_image_as_it_grows(tmp_path: Path) -> None:
     (image / "pages-1.img").write_bytes(b"\0" * 8192)
     (image / "crgpu.json").write_text("{}")  # the manifest is not the dump's
     assert measure() == (8192, None)
+
+
+def test_runcs_repeated_cgroup_warnings_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: runc's ten `Failed to remove cgroup (will retry)` on every failed restore."""
+    from crgpu.cli.render import Renderer
+
+    renderer = Renderer(as_json=False, quiet=False)
+    renderer.rich = False
+    warning = (
+        'time="2026-12-03T06:00:00Z" level=warning msg="Failed to remove cgroup (will retry)" error="busy"'
+    )
+    with renderer.stream("runc restore web") as sink:
+        sink("criu: restoring")
+        for _ in range(10):
+            sink(warning)
+    err = capsys.readouterr().err
+    assert err.count("Failed to remove cgroup") == 2  # the first, and the count
+    assert "(9 more 'Failed to remove cgroup (will retry)' from the runtime)" in err
+    assert "criu: restoring" in err
+
+
+def test_a_runsc_checkpoints_runtime_time_is_explained(capsys: pytest.CaptureFixture[str]) -> None:
+    from crgpu.cli.render import Renderer
+
+    renderer = Renderer(as_json=False, quiet=False)
+    renderer.rich = False
+    renderer.timings(
+        {"startup_s": 0.05, "plan_s": 0.01, "runtime_s": 1.606, "runtime_delete_s": 1.52, "post_s": 0.02}
+    )
+    err = capsys.readouterr().err
+    assert "runtime 1606 ms (of it, runsc's delete of the sandbox 1520 ms)" in err

@@ -148,3 +148,19 @@ def test_podmans_answer_gives_the_network_a_copy_needs(monkeypatch: pytest.Monke
     details = engines.podman_details("39b5e9bf4f5c")
     assert (details["network_mode"], details["networks"]) == ("bridge", "podman")
     assert details["image"] == "localhost/crgpu-busybox:latest"
+
+
+def test_a_container_named_by_its_engine_name_is_shown_as_typed_with_its_id_beside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the 64-hex ID was printed where the operator typed `web`."""
+    docker_id = "ef" * 32
+    _docker_container(tmp_path, monkeypatch, docker_id, "/web")
+    result = crgpu("checkpoint", "--leave-running", "-i", str(tmp_path / "img"), "web")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "web"
+    assert f"web (ID {docker_id})" in result.stderr
+    doc = json.loads(
+        crgpu("checkpoint", "--leave-running", "--json", "-i", str(tmp_path / "img2"), "web").stdout
+    )
+    assert (doc["container"], doc["container_id"]) == ("web", docker_id)
