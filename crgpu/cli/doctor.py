@@ -38,10 +38,14 @@ def doctor(
     ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Count warnings as failures.")] = False,
     image_path: Annotated[
-        Optional[str], typer.Option("--image-path", "-i", help="Check free space for a checkpoint here.")
+        Optional[str],
+        typer.Option("--image-path", "-i", metavar="DIR", help="Check free space for a checkpoint here."),
     ] = None,
     container: Annotated[
-        Optional[str], typer.Option("--container", help="With --image-path: count this container's memory.")
+        Optional[str],
+        typer.Option(
+            "--container", metavar="CONTAINER_ID", help="With --image-path: count this container's memory."
+        ),
     ] = None,
     root: Annotated[
         Optional[str],

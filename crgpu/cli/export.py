@@ -45,10 +45,19 @@ class Compression(StrEnum):
 def export(
     image_path: Annotated[
         str,
-        typer.Option("--image-path", "-i", help="The checkpoint directory (crgpu's).", show_default=False),
+        typer.Option(
+            "--image-path",
+            "-i",
+            metavar="DIR",
+            help="The checkpoint directory (crgpu's).",
+            show_default=False,
+        ),
     ],
     output: Annotated[
-        str, typer.Option("--output", "-o", help="The archive to write (new).", show_default=False)
+        str,
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="The archive to write (new).", show_default=False
+        ),
     ],
     fmt: Annotated[
         Format,

@@ -32,6 +32,20 @@ _TYPES: dict[str, Any] = {
 }
 
 
+# What help shows for a value, by the option table's kind (Typer's default for a str is `<str>`).
+_METAVARS = {"dir": "DIR", "file": "FILE", "text": "TEXT", "int": "N", "list": "FLAG"}
+
+
+def _metavar(option: Option, verb: str) -> str | None:
+    if option.metavar:
+        return option.metavar
+    if option.name == "image_path" and verb == "restore":
+        return "PATH"  # a directory or an archive
+    if option.kind == "choice":
+        return "|".join(option.choices)
+    return _METAVARS.get(option.kind)
+
+
 def _parameter(option: Option, verb: str) -> inspect.Parameter:
     help_text = option.help_for(verb)
     default: Any = option.default
@@ -45,7 +59,7 @@ def _parameter(option: Option, verb: str) -> inspect.Parameter:
         default = bool(default)
     else:
         kind = _TYPES[option.kind]
-        info = typer.Option(*option.flags, help=help_text, metavar=option.metavar)
+        info = typer.Option(*option.flags, help=help_text, metavar=_metavar(option, verb))
         annotation = Annotated[kind, info] if default is not None else Annotated[Optional[kind], info]
     return inspect.Parameter(
         option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation

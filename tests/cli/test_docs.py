@@ -180,3 +180,12 @@ def test_the_readme_names_every_key_of_doctors_json() -> None:
     line = next(part for part in readme.split("`doctor --json` prints")[1:2])
     named = set(re.findall(r'"(\w+)"', line.split("`")[1]))
     assert set(report.to_json()) <= named, set(report.to_json()) - named
+
+
+def test_no_help_shows_typers_placeholder_for_a_value() -> None:
+    """Before: `--image-path <str>`, `--cuda <str>`; now DIR, PATH, auto|plugin|driver-api|off."""
+    from crgpu.cli.help_text import HELP
+
+    assert not [page for page, text in HELP.items() if "<str>" in text or "<int>" in text]
+    assert "--cuda auto|plugin|driver-api|off" in HELP["checkpoint"]
+    assert "-i, --image-path PATH" in HELP["restore"]
