@@ -28,7 +28,9 @@ cuda_app = typer.Typer(
 )
 
 _EPILOG = unwrapped(EXAMPLES)
-PidOpt = Annotated[int, typer.Option("--pid", help="The CUDA process (a host PID).", show_default=False)]
+PidOpt = Annotated[
+    int, typer.Option("--pid", metavar="PID", help="The CUDA process (a host PID).", show_default=False)
+]
 
 
 def _run(verb: str, pid: int, as_json: bool, quiet: bool, debug: bool, **kwargs: object) -> None:
@@ -89,7 +91,7 @@ def state(pid: PidOpt, as_json: JsonOpt = False, debug: DebugOpt = False, quiet:
 @cuda_app.command("lock", epilog=_EPILOG)
 def lock(
     pid: PidOpt,
-    timeout_ms: Annotated[int, typer.Option("--timeout-ms", help="0: wait for ever.")] = 10_000,
+    timeout_ms: Annotated[int, typer.Option("--timeout-ms", metavar="MS", help="0: wait for ever.")] = 10_000,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
