@@ -99,22 +99,19 @@ def run_guarded(renderer: Renderer, debug: bool, body: Callable[[], int]) -> Non
         where = f" {printable(exc.filename)}" if exc.filename else ""
         if isinstance(exc, PermissionError) and os.geteuid() != 0:
             # Images, work dirs and runtime state are root's (0700): not the path, the user.
-            renderer.error(
-                CrgpuError(
-                    f"cannot use{where}: permission denied",
-                    hint="run crgpu as root: its images and the runtimes' state are root's",
-                    exit_code=ExitCode.PRECONDITION,
-                )
+            error = CrgpuError(
+                f"cannot use{where}: permission denied",
+                hint="run crgpu as root: its images and the runtimes' state are root's",
+                exit_code=ExitCode.PRECONDITION,
             )
-            raise typer.Exit(int(ExitCode.PRECONDITION)) from None
-        renderer.error(
-            CrgpuError(
+        else:
+            error = CrgpuError(
                 f"cannot use{where}: {exc.strerror or exc}",
                 hint="check the path and its permissions",
                 exit_code=ExitCode.IMAGE_PATH,
             )
-        )
-        raise typer.Exit(int(ExitCode.IMAGE_PATH)) from None
+        renderer.error(error)
+        raise typer.Exit(int(error.exit_code)) from None
     except Exception as exc:
         if debug or os.environ.get("CRGPU_DEBUG"):
             traceback.print_exc(file=sys.stderr)
