@@ -96,6 +96,31 @@ def test_leave_running_keeps_the_container_going(runc_container: Start, short_tm
     testbed.wait_counter_above(container.bundle, before + 5)
 
 
+def test_a_restore_onto_a_running_id_hints_a_command_that_works_when_followed(
+    runc_container: Start, short_tmp: Path
+) -> None:
+    """The hint once said `runc delete ID`, which runc refuses for a running container."""
+    container = runc_container()
+    testbed.wait_counter_above(container.bundle, 3)
+    image = short_tmp / "img"
+    code, doc = crgpu_json(
+        "checkpoint", "--leave-running", "--root", str(container.root), "-i", str(image), container.id
+    )
+    assert code == 0, doc
+    saved = testbed.wait_counter_above(container.bundle, 0)
+    code, doc = crgpu_json("restore", "-i", str(image))
+    assert code == 4 and "already exists" in doc["error"], doc
+    command = doc["hint"].split("`")[1].split()
+    assert command[0] == "runc"
+    done = subprocess.run(
+        [os.environ["CRGPU_RUNC"], *command[1:]], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr  # the hint, followed, removes the running container
+    code, doc = crgpu_json("restore", "-i", str(image))
+    assert code == 0, doc
+    assert testbed.wait_counter_above(container.bundle, saved) > saved
+
+
 def test_link_remap_is_needed_and_works(runc_container: Start, short_tmp: Path) -> None:
     container = runc_container(LINK_REMAP_WORKLOAD)
     testbed.wait_counter_above(container.bundle, 3)
