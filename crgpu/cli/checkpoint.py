@@ -55,7 +55,7 @@ def written_of_expected(
 ) -> Callable[[], tuple[int, int | None]]:
     """The image's bytes so far, against what the dump should write: the container's memory (its
     cgroup's counter) and the GPU memory the driver copies into it, read once."""
-    from crgpu.doctor.report import container_memory_bytes
+    from crgpu.host.cgroup_memory import container_memory_bytes
     from crgpu.image.manifest import image_sizes
     from crgpu.nvidia.gpu import process_gpu_use
 

@@ -61,7 +61,8 @@ def doctor(
     renderer = Renderer(as_json=as_json, quiet=quiet)
 
     def body() -> int:
-        from crgpu.doctor.report import container_memory_bytes, run_doctor
+        from crgpu.doctor.report import run_doctor
+        from crgpu.host.cgroup_memory import container_memory_bytes
 
         memory = 0
         if container:

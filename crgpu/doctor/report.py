@@ -10,7 +10,6 @@ from typing import Any
 from crgpu.doctor.checks import CHECKS, PATHS, WARN_FAILS, check_headroom
 from crgpu.doctor.facts import Check, Facts
 from crgpu.host import config
-from crgpu.host.root import host_path
 from crgpu.options.models import RuntimeName
 
 
@@ -88,29 +87,6 @@ def judge(checks: list[Check], strict: bool) -> tuple[dict[str, bool | None], bo
     if not any_available:
         parts.insert(0, "no runtime installed (apt-get install runc criu or runsc)")
     return ready, ok, "; ".join(parts)
-
-
-def container_memory_bytes(pid: int | None) -> int:
-    """A container's memory use: its cgroup's counter, else its init process's RSS."""
-    if not pid:
-        return 0
-    try:
-        for line in host_path(f"/proc/{pid}/cgroup").read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            if controllers == "":
-                candidate = host_path(f"/sys/fs/cgroup{path}/memory.current")
-            elif "memory" in controllers.split(","):
-                candidate = host_path(f"/sys/fs/cgroup/memory{path}/memory.usage_in_bytes")
-            else:
-                continue
-            if candidate.is_file():
-                return int(candidate.read_text().strip())
-        for line in host_path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def probe_checks(facts_ready: dict[str, bool | None]) -> tuple[list[Check], list[dict[str, Any]]]:

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from crgpu.host.proc_cgroups import process_cgroups
 from crgpu.host.root import host_path, read_host_text
 
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -43,19 +44,32 @@ class Room:
 
 
 def memory_cgroup(pid: int) -> tuple[str, str] | None:
-    """(version, path) of the process's memory cgroup: ("v2", "/a/b") or ("v1", "/a/b")."""
-    text = read_host_text(f"/proc/{pid}/cgroup")
-    if not text:
-        return None
-    unified = None
-    for line in text.splitlines():
-        _, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if controllers == "" and path:
-            unified = path
-        elif "memory" in controllers.split(","):
+    """(version, path) of the process's memory cgroup: ("v1", "/a/b") where a v1 memory hierarchy
+    holds it, else ("v2", "/a/b")."""
+    found = process_cgroups(pid)
+    for hierarchy, path in found.items():
+        if "memory" in hierarchy.split(","):
             return "v1", path
-    return ("v2", unified) if unified else None
+    return ("v2", found[""]) if "" in found else None
+
+
+def container_memory_bytes(pid: int | None) -> int:
+    """A container's memory use: its memory cgroup's counter, else its init process's RSS."""
+    if not pid:
+        return 0
+    where = memory_cgroup(pid)
+    if where is not None:
+        version, path = where
+        counter = (
+            f"{CGROUP_ROOT}{path.rstrip('/')}/memory.current"
+            if version == "v2"
+            else f"{CGROUP_ROOT}/memory{path.rstrip('/')}/memory.usage_in_bytes"
+        )
+        used = _number(counter)
+        if used is not None:
+            return used
+    rss = meminfo_field(f"/proc/{pid}/status", "VmRSS:")
+    return rss or 0
 
 
 def _number(path: str) -> int | None:
@@ -79,14 +93,24 @@ def _stat(path: str, key: str) -> int:
     return 0
 
 
-def host_swap_free() -> int:
-    for line in (read_host_text("/proc/meminfo") or "").splitlines():
-        if line.startswith("SwapFree:"):
+def meminfo_field(path: str, key: str) -> int | None:
+    """A `Key:  N kB` line of /proc/meminfo or /proc/PID/status, in bytes; None when absent."""
+    for line in (read_host_text(path) or "").splitlines():
+        if line.startswith(key):
             try:
                 return int(line.split()[1]) * 1024
             except (IndexError, ValueError):
-                return 0
-    return 0
+                return None
+    return None
+
+
+def host_memory_available() -> int | None:
+    """MemAvailable of the host, in bytes (None when unknown)."""
+    return meminfo_field("/proc/meminfo", "MemAvailable:")
+
+
+def host_swap_free() -> int:
+    return meminfo_field("/proc/meminfo", "SwapFree:") or 0
 
 
 def _room_v2(cgroup: str, swap_free: int) -> Room | None:

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crgpu.criu.binary import cuda_plugin_path
-from crgpu.host.cgroup_memory import short_of
+from crgpu.host.cgroup_memory import host_memory_available, short_of
 from crgpu.host.errors import PreconditionError
 from crgpu.host.process import query_stdout
-from crgpu.host.root import host_path
 from crgpu.host.signals import interrupts_raised, signals_noted
 from crgpu.nvidia import gpu, gpu_map
 from crgpu.nvidia.bindings_line import MIN_DRIVER_API
@@ -84,17 +83,6 @@ def select_mode(
         hint="install NVIDIA driver 570+ (driver API), or CRIU's cuda_plugin.so with cuda-checkpoint; if it "
         "holds no GPU state, checkpoint it with --cuda off",
     )
-
-
-def host_memory_available() -> int | None:
-    """MemAvailable of the host, in bytes (None when unknown)."""
-    try:
-        for line in host_path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def classify(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from crgpu.host.proc_cgroups import process_cgroups
 from crgpu.host.root import host_path
 
 
@@ -73,14 +74,10 @@ def _maps_libcuda(pid: int) -> bool:
 def _cgroup(pid: int) -> tuple[str, str] | None:
     """The process's cgroup as (hierarchy, path): cgroup v2's ("", path), else its first v1
     hierarchy's (controllers, path)."""
-    try:
-        lines = host_path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    found = [tuple(line.split(":", 2)[1:]) for line in lines if line.count(":") >= 2]
-    unified = [entry for entry in found if entry[0] == ""]
-    chosen = unified[0] if unified else (found[0] if found else None)
-    return (chosen[0], chosen[1]) if chosen else None
+    found = process_cgroups(pid)
+    if "" in found:
+        return "", found[""]
+    return next(iter(found.items()), None)
 
 
 def _inside(cgroup: tuple[str, str] | None, container: tuple[str, str]) -> bool:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crgpu.host.mounts import mount_points_below, mountinfo_lines, unescape, unmount
-from crgpu.host.root import read_host_text
+from crgpu.host.proc_cgroups import process_cgroups
 from crgpu.runtimes.state import read_bundle_spec
 
 
@@ -78,7 +78,7 @@ def runc_cgroup_dirs(inner: str) -> list[Path]:
     cleaned = posixpath.normpath("/" + inner).lstrip("/")
     if not cleaned:
         return []
-    own = _own_cgroups()
+    own = process_cgroups("self")
     dirs: list[Path] = []
     for mount in _cgroup_mounts():
         if absolute:
@@ -124,13 +124,3 @@ def _cgroup_mounts() -> list[_CgroupMount]:
             key = ",".join(sorted(named or [option for option in options if option in V1_CONTROLLERS]))
         mounts.append(_CgroupMount(Path(unescape(fields[4])), unescape(fields[3]), key))
     return mounts
-
-
-def _own_cgroups() -> dict[str, str]:
-    """/proc/self/cgroup by hierarchy: `N:cpu,cpuacct:/path`, `N:name=systemd:/path`, `0::/path`."""
-    own: dict[str, str] = {}
-    for line in (read_host_text("/proc/self/cgroup") or "").splitlines():
-        parts = line.split(":", 2)
-        if len(parts) == 3 and parts[2].startswith("/"):
-            own[",".join(sorted(parts[1].split(","))) if parts[1] else ""] = parts[2]
-    return own

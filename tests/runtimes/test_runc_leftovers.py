@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from crgpu.host import proc_cgroups
 from crgpu.runtimes import runc_leftovers
 from crgpu.runtimes.runc_leftovers import claim_cgroups, runc_cgroup_dirs
 
@@ -25,7 +26,7 @@ V1_OWN = "4:memory:/process_api/0486\n2:cpuacct,cpu:/\n1:name=systemd:/init.scop
 
 def _node(monkeypatch: pytest.MonkeyPatch, mounts: list[str], own: str) -> None:
     monkeypatch.setattr(runc_leftovers, "mountinfo_lines", lambda: mounts)
-    monkeypatch.setattr(runc_leftovers, "read_host_text", lambda path: own)
+    monkeypatch.setattr(proc_cgroups, "read_host_text", lambda path: own)
 
 
 def test_v2_a_relative_path_lies_under_the_parent_of_runcs_own_cgroup(
@@ -63,7 +64,7 @@ def test_only_what_was_missing_is_claimed_and_only_empty_dirs_go(
     monkeypatch.setattr(
         runc_leftovers, "mountinfo_lines", lambda: [f"35 31 0:32 / {hierarchy} rw - cgroup cgroup rw,memory"]
     )
-    monkeypatch.setattr(runc_leftovers, "read_host_text", lambda path: "4:memory:/\n")
+    monkeypatch.setattr(proc_cgroups, "read_host_text", lambda path: "4:memory:/\n")
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "config.json").write_text(json.dumps({"linux": {"cgroupsPath": "/crgpu/a/b"}}))
