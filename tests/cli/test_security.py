@@ -423,6 +423,49 @@ def test_gpu_uuids_in_an_image_are_checked_when_it_is_read(tmp_path: Path, cuda:
     assert "not a list of GPU UUIDs" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("cuda", "words"),
+    [
+        (
+            {"mode": "driver-api", "processes": [{"ns_pid": 7, "gpu_bytes": -1}]},
+            "gpu_bytes is not a byte count",
+        ),
+        (
+            {"mode": "driver-api", "processes": [{"ns_pid": 7, "gpu_bytes": 2**60}]},
+            "gpu_bytes is not a byte count",
+        ),
+        (
+            {"mode": "driver-api", "processes": [{"ns_pid": 7, "gpu_bytes": True}]},
+            "gpu_bytes is not a byte count",
+        ),
+        (
+            {"mode": "driver-api", "processes": [{"ns_pid": 7, "gpu_memory": [1]}]},
+            "gpu_memory is not bytes per GPU",
+        ),
+        (
+            {
+                "mode": "driver-api",
+                "processes": [{"ns_pid": 7, "gpu_memory": {"GPU-00000000-0000-0000-0000-000000000001": "9"}}],
+            },
+            "gpu_memory is not bytes per GPU",
+        ),
+        (
+            {"mode": "driver-api", "processes": [{"ns_pid": 7, "gpu_memory": {"--root=/tmp": 1}}]},
+            "not a list of GPU UUIDs",
+        ),
+    ],
+)
+def test_gpu_byte_counts_in_an_image_are_checked_when_it_is_read(
+    tmp_path: Path, cuda: dict[str, object], words: str
+) -> None:
+    """They set a restore's deadlines and its free-GPU-memory check: anything but bytes per GPU
+    UUID is refused up front."""
+    image = foreign_image(tmp_path, "bytes", raw=json.dumps(manifest_doc(tmp_path, cuda=cuda)))
+    result = crgpu("inspect", "--json", str(image))
+    assert result.exit_code == ExitCode.PRECONDITION, result.output
+    assert words in result.stdout
+
+
 # --- 5. locks and the restore's existence check ---------------------------------------------------
 
 
