@@ -142,8 +142,3 @@ def _cpu_note(found: set[str], hooked: bool) -> str:
     else:
         why = "gVisor's GPU proxy is on for it but its spec gives it no GPU"
     return f"taken for a CPU container: {why}; no NVIDIA device node, or the hook together with {_VISIBLE}"
-
-
-def spec_evidence(spec: dict[str, Any]) -> set[str]:
-    """The kinds of GPU evidence an OCI spec holds, counted or not (tests, doctor)."""
-    return set(gpu_verdict(spec).evidence)
